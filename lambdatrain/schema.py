@@ -1,0 +1,56 @@
+"""The ledger table's schema and the stream filter: one definition for AWS and the local stack.
+
+``components/ledger.py`` builds the DynamoDB table and ``components/functions.py`` the event
+source mapping from these constants; ``lambdatrain.local`` creates the moto table and filters the
+stream with the same ones. Change them here and both sides follow.
+
+Item kinds (``pk`` is always ``RUN#<run_id>``):
+
+===================  =========================================================================
+``sk``               item
+===================  =========================================================================
+``META``             the run: settings, state, current round and epoch, best accuracy
+``ROUND#<r>``        one round: ``reported`` (string set of worker numbers), ``status``
+                     open -> ready -> combining -> committed, the claim, timings
+``RESULT#<r>#<w>``   one worker's result for round r: file, length, sha256, samples, loss
+``METRIC#<r>``       what the combiner measured after round r (losses, accuracy, timings)
+===================  =========================================================================
+"""
+
+from __future__ import annotations
+
+HASH_KEY = "pk"
+RANGE_KEY = "sk"
+KEY_ATTRIBUTES = ((HASH_KEY, "S"), (RANGE_KEY, "S"))
+STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
+TTL_ATTRIBUTE = "expires_at"
+BILLING_MODE = "PAY_PER_REQUEST"
+
+# Round statuses.
+OPEN, READY, COMBINING, COMMITTED = "open", "ready", "combining", "committed"
+
+# Only the transition of a round to READY reaches the combiner. DynamoDB numbers travel as strings
+# in stream records and numeric filters never match them, so the filter keys on string attributes.
+STREAM_FILTER_PATTERN: dict = {
+    "eventName": ["INSERT", "MODIFY"],
+    "dynamodb": {"NewImage": {"kind": {"S": ["round"]}, "status": {"S": [READY]}}},
+}
+
+# Event source mapping settings (AWS) mirrored by the local stream poller.
+STREAM_BATCH_SIZE = 10
+STREAM_MAX_RETRIES = 3
+STREAM_MAX_RECORD_AGE_S = 3600
+
+
+def create_table_kwargs(table_name: str) -> dict:
+    """Arguments for ``dynamodb.create_table`` (the local stack's table)."""
+    return {
+        "TableName": table_name,
+        "KeySchema": [
+            {"AttributeName": HASH_KEY, "KeyType": "HASH"},
+            {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in KEY_ATTRIBUTES],
+        "BillingMode": BILLING_MODE,
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE},
+    }
