@@ -1,0 +1,53 @@
+"""Ledger: the DynamoDB table that records every run, round and result, and its stream.
+
+The schema, the stream view and the TTL attribute come from ``lambdatrain.schema``, the same
+definitions the runtime and the local stack use. The stream is what wakes the combiner: the event
+source mapping in ``components/functions.py`` filters it down to rounds turning ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from lambdatrain.schema import (
+    BILLING_MODE,
+    HASH_KEY,
+    KEY_ATTRIBUTES,
+    RANGE_KEY,
+    STREAM_VIEW_TYPE,
+    TTL_ATTRIBUTE,
+)
+
+
+@dataclass
+class LedgerArgs:
+    protect: bool
+    tags: dict[str, str]
+
+
+class Ledger(pulumi.ComponentResource):
+    table: aws.dynamodb.Table
+
+    def __init__(self, name: str, args: LedgerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("lambdatrain:ledger:Ledger", name, None, opts)
+        self.table = aws.dynamodb.Table(
+            f"{name}-table",
+            attributes=[{"name": n, "type": t} for n, t in KEY_ATTRIBUTES],
+            hash_key=HASH_KEY,
+            range_key=RANGE_KEY,
+            billing_mode=BILLING_MODE,
+            stream_enabled=True,
+            stream_view_type=STREAM_VIEW_TYPE,
+            ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
+            point_in_time_recovery={"enabled": True},
+            server_side_encryption={"enabled": True},  # AWS-managed KMS key, not the default owned key
+            deletion_protection_enabled=args.protect,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        self.register_outputs(
+            {"table_name": self.table.name, "table_arn": self.table.arn, "stream_arn": self.table.stream_arn}
+        )

@@ -1,0 +1,147 @@
+"""Storage: the EFS file system the functions share, and the S3 bucket (paper, section 5.C).
+
+EFS holds the packages (torch & co, see lambdatrain/deps.py), the prepared dataset, the model and
+every round's gradients; the functions reach it through one access point that pins the POSIX user,
+so files written by any function belong to the same uid. The bucket receives the dataset archive,
+the start files that trigger the starter, and exports; it is private, encrypted, versioned and
+refuses plain-HTTP requests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+POSIX_UID = 1000
+POSIX_GID = 1000
+ROOT_PATH = "/lambdatrain"  # the access point's root inside the file system
+
+
+@dataclass
+class StorageArgs:
+    subnet_ids: list[pulumi.Input[str]]  # private subnets: one mount target in each
+    efs_security_group_id: pulumi.Input[str]
+    protect: bool
+    tags: dict[str, str]
+
+
+class Storage(pulumi.ComponentResource):
+    file_system: aws.efs.FileSystem
+    mount_targets: list[aws.efs.MountTarget]
+    access_point: aws.efs.AccessPoint
+    bucket: aws.s3.Bucket
+
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("lambdatrain:storage:Storage", name, None, opts)
+        self._name = name
+        self._args = args
+        self._create_file_system()
+        self._create_bucket()
+        self.register_outputs(
+            {
+                "file_system_id": self.file_system.id,
+                "access_point_id": self.access_point.id,
+                "bucket": self.bucket.bucket,
+            }
+        )
+
+    def _stateful(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, protect=self._args.protect)
+
+    def _create_file_system(self) -> None:
+        name, args = self._name, self._args
+        self.file_system = aws.efs.FileSystem(
+            f"{name}-efs",
+            encrypted=True,
+            performance_mode="generalPurpose",
+            # Elastic: pay per GB moved, no burst credits to run out mid-training.
+            throughput_mode="elastic",
+            tags={**args.tags, "Name": f"{name}-efs"},
+            opts=self._stateful(),
+        )
+        self.mount_targets = [
+            aws.efs.MountTarget(
+                f"{name}-efs-mount-{i}",
+                file_system_id=self.file_system.id,
+                subnet_id=subnet_id,
+                security_groups=[args.efs_security_group_id],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for i, subnet_id in enumerate(args.subnet_ids)
+        ]
+        self.access_point = aws.efs.AccessPoint(
+            f"{name}-efs-ap",
+            file_system_id=self.file_system.id,
+            posix_user={"uid": POSIX_UID, "gid": POSIX_GID},
+            root_directory={
+                "path": ROOT_PATH,
+                "creation_info": {"owner_uid": POSIX_UID, "owner_gid": POSIX_GID, "permissions": "750"},
+            },
+            tags={**args.tags, "Name": f"{name}-efs-ap"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _create_bucket(self) -> None:
+        name, args = self._name, self._args
+        child = pulumi.ResourceOptions(parent=self)
+        self.bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            force_destroy=not args.protect,  # dev: `pulumi destroy` empties it; prod: never
+            tags=args.tags,
+            opts=self._stateful(),
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-bucket-public-access",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-bucket-ownership",
+            bucket=self.bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},  # ACLs off
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-bucket-sse",
+            bucket=self.bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-bucket-versioning",
+            bucket=self.bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-bucket-policy",
+            bucket=self.bucket.id,
+            policy=self.bucket.arn.apply(deny_insecure_transport),
+            opts=child,
+        )
+
+
+def deny_insecure_transport(bucket_arn: str) -> str:
+    """A bucket policy refusing every request that does not use TLS."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )

@@ -1,0 +1,165 @@
+"""Security rules, one per test: least-privilege IAM, encryption at rest, private storage, tight network."""
+
+from __future__ import annotations
+
+import json
+
+from components.functions import WILDCARD_RESOURCE_EXCEPTIONS
+from components.network import NFS_PORT
+
+SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SG_EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+# The only rules that reach 0.0.0.0/0, and why: HTTPS out of the functions to the AWS APIs (S3 and
+# DynamoDB through the gateway endpoints, lambda:Invoke through the NAT) and to PyPI during setup.
+OPEN_EGRESS = {"network-functions-https-out": 443}
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(plan, role):
+    return plan.policies()[f"functions-{role}-policy"]
+
+
+def _granted(plan, role, action):
+    """Resources ``role`` may apply ``action`` to."""
+    return [
+        resource
+        for statement in _statements(plan, role)
+        if statement["Effect"] == "Allow" and action in _as_list(statement["Action"])
+        for resource in _as_list(statement["Resource"])
+    ]
+
+
+def test_no_iam_statement_allows_every_action(plan):
+    for name, statements in plan.policies().items():
+        for statement in statements:
+            assert not any("*" in action for action in _as_list(statement["Action"])), (name, statement)
+
+
+def test_wildcard_resources_only_for_documented_actions(plan):
+    for name, statements in plan.policies().items():
+        for statement in statements:
+            if "*" in _as_list(statement["Resource"]):
+                assert set(_as_list(statement["Action"])) <= set(WILDCARD_RESOURCE_EXCEPTIONS), (name, statement)
+
+
+def test_only_starter_and_combiner_invoke_the_worker(plan):
+    worker = plan.outputs["workerFunctionArn"]
+    assert _granted(plan, "starter", "lambda:InvokeFunction") == [worker]
+    assert set(_granted(plan, "combiner", "lambda:InvokeFunction")) == {worker, plan.outputs["combinerFunctionArn"]}
+
+
+def test_worker_invokes_nothing(plan):
+    for statement in _statements(plan, "worker"):
+        assert not any(a.startswith("lambda:") for a in _as_list(statement["Action"]))
+
+
+def test_only_the_combiner_reads_the_stream(plan):
+    for role in ("starter", "worker", "combiner"):
+        granted = _granted(plan, role, "dynamodb:GetRecords")
+        assert granted == ([plan.outputs["streamArn"]] if role == "combiner" else [])
+
+
+def test_each_function_touches_only_its_table(plan):
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{plan.outputs['tableName']}"
+    for role in ("starter", "worker", "combiner"):
+        assert _granted(plan, role, "dynamodb:UpdateItem") == [table_arn]
+
+
+def test_bucket_access_is_scoped_to_key_prefixes(plan):
+    bucket_arn = f"arn:aws:s3:::{plan.outputs['bucketName']}"
+    for role in ("starter", "worker", "combiner"):
+        for statement in _statements(plan, role):
+            if any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+                assert all(r.startswith(f"{bucket_arn}/") and r != f"{bucket_arn}/*" for r in statement["Resource"])
+    assert _granted(plan, "worker", "s3:GetObject") == []
+
+
+def test_efs_access_only_through_the_access_point(plan):
+    for role in ("starter", "worker", "combiner"):
+        (statement,) = [s for s in _statements(plan, role) if s["Sid"] == "EfsAccessPoint"]
+        assert "elasticfilesystem:AccessPointArn" in statement["Condition"]["StringEquals"]
+
+
+def test_efs_is_encrypted_with_elastic_throughput(plan):
+    (fs,) = plan.of_type("aws:efs/fileSystem:FileSystem")
+    assert fs.inputs["encrypted"] is True
+    assert fs.inputs["throughputMode"] == "elastic"
+
+
+def test_access_point_pins_a_posix_user_and_creates_its_root(plan):
+    (ap,) = plan.of_type("aws:efs/accessPoint:AccessPoint")
+    assert ap.inputs["posixUser"] == {"uid": 1000, "gid": 1000}
+    assert ap.inputs["rootDirectory"]["creationInfo"] == {"ownerUid": 1000, "ownerGid": 1000, "permissions": "750"}
+
+
+def test_bucket_is_encrypted_and_versioned(plan):
+    (sse,) = plan.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in {"AES256", "aws:kms"}
+    (versioning,) = plan.of_type("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+
+
+def test_table_is_encrypted(plan):
+    (table,) = plan.of_type("aws:dynamodb/table:Table")
+    assert table.inputs["serverSideEncryption"]["enabled"] is True
+
+
+def test_failure_queue_is_encrypted(plan):
+    (queue,) = plan.of_type("aws:sqs/queue:Queue")
+    assert queue.inputs["sqsManagedSseEnabled"] is True
+
+
+def test_bucket_public_access_fully_blocked(plan):
+    (block,) = plan.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    assert all(block.inputs[f] is True for f in flags)
+
+
+def test_bucket_refuses_plain_http(plan):
+    (policy,) = plan.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Deny", "s3:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert len(statement["Resource"]) == 2  # the bucket and every object in it
+
+
+def test_no_ingress_from_anywhere(plan):
+    for sg in plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        assert not sg.inputs.get("ingress"), sg.name
+    for rule in plan.of_type(SG_INGRESS):
+        assert "cidrIpv4" not in rule.inputs and "cidrIpv6" not in rule.inputs, rule.name
+
+
+def test_egress_to_anywhere_only_where_documented(plan):
+    for sg in plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        assert not sg.inputs.get("egress"), sg.name  # no inline rules: all are separate resources
+    open_rules = {r.name: r.inputs for r in plan.of_type(SG_EGRESS) if r.inputs.get("cidrIpv4") == "0.0.0.0/0"}
+    assert {name: rule["fromPort"] for name, rule in open_rules.items()} == OPEN_EGRESS
+    assert all(rule["toPort"] == rule["fromPort"] for rule in open_rules.values())
+
+
+def test_efs_reachable_only_on_nfs_from_the_functions(plan):
+    (rule,) = [r for r in plan.of_type(SG_INGRESS) if r.inputs["securityGroupId"] == "network-efs-sg-id"]
+    assert rule.inputs["referencedSecurityGroupId"] == "network-functions-sg-id"
+    assert (rule.inputs["ipProtocol"], rule.inputs["fromPort"], rule.inputs["toPort"]) == ("tcp", NFS_PORT, NFS_PORT)
+    mount_groups = {tuple(r.inputs["securityGroups"]) for r in plan.of_type("aws:efs/mountTarget:MountTarget")}
+    assert mount_groups == {("network-efs-sg-id",)}
+
+
+def test_log_groups_have_retention(plan):
+    groups = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert set(groups) == {f"/aws/lambda/{plan.outputs[f'{n}FunctionName']}" for n in ("starter", "worker", "combiner")}
+    assert all(g["retentionInDays"] > 0 for g in groups.values())
+
+
+def test_worker_has_reserved_concurrency_for_all_workers(plan):
+    worker = plan.functions()["worker"]
+    workers = {"dev": 4, "prod": 17}[plan.stack]
+    assert worker.inputs["reservedConcurrentExecutions"] >= workers
+
+
+def test_public_subnets_do_not_assign_public_ips(plan):
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in plan.of_type("aws:ec2/subnet:Subnet"))

@@ -1,0 +1,124 @@
+"""The whole program builds for both example stacks, declares what the issue lists, and exports."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from components.plan import build, is_taggable, render
+
+# type -> how many the dev stack (2 AZs, one NAT) declares.
+DEV_RESOURCES = {
+    "lambdatrain:network:Network": 1,
+    "lambdatrain:storage:Storage": 1,
+    "lambdatrain:ledger:Ledger": 1,
+    "lambdatrain:functions:TrainingFunctions": 1,
+    "aws:ec2/vpc:Vpc": 1,
+    "aws:ec2/subnet:Subnet": 4,
+    "aws:ec2/internetGateway:InternetGateway": 1,
+    "aws:ec2/eip:Eip": 1,
+    "aws:ec2/natGateway:NatGateway": 1,
+    "aws:ec2/routeTable:RouteTable": 3,
+    "aws:ec2/route:Route": 3,
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": 4,
+    "aws:ec2/vpcEndpoint:VpcEndpoint": 2,
+    "aws:ec2/securityGroup:SecurityGroup": 2,
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": 1,
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": 2,
+    "aws:efs/fileSystem:FileSystem": 1,
+    "aws:efs/mountTarget:MountTarget": 2,
+    "aws:efs/accessPoint:AccessPoint": 1,
+    "aws:s3/bucket:Bucket": 1,
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
+    "aws:s3/bucketVersioning:BucketVersioning": 1,
+    "aws:s3/bucketPolicy:BucketPolicy": 1,
+    "aws:s3/bucketNotification:BucketNotification": 1,
+    "aws:dynamodb/table:Table": 1,
+    "aws:sqs/queue:Queue": 1,
+    "aws:cloudwatch/logGroup:LogGroup": 3,
+    "aws:iam/role:Role": 3,
+    "aws:iam/rolePolicy:RolePolicy": 3,
+    "aws:lambda/function:Function": 3,
+    "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig": 3,
+    "aws:lambda/eventSourceMapping:EventSourceMapping": 1,
+    "aws:lambda/permission:Permission": 2,
+    "aws:cloudwatch/eventRule:EventRule": 1,
+    "aws:cloudwatch/eventTarget:EventTarget": 1,
+}
+STATEFUL = {"aws:dynamodb/table:Table", "aws:efs/fileSystem:FileSystem", "aws:s3/bucket:Bucket"}
+
+
+def test_dev_declares_every_resource_with_its_type(dev):
+    assert Counter(r.type for r in dev.resources) == DEV_RESOURCES
+
+
+def test_prod_adds_a_nat_gateway_per_az(prod):
+    counts = Counter(r.type for r in prod.resources)
+    assert counts["aws:ec2/natGateway:NatGateway"] == counts["aws:ec2/eip:Eip"] == 2
+    assert counts - Counter({"aws:ec2/natGateway:NatGateway": 1, "aws:ec2/eip:Eip": 1}) == Counter(DEV_RESOURCES)
+
+
+def test_resource_names_are_unique(plan):
+    names = [(r.type, r.name) for r in plan.resources]
+    assert len(names) == len(set(names))
+
+
+def test_every_resource_belongs_to_a_component(plan):
+    components = {r.urn for r in plan.resources if not r.custom}
+    assert all(r.parent in components for r in plan.resources if r.custom)
+
+
+def test_stateful_resources_are_protected_in_prod(prod):
+    assert {r.type for r in prod.resources if r.protect} == STATEFUL
+
+
+def test_nothing_is_protected_in_dev(dev):
+    assert [r.name for r in dev.resources if r.protect] == []
+
+
+def test_everything_taggable_carries_project_and_stack(plan):
+    untagged = [
+        r.name
+        for r in plan.resources
+        if r.custom and is_taggable(r.type)
+        and {k: (r.inputs.get("tags") or {}).get(k) for k in ("project", "stack")}
+        != {"project": "lambdatrain", "stack": plan.stack}
+    ]
+    assert untagged == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "starterFunctionName", "starterFunctionArn", "workerFunctionName", "workerFunctionArn",
+        "combinerFunctionName", "combinerFunctionArn", "tableName", "streamArn", "bucketName",
+        "fileSystemId", "accessPointId", "startCommand", "setupCommand",
+    ],
+)
+def test_stack_exports(plan, key):
+    assert plan.outputs[key]
+
+
+@pytest.mark.parametrize("stack, workers", [("dev", 4), ("prod", 17)])
+def test_start_command_is_ready_to_paste(stack, workers, request):
+    plan = request.getfixturevalue(stack)
+    assert plan.outputs["startCommand"] == (
+        f"aws lambda invoke --function-name lambdatrain-{stack}-starter --cli-binary-format "
+        f"""raw-in-base64-out --payload '{{"start": true, "workers": {workers}}}' out.json"""
+    )
+
+
+def test_program_builds_again_in_the_same_process(dev):
+    again = build("dev")
+    # Registration order is up to asyncio; the set of resources is not.
+    assert sorted((r.type, r.name) for r in again.resources) == sorted((r.type, r.name) for r in dev.resources)
+    assert again.outputs == dev.outputs
+
+
+def test_plan_lists_every_resource_type_and_name(dev):
+    text = render(dev)
+    assert all(f"{r.type}  {r.name}" in text for r in dev.resources)
+    assert text.splitlines()[0] == f"stack lambdatrain/dev: {len(dev.resources)} resources"
