@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from lambdatrain.errors import ConfigError
-from lambdatrain.settings import DEFAULT_MOUNT, DEFAULT_PACKAGES, ENV_MOUNT, ENV_PACKAGES
+from lambdatrain.settings import DEFAULT_MOUNT, DEFAULT_PACKAGES, ENV_MOUNT, ENV_PACKAGES, RuntimeSettings
 
 # The CPU builds the functions import. x86_64 CPU wheels carry the "+cpu" local version and are
 # served only by the PyTorch CPU index; PyPI's aarch64 wheels of the same release are CPU-only.
@@ -38,22 +38,21 @@ MARKER = "lambdatrain-requirements.txt"
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
-def packages_dir(source: object) -> Path:
+def packages_dir(source: Mapping[str, str] | RuntimeSettings) -> Path:
     """The folder on the mount that holds the packages.
 
-    ``source`` is either an environment mapping (``ENV_MOUNT`` / ``ENV_PACKAGES``) or a
-    ``lambdatrain.settings.RuntimeSettings``; a relative package folder is taken below the mount.
+    ``source`` is either an environment mapping (``ENV_MOUNT`` / ``ENV_PACKAGES``; the handlers
+    call this before anything else is importable) or a ``RuntimeSettings``, whose ``packages`` is
+    already resolved below the mount by ``lambdatrain.settings.load``.
     """
-    if isinstance(source, Mapping):
-        mount = Path(source.get(ENV_MOUNT) or DEFAULT_MOUNT)
-        packages = Path(source.get(ENV_PACKAGES) or DEFAULT_PACKAGES)
-    else:
-        mount = Path(source.mount)
-        packages = Path(getattr(source, "packages", None) or DEFAULT_PACKAGES)
+    if isinstance(source, RuntimeSettings):
+        return source.packages
+    mount = Path(source.get(ENV_MOUNT) or DEFAULT_MOUNT)
+    packages = Path(source.get(ENV_PACKAGES) or DEFAULT_PACKAGES)
     return packages if packages.is_absolute() else mount / packages
 
 
-def add_packages_to_path(source: object) -> Path | None:
+def add_packages_to_path(source: Mapping[str, str] | RuntimeSettings) -> Path | None:
     """Make the mount's packages importable; returns the folder, or None where it does not exist.
 
     The folder is appended, not prepended: the function's own code and the runtime's boto3 win,

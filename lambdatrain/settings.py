@@ -47,6 +47,7 @@ class RuntimeSettings:
     bucket: str | None
     functions: Mapping[str, str]  # logical name -> deployed name
     data: Path
+    packages: Path  # folder of third-party packages (torch & co) on the mount
     faults: str | None
 
     def function_name(self, logical: str) -> str:
@@ -58,6 +59,11 @@ def _loopback_endpoint(env: Mapping[str, str]) -> bool:
     return bool(urls) and all(("127.0.0.1" in u or "localhost" in u) for u in urls)
 
 
+def _below(mount: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else mount / path
+
+
 def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
     """Read the runtime settings from the environment (``os.environ`` by default)."""
     env = os.environ if env is None else env
@@ -65,7 +71,6 @@ def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
     if not table:
         raise ConfigError(f"environment variable {ENV_TABLE} is not set (the ledger table name)")
     mount = Path(env.get(ENV_MOUNT, DEFAULT_MOUNT))
-    data = Path(env.get(ENV_DATA, DEFAULT_DATA))
     faults = env.get(ENV_FAULTS) or None
     if faults and not _loopback_endpoint(env):
         # Fault injection must never fire on a real deployment: it is honoured only when every
@@ -80,6 +85,7 @@ def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
             WORKER: env.get(ENV_WORKER, WORKER),
             COMBINER: env.get(ENV_COMBINER, COMBINER),
         },
-        data=data if data.is_absolute() else mount / data,
+        data=_below(mount, env.get(ENV_DATA, DEFAULT_DATA)),
+        packages=_below(mount, env.get(ENV_PACKAGES, DEFAULT_PACKAGES)),
         faults=faults,
     )

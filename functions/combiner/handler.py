@@ -1,0 +1,18 @@
+"""Combiner Lambda: sums a ready round's results and steps the optimizer; also the watchdog.
+
+A thin adapter: the logic lives in the lambdatrain package shipped beside this file. torch and
+numpy live on the EFS mount (see lambdatrain/deps.py), so the mount's package folder goes on the
+path before anything imports them.
+"""
+
+import os
+
+from lambdatrain.deps import add_packages_to_path
+
+add_packages_to_path(os.environ)
+
+from lambdatrain.handlers import handle  # noqa: E402  (needs the packages on the path)
+
+
+def handler(event, context):
+    return handle("combiner", event, context)

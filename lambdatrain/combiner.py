@@ -1,0 +1,146 @@
+"""The combiner: claim a ready round, sum the N results, step the optimizer, decide, fan out again.
+
+Each step is idempotent, so a combiner that dies anywhere is simply redone by the next claim (the
+watchdog re-drives a claim whose lease ran out): the new weights are a deterministic function of
+the round's inputs, rewriting them yields the same bytes, and only the ledger's conditional commit
+publishes them, once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from lambdatrain import layout as efs
+from lambdatrain import trainer
+from lambdatrain.combine import WorkerFile, apply_update, weighted_sum
+from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
+from lambdatrain.ledger import DONE, RunRecord
+from lambdatrain.logs import bind, logger
+from lambdatrain.model import input_size
+from lambdatrain.protocol import CombineEvent, Outcome
+from lambdatrain.recovery import fan_out
+from lambdatrain.runtime import Runtime
+
+MIN_LEASE_S = 60.0
+
+
+def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
+    bind(run=ev.run, round=ev.round)
+    record = runtime.ledger.get_run(ev.run)
+    if record.round != ev.round:
+        raise StaleRound(f"round {ev.round} is not the current round ({record.round}) of run {ev.run}")
+    token = uuid.uuid4().hex
+    round_item = runtime.ledger.claim(ev.run, ev.round, token, max(MIN_LEASE_S, record.config.round_deadline_s))
+    runtime.faults.point("after_claim")
+    t0 = time.perf_counter()
+    paths = efs.RunLayout(runtime.settings.mount, ev.run)
+    results = runtime.ledger.results(ev.run, ev.round)
+    files = [WorkerFile(r["worker"], paths.result(ev.round, r["worker"]), efs.Digest(r["bytes"], r["sha256"]),
+                        r["samples"]) for r in results]
+    if sorted(f.worker for f in files) != list(range(record.workers)):
+        raise CorruptFile(f"round {ev.round} of run {ev.run} is ready but has results of workers "
+                          f"{[f.worker for f in files]}")
+    weights = efs.read_array(paths.weights(ev.round), record.weights)
+    try:
+        average = _sum(runtime, files, weights.size)
+    except CorruptFile as exc:
+        return _reopen(runtime, record, ev, token, exc)
+    momentum = _read_momentum(paths, ev.round)
+    c = record.config
+    new, momentum = apply_update(weights, average, momentum, mode=c.mode, n_params=int(record.item["n_params"]),
+                                 lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    sum_s = time.perf_counter() - t0
+    metric, finished, extra = _assess(runtime, record, ev.round, results, new)
+    if finished:
+        extra["stop_reason"] = finished
+    t1 = time.perf_counter()
+    digest = efs.write_array(paths.weights(ev.round + 1), new)
+    if momentum is not None and c.mode == "sync":
+        efs.write_array(paths.optim(ev.round + 1), momentum)
+    runtime.faults.point("after_write")
+    round_s = runtime.clock() - float(round_item["created_at"])
+    metric.update(sum_s=sum_s, write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0,
+                  round_s=round_s)
+    # Waiting: invocation latency, stragglers, the stream's delivery; what is neither work nor sum.
+    metric["wait_s"] = max(0.0, round_s - metric["worker_s"] - metric["combine_s"])
+    runtime.ledger.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
+                          finished=DONE if finished else None, metric=metric, meta_extra=extra)
+    runtime.faults.point("after_commit")
+    logger.info("round committed", extra=metric)
+    if finished:
+        return Outcome("finished", run=ev.run, round=ev.round, detail={"reason": finished})
+    fan_out(runtime, ev.run, ev.round + 1)
+    return Outcome("committed", run=ev.run, round=ev.round)
+
+
+def _sum(runtime: Runtime, files: list[WorkerFile], size: int) -> np.ndarray:
+    runtime.faults.point("mid_sum")
+    return weighted_sum(files, size)
+
+
+def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
+    path = paths.optim(round_no)
+    return efs.read_array(path) if path.exists() else None
+
+
+def _reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:
+    """A result failed its checksum: drop it and run that worker again (its bytes are reproducible)."""
+    bad = next((w for w in range(record.workers) if f"w{w:04d}.npy" in str(exc)), None)
+    if bad is None:
+        raise exc
+    logger.warning("corrupt result; re-running its worker", extra={"worker": bad, "error": str(exc)})
+    runtime.ledger.reopen_worker(ev.run, ev.round, bad, token)
+    fan_out(runtime, ev.run, ev.round, only=[bad])
+    return Outcome("reopened", run=ev.run, round=ev.round, detail={"worker": bad})
+
+
+def _assess(runtime: Runtime, record: RunRecord, round_no: int, results: list[dict[str, Any]],
+            new: np.ndarray) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """Metrics of the round, and whether training stops (max epochs, target accuracy, plateau)."""
+    c = record.config
+    samples = sum(r["samples"] for r in results)
+    rounds_done = round_no + 1
+    epochs_done = rounds_done // record.rounds_per_epoch
+    at_boundary = rounds_done % record.rounds_per_epoch == 0
+    metric: dict[str, Any] = {
+        "workers": record.workers, "epochs_done": epochs_done, "epoch": rounds_done / record.rounds_per_epoch,
+        "samples": samples, "train_loss": sum(r["loss_sum"] for r in results) / max(samples, 1),
+        "train_accuracy": sum(r["correct"] for r in results) / max(samples, 1),
+        "worker_compute_s": max(r["compute_s"] for r in results),
+        "worker_s": max(r["load_s"] + r["compute_s"] + r["write_s"] for r in results),
+        "samples_seen": int(record.item.get("samples_seen", 0)) + samples,
+    }
+    extra: dict[str, Any] = {"samples_seen": metric["samples_seen"], "last_train_loss": metric["train_loss"]}
+    if at_boundary or (c.eval_every and rounds_done % c.eval_every == 0) or epochs_done >= c.epochs:
+        t0 = time.perf_counter()
+        data = trainer.dataset(str(runtime.data_root(c)))
+        model, layout = trainer.model_for(c, len(data.classes))
+        k = c.val_samples or len(data.val_y)
+        val_loss, val_acc = trainer.evaluate(model, layout, new, data.val_x[:k], data.val_y[:k],
+                                             data.mean, data.std, input_size(c.model))
+        metric.update(val_loss=val_loss, val_accuracy=val_acc, eval_s=time.perf_counter() - t0)
+        best = float(record.item.get("best_accuracy", -1.0))
+        stale = 0 if val_acc > best else int(record.item.get("evals_without_best", 0)) + 1
+        extra.update(best_accuracy=max(best, val_acc), evals_without_best=stale, last_val_loss=val_loss,
+                     last_val_accuracy=val_acc)
+        if c.target_accuracy is not None and val_acc >= c.target_accuracy:
+            return metric, "target accuracy reached", extra
+        if c.patience is not None and stale >= c.patience:
+            return metric, "plateau", extra
+    if epochs_done >= c.epochs:
+        return metric, "max epochs", extra
+    return metric, None, extra
+
+
+def claim_or_skip(runtime: Runtime, ev: CombineEvent) -> Outcome:
+    """combine(), with a lost race or a stale round answered as a no-op (duplicate deliveries)."""
+    try:
+        return combine(runtime, ev)
+    except ClaimLost as exc:
+        return Outcome("skipped", run=ev.run, round=ev.round, detail={"reason": str(exc)})
+    except StaleRound as exc:
+        return Outcome("stale", run=ev.run, round=ev.round, detail={"reason": str(exc)})

@@ -1,0 +1,51 @@
+"""Fault injection for the local stack: make an invocation die hard at a named point.
+
+``LAMBDATRAIN_FAULTS`` holds comma-separated ``handler:point:occurrence`` entries, e.g.
+``combiner:after_claim:1`` kills the process the first time any combiner reaches ``after_claim``.
+Occurrences are counted across processes in ``<mount>/.faults`` (one file per hit, created with
+O_EXCL, so two processes never take the same count). ``settings.load`` refuses the variable unless
+every AWS endpoint is on loopback, so a deployment can never enable it by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Every point the handlers pass; tests parametrize over this list.
+POINTS = {
+    "starter": ("after_create",),
+    "worker": ("before_write", "after_write", "after_record"),
+    "combiner": ("after_claim", "mid_sum", "after_write", "after_commit"),
+}
+EXIT_CODE = 137  # what a SIGKILL'd process reports
+
+
+class Faults:
+    def __init__(self, spec: str | None, handler: str, state_dir: Path):
+        self.handler = handler
+        self.state_dir = state_dir
+        self.armed: dict[str, set[int]] = {}
+        for entry in filter(None, (spec or "").split(",")):
+            name, point, occurrence = entry.strip().split(":")
+            if name == handler:
+                self.armed.setdefault(point, set()).add(int(occurrence))
+
+    def point(self, name: str) -> None:
+        """Count one pass through ``name``; exit hard if this occurrence is armed."""
+        if name not in self.armed:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            try:
+                fd = os.open(self.state_dir / f"{self.handler}.{name}.{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.close(fd)
+                break
+            except FileExistsError:
+                n += 1
+        if n in self.armed[name]:
+            os._exit(EXIT_CODE)  # no cleanup, no finally blocks: as if the machine vanished
+
+
+NO_FAULTS = Faults(None, "", Path("."))

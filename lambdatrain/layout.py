@@ -1,0 +1,232 @@
+"""Every path of a run on the shared file system (EFS), and the only code that writes there.
+
+Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
+reader sees a whole file or none; every array file gets a digest (length and SHA-256) that readers
+check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``).
+
+::
+
+    <mount>/runs/<run>/config.json              the run's settings
+    <mount>/runs/<run>/weights/r000012.npy      flat float32 weights at the start of round 12
+    <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
+    <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
+    <mount>/runs/<run>/.../*.digest.json        sidecar: length and sha256 of the file beside it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lambdatrain.errors import CorruptFile
+from lambdatrain.protocol import check_run_id
+
+CHUNK_BYTES = 8 << 20  # streaming read size: large enough for EFS throughput, small for memory
+
+
+@dataclass(frozen=True)
+class Digest:
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Digest":
+        return cls(bytes=int(d["bytes"]), sha256=str(d["sha256"]))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folder of one run; the run id is validated so no path can leave ``runs/``."""
+
+    mount: Path
+    run: str
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run)
+
+    @property
+    def root(self) -> Path:
+        return self.mount / "runs" / self.run
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def weights(self, round_no: int) -> Path:
+        return self.root / "weights" / f"r{round_no:06d}.npy"
+
+    def optim(self, round_no: int) -> Path:
+        return self.root / "optim" / f"r{round_no:06d}.npy"
+
+    def round_dir(self, round_no: int) -> Path:
+        return self.root / "rounds" / f"r{round_no:06d}"
+
+    def result(self, round_no: int, worker: int) -> Path:
+        return self.round_dir(round_no) / f"w{worker:04d}.npy"
+
+    def shard(self, round_no: int, shard: int) -> Path:
+        """A sharded combine's slice of the new weights (see combine.py)."""
+        return self.round_dir(round_no) / f"combined-s{shard:03d}.npy"
+
+    def committed_rounds(self) -> list[int]:
+        """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
+        folder = self.root / "weights"
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name[1:7]) for p in folder.glob("r??????.npy")
+                      if digest_path(p).exists())
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".digest.json")
+
+
+class _HashingWriter:
+    def __init__(self, f):
+        self._f, self.hash, self.count = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.count += view.nbytes
+        return self._f.write(view)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_array(path: Path, array: np.ndarray, *, sidecar: bool = True) -> Digest:
+    """Write ``array`` as .npy atomically and return its digest (also written beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f)
+            np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = Digest(bytes=writer.count, sha256=writer.hash.hexdigest())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sidecar:
+        write_json(digest_path(path), digest.to_dict())
+    _fsync_dir(path.parent)
+    return digest
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_digest(path: Path) -> Digest:
+    try:
+        return Digest.from_dict(read_json(digest_path(path)))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptFile(f"{path}: no readable digest beside it") from exc
+
+
+class _HashingReader:
+    def __init__(self, f):
+        self._f, self.hash, self.count = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._f.readinto(buffer)
+        self.hash.update(memoryview(buffer)[:n])
+        self.count += n
+        return n
+
+
+def _open_npy(reader: _HashingReader, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(reader)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read_header(reader)
+    except ValueError as exc:
+        raise CorruptFile(f"{path}: not a valid .npy file ({exc})") from exc
+    if fortran or dtype.hasobject:
+        raise CorruptFile(f"{path}: unsupported array layout")
+    return shape, dtype
+
+
+def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and SHA-256.
+
+    The caller must not commit anything derived from the chunks before the generator finishes:
+    the check runs after the last byte (one pass over the file, no second read for hashing).
+    """
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+    with f:
+        reader = _HashingReader(f)
+        shape, dtype = _open_npy(reader, path)
+        remaining = int(np.prod(shape)) * dtype.itemsize
+        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+        while remaining > 0:
+            buf = bytearray(min(step, remaining))
+            n = reader.readinto(buf)
+            if n == 0:
+                raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
+            n -= n % dtype.itemsize
+            remaining -= n
+            yield np.frombuffer(buf, dtype=dtype, count=n // dtype.itemsize)
+        reader.read()  # trailing bytes count towards the length check
+    if reader.count != digest.bytes or reader.hash.hexdigest() != digest.sha256:
+        raise CorruptFile(f"{path}: length or checksum does not match its record")
+
+
+def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:
+    """Read a whole 1-D array, verified against ``digest`` (or the sidecar beside the file)."""
+    digest = digest or read_digest(path)
+    parts = list(stream_array(path, digest))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete temp files a killed writer left behind; returns how many (for recovery logs)."""
+    count = 0
+    if folder.is_dir():
+        for tmp in folder.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count

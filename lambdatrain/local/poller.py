@@ -1,0 +1,97 @@
+"""The local event source mapping: DynamoDB stream -> filter -> combiner, in batches, with retries.
+
+Reads the table's stream through the DynamoDB Streams API (moto serves it), keeps only records that
+match the shared filter pattern, and invokes the combiner synchronously with batches of at most
+``STREAM_BATCH_SIZE`` records, shard by shard in order, as Lambda's mapping does. A batch the
+function fails on is retried ``STREAM_MAX_RETRIES`` times and then written to a dead-letter file.
+moto emits two INSERT records for an ``update_item`` that creates an item; the filter and the
+combiner's conditional claim make such duplicates harmless.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from lambdatrain import schema
+from lambdatrain.local.filtering import matches
+
+
+def _as_delivered(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as Lambda delivers it: the creation time in epoch seconds, not a datetime."""
+    dynamodb = dict(record["dynamodb"])
+    created = dynamodb.get("ApproximateCreationDateTime")
+    if hasattr(created, "timestamp"):
+        dynamodb["ApproximateCreationDateTime"] = int(created.timestamp())
+    return {**record, "dynamodb": dynamodb}
+
+
+class StreamPoller:
+    def __init__(self, streams_client, stream_arn: str, deliver: Callable[[dict[str, Any]], Any],
+                 dead_letter: Callable[[dict[str, Any], str], None], *, interval_s: float = 0.1,
+                 duplicate_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 0):
+        self.streams, self.arn = streams_client, stream_arn
+        self.deliver, self.dead_letter = deliver, dead_letter
+        self.interval_s = interval_s
+        self.duplicate_rate, self.drop_rate = duplicate_rate, drop_rate
+        self.rng = random.Random(seed)
+        self.iterators: dict[str, str | None] = {}
+        self.delivered = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="stream-poller")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.poll_once()
+            except Exception:  # noqa: BLE001 - the endpoint may be restarting; poll again
+                busy = False
+            if not busy:
+                self._stop.wait(self.interval_s)
+
+    def poll_once(self) -> bool:
+        """Read every shard once; True if any record was read."""
+        busy = False
+        shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            sid = shard["ShardId"]
+            if sid not in self.iterators:
+                self.iterators[sid] = self.streams.get_shard_iterator(
+                    StreamArn=self.arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            if not self.iterators[sid]:
+                continue
+            page = self.streams.get_records(ShardIterator=self.iterators[sid], Limit=1000)
+            self.iterators[sid] = page.get("NextShardIterator")
+            records = [_as_delivered(r) for r in page.get("Records", [])
+                       if matches(schema.STREAM_FILTER_PATTERN, r)]
+            busy = busy or bool(page.get("Records"))
+            for start in range(0, len(records), schema.STREAM_BATCH_SIZE):
+                self._deliver({"Records": records[start:start + schema.STREAM_BATCH_SIZE]})
+        return busy
+
+    def _deliver(self, batch: dict[str, Any]) -> None:
+        if self.drop_rate and self.rng.random() < self.drop_rate:
+            return
+        copies = 2 if self.duplicate_rate and self.rng.random() < self.duplicate_rate else 1
+        for _ in range(copies):
+            error = ""
+            for _attempt in range(1 + schema.STREAM_MAX_RETRIES):
+                try:
+                    self.deliver(batch)
+                    self.delivered += 1
+                    error = ""
+                    break
+                except Exception as exc:  # noqa: BLE001 - a function error: retry, then dead-letter
+                    error = str(exc)
+                    time.sleep(0.2)
+            if error:
+                self.dead_letter(batch, error)

@@ -1,0 +1,172 @@
+"""The local stack: moto (DynamoDB + streams, S3), the Lambda service, the stream poller, a
+watchdog timer, and a folder as the EFS mount, wired with the same environment variables and
+schema the Pulumi program deploys.
+
+    with LocalStack(LocalStackConfig(state_dir=Path("out/stack"))) as stack:
+        stack.invoke("starter", {"start": True, "workers": 4})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from lambdatrain import schema
+from lambdatrain import settings as names
+from lambdatrain.local.poller import StreamPoller
+from lambdatrain.local.service import Delivery, FunctionConfig, InvocationError, LambdaService
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+TABLE = "lambdatrain-local"
+BUCKET = "lambdatrain-local"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION}
+
+
+@dataclass
+class LocalStackConfig:
+    state_dir: Path  # holds efs/ (the mount), logs/ and dlq/
+    worker_memory_mb: int = 1769  # 1 thread each (Lambda's 1,769 MB per vCPU)
+    worker_timeout_s: float = 900.0
+    combiner_memory_mb: int = 3538
+    combiner_timeout_s: float = 900.0
+    worker_concurrency: int = 8
+    watchdog_interval_s: float = 10.0  # how often the watchdog event fires (EventBridge on AWS)
+    lambda_port: int = 0  # 0: any free port
+    moto_port: int = 0
+    retry_delays_s: tuple[float, ...] = (1.0, 2.0)
+    delivery: Delivery = field(default_factory=Delivery)  # fault injection: invoke service
+    stream_duplicate_rate: float = 0.0  # fault injection: stream poller
+    stream_drop_rate: float = 0.0
+    faults: str | None = None  # LAMBDATRAIN_FAULTS for the handlers
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    def __init__(self, config: LocalStackConfig):
+        self.config = config
+        self.state_dir = Path(config.state_dir).resolve()
+        self.mount = self.state_dir / "efs"
+        self.moto = None
+        self.service: LambdaService | None = None
+        self.poller: StreamPoller | None = None
+        self._watchdog_stop = threading.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, one line a call
+        self.mount.mkdir(parents=True, exist_ok=True)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.moto_port, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.moto_url = f"http://{host}:{port}"
+        self._create_resources()
+        self.service = LambdaService(self._functions(), self.env, self.state_dir,
+                                     delivery=self.config.delivery)
+        self.lambda_url = self.service.serve(self.config.lambda_port)
+        self.env[f"AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_url
+        self._start_poller()
+        threading.Thread(target=self._watchdog_loop, daemon=True, name="watchdog").start()
+        return self
+
+    def stop(self) -> None:
+        self._watchdog_stop.set()
+        if self.poller:
+            self.poller.stop()
+        if self.service:
+            self.service.stop()
+        if self.moto:
+            self.moto.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- wiring --------------------------------------------------------------------------------
+    @property
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"endpoint_url": self.moto_url, "region_name": REGION,
+                "aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+    def _create_resources(self) -> None:
+        dynamodb = boto3.client("dynamodb", **self.client_kwargs)
+        dynamodb.create_table(**schema.create_table_kwargs(TABLE))
+        self.stream_arn = dynamodb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+        boto3.client("s3", **self.client_kwargs).create_bucket(Bucket=BUCKET)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMBDATRAIN_"))},
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            names.ENV_TABLE: TABLE, names.ENV_MOUNT: str(self.mount), names.ENV_BUCKET: BUCKET,
+            names.ENV_STARTER: names.STARTER, names.ENV_WORKER: names.WORKER, names.ENV_COMBINER: names.COMBINER,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+            **self.config.extra_env,
+        }
+        if self.config.faults:
+            self.env[names.ENV_FAULTS] = self.config.faults
+
+    def _functions(self) -> list[FunctionConfig]:
+        c = self.config
+        handler = lambda name: REPO_ROOT / "functions" / name / "handler.py"  # noqa: E731
+        return [
+            FunctionConfig(names.STARTER, handler(names.STARTER), memory_mb=3538, timeout_s=300,
+                           concurrency=2, retry_delays_s=c.retry_delays_s),
+            FunctionConfig(names.WORKER, handler(names.WORKER), memory_mb=c.worker_memory_mb,
+                           timeout_s=c.worker_timeout_s, concurrency=c.worker_concurrency,
+                           retry_delays_s=c.retry_delays_s),
+            FunctionConfig(names.COMBINER, handler(names.COMBINER), memory_mb=c.combiner_memory_mb,
+                           timeout_s=c.combiner_timeout_s, concurrency=2, retry_delays_s=c.retry_delays_s),
+        ]
+
+    def _start_poller(self) -> None:
+        streams = boto3.client("dynamodbstreams", **self.client_kwargs)
+        combiner = self.service.function(names.COMBINER)
+
+        def deliver(batch: dict[str, Any]) -> Any:
+            return combiner.invoke_sync(batch)
+
+        self.poller = StreamPoller(streams, self.stream_arn, deliver,
+                                   lambda batch, error: self.service.dead_letter("stream", batch, "", {"errorMessage": error}),
+                                   duplicate_rate=self.config.stream_duplicate_rate,
+                                   drop_rate=self.config.stream_drop_rate)
+        self.poller.start()
+
+    def _watchdog_loop(self) -> None:
+        while not self._watchdog_stop.wait(self.config.watchdog_interval_s):
+            if self.service and not self.service.stopping:
+                self.service.function(names.COMBINER).enqueue({"watchdog": True})
+
+    # --- use -----------------------------------------------------------------------------------
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """A RequestResponse invocation; a function error raises InvocationError."""
+        return self.service.function(function).invoke_sync(event)
+
+    def ledger(self):
+        from lambdatrain.ledger import Ledger
+
+        return Ledger(TABLE, resource=boto3.resource("dynamodb", **self.client_kwargs))
+
+    def endpoints(self) -> dict[str, str]:
+        return {"lambda": self.lambda_url, "dynamodb": self.moto_url, "s3": self.moto_url,
+                "mount": str(self.mount), "table": TABLE, "bucket": BUCKET, "stream": self.stream_arn}
+
+    def write_endpoints(self) -> Path:
+        path = self.state_dir / "endpoints.json"
+        path.write_text(json.dumps(self.endpoints(), indent=2))
+        return path
+
+
+__all__ = ["LocalStack", "LocalStackConfig", "InvocationError"]
