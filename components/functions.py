@@ -11,6 +11,7 @@ environment can name the others without a dependency cycle.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,23 +27,48 @@ from lambdatrain.schema import (
     STREAM_MAX_RECORD_AGE_S,
     STREAM_MAX_RETRIES,
 )
+from lambdatrain.setup import DATASET_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = "python3.12"  # lambdatrain.deps.LAMBDA_PYTHON installs wheels for this one
 HANDLER = "handler.handler"
+# Every function logs through Powertools' Logger (lambdatrain/logs.py), which the Lambda runtime
+# lacks; the setup event must run before EFS holds any packages, so it is vendored into each zip.
+# Powertools needs typing_extensions at import time (utilities/jmespath_utils); jmespath and boto3
+# come with the runtime. The pin is requirements-dev.txt's, which the deploying environment installs.
+POWERTOOLS_VERSION = "3.37.0"
+VENDORED = ("aws_lambda_powertools", "typing_extensions")
 START_PREFIX, START_SUFFIX = "start/", ".json"  # S3 keys that start a run
 ASYNC_MAX_EVENT_AGE_S = 3600
 FAILURE_RETENTION_S = 14 * 24 * 3600
 
-# Who may invoke whom: the worker invokes nobody; the combiner re-invokes itself (watchdog).
-INVOKES = {env.STARTER: (env.WORKER,), env.WORKER: (), env.COMBINER: (env.WORKER, env.COMBINER)}
-LEDGER_ACTIONS = (
-    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
-)
+# Who may invoke whom. The starter fans out round 0 and, for a duplicate start or a resume,
+# re-drives the current round: its missing workers, or the combiner of a ready round. The combiner
+# fans out the next round, and its watchdog re-drives workers or a combine. The worker invokes nobody.
+INVOKES = {
+    env.STARTER: (env.WORKER, env.COMBINER),
+    env.WORKER: (),
+    env.COMBINER: (env.WORKER, env.COMBINER),
+}
+# The DynamoDB actions each function's calls into lambdatrain/ledger.py issue. IAM authorises each
+# item of a TransactWriteItems as its single-item action (Put -> PutItem, Update -> UpdateItem,
+# Delete -> DeleteItem, ConditionCheck -> ConditionCheckItem); the ledger's transactions hold no
+# ConditionCheck item, so nobody gets dynamodb:ConditionCheckItem.
+LEDGER_ACTIONS = {
+    # get_run, get_round; create_run (a transaction of two Puts); set_state (stop, resume)
+    env.STARTER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # get_run, get_round; record_result (Put, then Update), mark_ready
+    env.WORKER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # get_run, get_round; claim; results (Query); commit (Updates and Puts); reopen_worker
+    # (a transaction of Delete and Update); the watchdog's list_runs (Scan)
+    env.COMBINER: (
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+        "dynamodb:Query", "dynamodb:Scan",
+    ),
+}
 # S3 object access per function: (actions, key patterns). The worker never touches the bucket.
 BUCKET_ACCESS = {
-    env.STARTER: (("s3:GetObject",), (f"{START_PREFIX}*", "datasets/*")),
+    env.STARTER: (("s3:GetObject",), (f"{START_PREFIX}*", f"{DATASET_PREFIX}*")),
     env.COMBINER: (("s3:PutObject",), ("exports/*",)),
 }
 EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess
@@ -257,7 +283,7 @@ class TrainingFunctions(pulumi.ComponentResource):
 
 
 def code_archive(logical: str) -> pulumi.AssetArchive:
-    """The handler folder's files at the zip root, plus the lambdatrain package (sources only)."""
+    """The handler folder's files at the zip root, the lambdatrain package and VENDORED (sources only)."""
     folder = ROOT / "functions" / logical
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {
         "handler.py": pulumi.FileAsset(str(folder / "handler.py"))  # listed even before it exists
@@ -267,7 +293,25 @@ def code_archive(logical: str) -> pulumi.AssetArchive:
             assets[path.name] = pulumi.FileAsset(str(path))
     for path in sorted((ROOT / "lambdatrain").rglob("*.py")):
         assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
+    for name, path in vendored_sources().items():
+        assets[name] = pulumi.FileAsset(str(path))
     return pulumi.AssetArchive(assets)
+
+
+def vendored_sources() -> dict[str, Path]:
+    """Archive name -> installed file, for every module in VENDORED (from the deploying environment)."""
+    sources: dict[str, Path] = {}
+    for module in VENDORED:
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            raise RuntimeError(f"{module} is not installed; install requirements-dev.txt before deploying")
+        if spec.submodule_search_locations:
+            package = Path(spec.submodule_search_locations[0])
+            for path in sorted(package.rglob("*.py")):
+                sources[f"{module}/{path.relative_to(package).as_posix()}"] = path
+        else:
+            sources[Path(spec.origin).name] = Path(spec.origin)
+    return sources
 
 
 def function_policy(logical: str, refs: PolicyRefs) -> dict:
@@ -279,7 +323,7 @@ def function_policy(logical: str, refs: PolicyRefs) -> dict:
             **_allow("EfsAccessPoint", list(EFS_ACTIONS), [refs.file_system_arn]),
             "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": refs.access_point_arn}},
         },
-        _allow("Ledger", list(LEDGER_ACTIONS), [refs.table_arn]),
+        _allow("Ledger", list(LEDGER_ACTIONS[logical]), [refs.table_arn]),
         _allow("FailureQueue", ["sqs:SendMessage"], [refs.queue_arn]),
     ]
     if INVOKES[logical]:

@@ -10,6 +10,7 @@ check before trusting a byte, and nothing here is ever unpickled (``np.load(allo
     <mount>/runs/<run>/weights/r000012.npy      flat float32 weights at the start of round 12
     <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
     <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
+    <mount>/runs/<run>/rounds/r000012/metric.json what the combiner measured (copy of the ledger's)
     <mount>/runs/<run>/.../*.digest.json        sidecar: length and sha256 of the file beside it
 """
 
@@ -19,29 +20,17 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from lambdatrain.digest import Digest
 from lambdatrain.errors import CorruptFile
 from lambdatrain.protocol import check_run_id
 
 CHUNK_BYTES = 8 << 20  # streaming read size: large enough for EFS throughput, small for memory
-
-
-@dataclass(frozen=True)
-class Digest:
-    bytes: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Digest":
-        return cls(bytes=int(d["bytes"]), sha256=str(d["sha256"]))
 
 
 @dataclass(frozen=True)
@@ -73,6 +62,9 @@ class RunLayout:
 
     def result(self, round_no: int, worker: int) -> Path:
         return self.round_dir(round_no) / f"w{worker:04d}.npy"
+
+    def metric(self, round_no: int) -> Path:
+        return self.round_dir(round_no) / "metric.json"
 
     def shard(self, round_no: int, shard: int) -> Path:
         """A sharded combine's slice of the new weights (see combine.py)."""

@@ -36,7 +36,10 @@ from lambdatrain.settings import ENV_BUCKET
 if TYPE_CHECKING:  # the runtime module imports numpy (through the ledger), which setup installs
     from lambdatrain.runtime import Runtime
 
-DEFAULT_DATASET = "datasets/cifar-10-python.tar.gz"  # key in the stack's bucket
+# Dataset archives live under this prefix of the stack's bucket: the only objects besides start
+# files that the starter's role may read (components/functions.py grants exactly this prefix).
+DATASET_PREFIX = "datasets/"
+DEFAULT_DATASET = f"{DATASET_PREFIX}cifar-10-python.tar.gz"
 # platform.machine() -> Lambda's architecture name, the key of deps.LAMBDA_REQUIREMENTS.
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 # S3 answers 403 rather than 404 for a missing key when the caller may not list the bucket, and
@@ -65,6 +68,8 @@ def parse_setup(event: Mapping[str, Any]) -> SetupEvent:
     if not isinstance(dataset, str):
         raise InvalidEvent("dataset", "must be a string (an S3 key in the stack's bucket)")
     check_relative_path(dataset, "dataset")
+    if not dataset.startswith(DATASET_PREFIX):
+        raise InvalidEvent("dataset", f"must be a key under {DATASET_PREFIX} (the starter may read no other)")
     force = event.get("force", False)
     if not isinstance(force, bool):
         raise InvalidEvent("force", "must be a boolean")

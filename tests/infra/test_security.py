@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from components.functions import WILDCARD_RESOURCE_EXCEPTIONS
 from components.network import NFS_PORT
@@ -45,10 +47,13 @@ def test_wildcard_resources_only_for_documented_actions(plan):
                 assert set(_as_list(statement["Action"])) <= set(WILDCARD_RESOURCE_EXCEPTIONS), (name, statement)
 
 
-def test_only_starter_and_combiner_invoke_the_worker(plan):
-    worker = plan.outputs["workerFunctionArn"]
-    assert _granted(plan, "starter", "lambda:InvokeFunction") == [worker]
-    assert set(_granted(plan, "combiner", "lambda:InvokeFunction")) == {worker, plan.outputs["combinerFunctionArn"]}
+def test_starter_and_combiner_invoke_only_worker_and_combiner(plan):
+    # The starter re-drives a ready round (duplicate start, resume) by invoking the combiner; the
+    # combiner's watchdog re-drives itself. Nobody may invoke the starter.
+    targets = {plan.outputs["workerFunctionArn"], plan.outputs["combinerFunctionArn"]}
+    for role in ("starter", "combiner"):
+        granted = _granted(plan, role, "lambda:InvokeFunction")
+        assert sorted(granted) == sorted(targets), role
 
 
 def test_worker_invokes_nothing(plan):
@@ -60,6 +65,38 @@ def test_only_the_combiner_reads_the_stream(plan):
     for role in ("starter", "worker", "combiner"):
         granted = _granted(plan, role, "dynamodb:GetRecords")
         assert granted == ([plan.outputs["streamArn"]] if role == "combiner" else [])
+
+
+def _ledger_actions_used() -> set[str]:
+    """The DynamoDB actions lambdatrain/ledger.py issues, read from its source."""
+    source = (Path(__file__).resolve().parents[2] / "lambdatrain" / "ledger.py").read_text()
+    calls = {"get_item": "GetItem", "put_item": "PutItem", "update_item": "UpdateItem",
+             "delete_item": "DeleteItem", "query": "Query", "scan": "Scan"}
+    used = {calls[m] for m in re.findall(r"\.(get_item|put_item|update_item|delete_item|query|scan)\(", source)}
+    # Items of a TransactWriteItems are authorised as their single-item actions.
+    items = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+    used |= {items[k] for k in re.findall(r'\{"(Put|Update|Delete|ConditionCheck)":', source)}
+    assert "TransactWriteItems" not in used and used, used
+    return {f"dynamodb:{a}" for a in used}
+
+
+def test_ledger_grants_cover_exactly_what_the_ledger_calls(plan):
+    granted = set()
+    for role in ("starter", "worker", "combiner"):
+        (statement,) = [s for s in _statements(plan, role) if s["Sid"] == "Ledger"]
+        granted |= set(statement["Action"])
+    assert granted == _ledger_actions_used()
+
+
+def test_ledger_grants_per_function(plan):
+    def ledger(role):
+        (statement,) = [s for s in _statements(plan, role) if s["Sid"] == "Ledger"]
+        return set(statement["Action"])
+
+    reads_and_writes = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert ledger("worker") == ledger("starter") == reads_and_writes
+    # reopen_worker deletes a corrupt result; the combine queries results; the watchdog scans runs.
+    assert ledger("combiner") == reads_and_writes | {"dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:Scan"}
 
 
 def test_each_function_touches_only_its_table(plan):

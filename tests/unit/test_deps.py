@@ -10,7 +10,7 @@ import pytest
 
 from lambdatrain import deps
 from lambdatrain.errors import ConfigError
-from lambdatrain.settings import ENV_MOUNT, ENV_PACKAGES, RuntimeSettings
+from lambdatrain.settings import ENV_MOUNT, ENV_PACKAGES, ENV_TABLE, RuntimeSettings, load
 
 
 class FakePip:
@@ -44,10 +44,14 @@ def test_packages_dir_honours_absolute_env_folder():
 
 
 def test_packages_dir_from_runtime_settings(tmp_path):
-    settings = RuntimeSettings(
-        table="t", mount=tmp_path, bucket=None, functions={}, data=tmp_path / "d", faults=None
-    )
-    assert deps.packages_dir(settings) == tmp_path / "python"
+    settings = load({ENV_TABLE: "t", ENV_MOUNT: str(tmp_path)})
+    assert deps.packages_dir(settings) == settings.packages == tmp_path / "python"
+
+
+def test_packages_dir_uses_the_settings_folder_as_given(tmp_path):
+    settings = RuntimeSettings(table="t", mount=tmp_path, bucket=None, functions={}, data=tmp_path / "d",
+                               packages=Path("/opt/pk"), faults=None)
+    assert deps.packages_dir(settings) == Path("/opt/pk")
 
 
 def test_add_packages_to_path_is_noop_without_folder(tmp_path, monkeypatch):
