@@ -43,9 +43,9 @@ def local_train(
     epochs: Annotated[int, typer.Option(help="passes over the training split")] = 1,
     model: Annotated[str, typer.Option(help="vgg19_cifar, vgg11_cifar or vgg19")] = "vgg19_cifar",
     width: Annotated[float, typer.Option(help="channel multiplier of the model")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="global batch: samples per optimizer step")] = 256,
+    batch_size: Annotated[int, typer.Option(help="global batch: samples per optimizer step")] = 128,
     micro_batch: Annotated[int, typer.Option(help="samples per forward/backward pass")] = 64,
-    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.05,
+    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.02,
     seed: Annotated[int, typer.Option(help="seeds weights, shards and augmentation")] = 0,
     max_train_samples: Annotated[Optional[int], typer.Option(help="use only the first K training samples")] = None,
     val_samples: Annotated[Optional[int], typer.Option(help="evaluate on the first K validation samples")] = None,
@@ -130,7 +130,8 @@ def evaluate(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode click returns Exit codes
+        sys.exit(code if isinstance(code, int) else 0)
     except LambdaTrainError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(1)
@@ -145,3 +146,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+from lambdatrain.cli_ops import register as _register_ops; _register_ops(app)
+from lambdatrain.cli_plan import register as _register_plan; _register_plan(app)

@@ -83,6 +83,7 @@ def _work(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
 def dispatch(runtime: Runtime, name: str, event: Any, context: Any = None) -> dict[str, Any]:
     """Serve one event as function ``name`` with an explicit runtime (tests build their own)."""
     route = {STARTER: _start, COMBINER: _combine, WORKER: _work}[name]
+    logger.clear_state()  # a warm process must not carry the last invocation's run and round
     logger.set_correlation_id(getattr(context, "aws_request_id", None))
     return _answer(lambda: route(runtime, event, context))
 

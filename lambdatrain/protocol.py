@@ -34,9 +34,9 @@ class RunConfig:
     model: str = "vgg19_cifar"  # a key of lambdatrain.model.MODELS
     width: float = 1.0  # channel multiplier of the model (tests and CPU demos use 0.0625-0.125)
     epochs: int = 1  # stop after this many passes over the training split
-    batch_size: int = 256  # samples per optimizer step, over all workers (the global batch)
+    batch_size: int = 128  # samples per optimizer step, over all workers (the global batch)
     micro_batch: int = 64  # samples per forward/backward; batch-norm statistics are per micro-batch
-    lr: float = 0.05  # SGD learning rate
+    lr: float = 0.02  # SGD learning rate
     momentum: float = 0.9  # SGD momentum (state kept on EFS beside the weights)
     weight_decay: float = 5e-4  # L2 penalty applied by the optimizer step
     seed: int = 0  # seeds the initial weights, shard permutations and augmentation

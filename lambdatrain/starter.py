@@ -49,7 +49,8 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     weights, flat = trainer.initial_weights(config, len(data.classes))
     paths = efs.RunLayout(runtime.settings.mount, run)
     efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
-                                  "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std)})
+                                  "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
+                                  "n_params": flat.n_params, "created_at": runtime.clock()})
     digest = efs.write_array(paths.weights(0), weights)
     try:
         runs.create_run(run, config, per_epoch, digest, n_params=flat.n_params, num_classes=len(data.classes))

@@ -103,7 +103,7 @@ def batch(config: RunConfig, data: PreparedData, idx: np.ndarray, *, round_no: i
           micro: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = to_tensor_batch(np.asarray(data.train_x[idx]), data.mean, data.std, size=input_size(config.model),
                         augment=config.augment, generator=_augment_generator(config, round_no, worker, micro))
-    return x, torch.from_numpy(np.asarray(data.train_y[idx], dtype=np.int64))
+    return x, torch.from_numpy(np.array(data.train_y[idx], dtype=np.int64))
 
 
 @dataclass
@@ -185,7 +185,7 @@ def evaluate(model, layout: FlatLayout | None, weights: np.ndarray | None, x: np
     with torch.no_grad():
         for start in range(0, len(y), EVAL_BATCH):
             xb = to_tensor_batch(np.asarray(x[start:start + EVAL_BATCH]), mean, std, size=size)
-            yb = torch.from_numpy(np.asarray(y[start:start + EVAL_BATCH], dtype=np.int64))
+            yb = torch.from_numpy(np.array(y[start:start + EVAL_BATCH], dtype=np.int64))
             out = model(xb)
             loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
             correct += int((out.argmax(1) == yb).sum())

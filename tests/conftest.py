@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.datagen import make_prepared
+
+# Tiny models run fastest on one thread, and a second thread only fights the other tests' processes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

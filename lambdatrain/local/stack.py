@@ -19,6 +19,7 @@ import boto3
 
 from lambdatrain import schema
 from lambdatrain import settings as names
+from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.service import Delivery, FunctionConfig, InvocationError, LambdaService
 
@@ -60,16 +61,10 @@ class LocalStack:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "LocalStack":
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, one line a call
         self.mount.mkdir(parents=True, exist_ok=True)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.moto_port, verbose=False)
+        self.moto = MotoServer(self.config.moto_port)
         self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.moto_url = f"http://{host}:{port}"
+        self.moto_url = self.moto.url
         self._create_resources()
         self.service = LambdaService(self._functions(), self.env, self.state_dir,
                                      delivery=self.config.delivery)

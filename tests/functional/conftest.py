@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import pytest
 
+from lambdatrain.local.moto_server import MotoServer
 from tests.harness import InlineSystem
 
 
 @pytest.fixture(scope="session")
 def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer()
     server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    yield server.url
     server.stop()
 
 

@@ -61,7 +61,7 @@ def test_sum_is_in_worker_order_whatever_the_arrival_order(system, tmp_path):
     runs = []
     for order in ([0, 1, 2], [2, 1, 0]):
         run = system.invoke(STARTER, {"start": True, "workers": 3, "run": f"order-{order[0]}", **SMALL})["run"]
-        queued = {e["workerno"]: e for name, e in list(system.invoker.queue) if e.get("run") == run}
+        queued = {e["workerno"]: e for name, e, _ in list(system.invoker.queue) if e.get("run") == run}
         system.invoker.queue.clear()
         for w in order:
             system.invoke(WORKER, queued[w])
