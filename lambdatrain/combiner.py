@@ -25,50 +25,46 @@ from lambdatrain.protocol import CombineEvent, Outcome
 from lambdatrain.recovery import fan_out
 from lambdatrain.runtime import Runtime
 
-MIN_LEASE_S = 60.0
-
 
 def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
     bind(run=ev.run, round=ev.round)
-    record = runtime.ledger.get_run(ev.run)
-    if record.round != ev.round:
-        raise StaleRound(f"round {ev.round} is not the current round ({record.round}) of run {ev.run}")
+    record = runtime.ledger.check_current(ev.run, ev.round)
     token = uuid.uuid4().hex
-    round_item = runtime.ledger.claim(ev.run, ev.round, token, max(MIN_LEASE_S, record.config.round_deadline_s))
+    # The lease is the round deadline: a combiner silent for that long is presumed dead.
+    round_item = runtime.ledger.claim(ev.run, ev.round, token, record.config.round_deadline_s)
     runtime.faults.point("after_claim")
+    try:
+        return _combine_claimed(runtime, ev, record, token, round_item)
+    except Exception:
+        # An error (not a crash) gives the claim back, so the retried delivery can combine now
+        # instead of waiting out the lease; a crashed process cannot, and the lease covers it.
+        runtime.ledger.release(ev.run, ev.round, token)
+        raise
+
+
+def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str,
+                     round_item: dict[str, Any]) -> Outcome:
     t0 = time.perf_counter()
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     results = runtime.ledger.results(ev.run, ev.round)
-    files = [WorkerFile(r["worker"], paths.result(ev.round, r["worker"]), efs.Digest(r["bytes"], r["sha256"]),
-                        r["samples"]) for r in results]
-    if sorted(f.worker for f in files) != list(range(record.workers)):
-        raise CorruptFile(f"round {ev.round} of run {ev.run} is ready but has results of workers "
-                          f"{[f.worker for f in files]}")
-    weights = efs.read_array(paths.weights(ev.round), record.weights)
     try:
-        average = _sum(runtime, files, weights.size)
+        new, momentum = _reduce(runtime, record, ev.round, paths, results)
     except CorruptFile as exc:
         return _reopen(runtime, record, ev, token, exc)
-    momentum = _read_momentum(paths, ev.round)
-    c = record.config
-    new, momentum = apply_update(weights, average, momentum, mode=c.mode, n_params=int(record.item["n_params"]),
-                                 lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    sum_s = time.perf_counter() - t0
     metric, finished, extra = _assess(runtime, record, ev.round, results, new)
+    metric["sum_s"] = time.perf_counter() - t0
     if finished:
-        extra["stop_reason"] = finished
+        metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
-    digest = efs.write_array(paths.weights(ev.round + 1), new)
-    if momentum is not None and c.mode == "sync":
-        efs.write_array(paths.optim(ev.round + 1), momentum)
+    digest = _write(paths, ev.round, new, momentum, metric)
     runtime.faults.point("after_write")
     round_s = runtime.clock() - float(round_item["created_at"])
-    metric.update(sum_s=sum_s, write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0,
-                  round_s=round_s)
+    metric.update(write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0, round_s=round_s)
     # Waiting: invocation latency, stragglers, the stream's delivery; what is neither work nor sum.
     metric["wait_s"] = max(0.0, round_s - metric["worker_s"] - metric["combine_s"])
     runtime.ledger.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
                           finished=DONE if finished else None, metric=metric, meta_extra=extra)
+    efs.remove_temporaries(paths.round_dir(ev.round))  # what killed writers left behind
     runtime.faults.point("after_commit")
     logger.info("round committed", extra=metric)
     if finished:
@@ -77,9 +73,32 @@ def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
     return Outcome("committed", run=ev.run, round=ev.round)
 
 
-def _sum(runtime: Runtime, files: list[WorkerFile], size: int) -> np.ndarray:
+def _reduce(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
+            results: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The new weights (and momentum) from round_no's weights and its N verified results."""
+    files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), efs.Digest(r["bytes"], r["sha256"]),
+                        r["samples"]) for r in results]
+    if sorted(f.worker for f in files) != list(range(record.workers)):
+        raise CorruptFile(f"round {round_no} of run {record.run} is ready but has results of workers "
+                          f"{[f.worker for f in files]}")
+    weights = efs.read_array(paths.weights(round_no), record.weights)
+    average = weighted_sum(files, weights.size)
+    # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
-    return weighted_sum(files, size)
+    c = record.config
+    return apply_update(weights, average, _read_momentum(paths, round_no), mode=c.mode,
+                        n_params=int(record.item["n_params"]), lr=c.lr, momentum=c.momentum,
+                        weight_decay=c.weight_decay)
+
+
+def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
+           metric: dict[str, Any]) -> efs.Digest:
+    # Optimizer state and metric first, weights last: weights with their digest mark a round as
+    # complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
+    if momentum is not None:
+        efs.write_array(paths.optim(round_no + 1), momentum)
+    efs.write_json(paths.metric(round_no), metric)
+    return efs.write_array(paths.weights(round_no + 1), new)
 
 
 def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
@@ -107,7 +126,7 @@ def _assess(runtime: Runtime, record: RunRecord, round_no: int, results: list[di
     epochs_done = rounds_done // record.rounds_per_epoch
     at_boundary = rounds_done % record.rounds_per_epoch == 0
     metric: dict[str, Any] = {
-        "workers": record.workers, "epochs_done": epochs_done, "epoch": rounds_done / record.rounds_per_epoch,
+        "round": round_no, "workers": record.workers, "epochs_done": epochs_done, "epoch": rounds_done / record.rounds_per_epoch,
         "samples": samples, "train_loss": sum(r["loss_sum"] for r in results) / max(samples, 1),
         "train_accuracy": sum(r["correct"] for r in results) / max(samples, 1),
         "worker_compute_s": max(r["compute_s"] for r in results),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 # Every point the handlers pass; tests parametrize over this list.
 POINTS = {
@@ -21,10 +22,19 @@ POINTS = {
 EXIT_CODE = 137  # what a SIGKILL'd process reports
 
 
+class InjectedCrash(BaseException):
+    """Raised instead of exiting by in-process test harnesses (BaseException: no handler catches it)."""
+
+
+def hard_exit(point: str) -> None:
+    os._exit(EXIT_CODE)  # no cleanup, no finally blocks: as if the machine vanished
+
+
 class Faults:
-    def __init__(self, spec: str | None, handler: str, state_dir: Path):
+    def __init__(self, spec: str | None, handler: str, state_dir: Path, crash: Callable[[str], None] = hard_exit):
         self.handler = handler
         self.state_dir = state_dir
+        self.crash = crash
         self.armed: dict[str, set[int]] = {}
         for entry in filter(None, (spec or "").split(",")):
             name, point, occurrence = entry.strip().split(":")
@@ -45,7 +55,7 @@ class Faults:
             except FileExistsError:
                 n += 1
         if n in self.armed[name]:
-            os._exit(EXIT_CODE)  # no cleanup, no finally blocks: as if the machine vanished
+            self.crash(name)
 
 
 NO_FAULTS = Faults(None, "", Path("."))

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from lambdatrain import schema
 from lambdatrain.errors import AlreadyDone, ClaimLost, StaleRound, UnknownRun
-from lambdatrain.layout import Digest
+from lambdatrain.digest import Digest
 from lambdatrain.protocol import RunConfig
 
 RUNNING, STOPPED, DONE, FAILED = "running", "stopped", "done", "failed"
@@ -125,6 +125,31 @@ class Ledger:
             if _failed_condition(exc):
                 raise AlreadyDone(f"run {run} already exists") from exc
             raise
+
+    def restore_run(self, run: str, config: RunConfig, *, round_no: int, rounds_per_epoch: int, weights: Digest,
+                    state: str, meta: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+        """Recreate a run's items from what EFS holds (see recovery.rebuild_from_efs)."""
+        now = self.clock()
+        item = {"pk": _pk(run), "sk": "META", "kind": "run", "run": run, "state": state,
+                "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
+                "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
+                "weights_bytes": weights.bytes, "weights_sha256": weights.sha256, "updated_at": now, **meta}
+        items = [{"Put": {"TableName": self.table.name, "Item": _to_ddb(item),
+                          # Never over a live ledger: rebuilding is for a run whose items are gone.
+                          "ConditionExpression": "attribute_not_exists(pk)"}}]
+        if state == RUNNING:
+            items.append({"Put": {"TableName": self.table.name, "Item": _to_ddb(
+                self._round_item(run, round_no, config.workers, round_no // rounds_per_epoch, now))}})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _failed_condition(exc):
+                raise AlreadyDone(f"run {run} already has a ledger") from exc
+            raise
+        with self.table.batch_writer() as batch:
+            for m in metrics:
+                batch.put_item(Item=_to_ddb({"pk": _pk(run), "sk": _metric_sk(m["round"]), "kind": "metric",
+                                             "run": run, "created_at": now, **m}))
 
     def get_run(self, run: str) -> RunRecord:
         item = self.table.get_item(Key={"pk": _pk(run), "sk": "META"}, ConsistentRead=True).get("Item")
@@ -254,9 +279,26 @@ class Ledger:
                                            ":expired": Decimal(repr(now - lease_s))},
                 ReturnValues="ALL_NEW")["Attributes"])
         except ClientError as exc:
-            if _failed_condition(exc):
-                raise ClaimLost(f"round {r} of run {run} is not claimable") from exc
-            raise
+            if not _failed_condition(exc):
+                raise
+            # A retried request whose first attempt succeeded fails its own condition: it is ours.
+            item = self.get_round(run, r) or {}
+            if item.get("claim") == token and item.get("status") == schema.COMBINING:
+                return item
+            raise ClaimLost(f"round {r} of run {run} is not claimable") from exc
+
+    def release(self, run: str, r: int, token: str) -> None:
+        """Give a claimed round back (the combine failed): the next delivery may claim it at once."""
+        try:
+            self.table.update_item(
+                Key={"pk": _pk(run), "sk": _round_sk(r)},
+                UpdateExpression="SET #s = :ready REMOVE claim",
+                ConditionExpression="#s = :combining AND claim = :token",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":ready": schema.READY, ":combining": schema.COMBINING, ":token": token})
+        except ClientError as exc:
+            if not _failed_condition(exc):
+                raise
 
     def reopen_worker(self, run: str, r: int, worker: int, token: str) -> None:
         """Drop one worker's (corrupt) result so that worker runs again; the claim is released."""
@@ -312,9 +354,12 @@ class Ledger:
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _failed_condition(exc):
-                raise ClaimLost(f"round {r} of run {run} was committed or taken over by another combiner") from exc
-            raise
+            if not _failed_condition(exc):
+                raise
+            item = self.get_round(run, r) or {}
+            if item.get("claim") == token and item.get("status") == schema.COMMITTED:
+                return  # a retried request whose first attempt committed
+            raise ClaimLost(f"round {r} of run {run} was committed or taken over by another combiner") from exc
 
     def metrics(self, run: str) -> list[dict[str, Any]]:
         items, kwargs = [], {"KeyConditionExpression": Key("pk").eq(_pk(run)) & Key("sk").begins_with("METRIC#"),

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 
 from lambdatrain import schema
+from lambdatrain.faults import Faults, InjectedCrash
 from lambdatrain.handlers import dispatch
 from lambdatrain.ledger import Ledger
 from lambdatrain.local.poller import StreamPoller
@@ -22,13 +23,33 @@ from lambdatrain.settings import COMBINER, STARTER, WORKER, load
 
 
 
+LAMBDA_ASYNC_RETRIES = 2
+
+
+class FakeClock:
+    """Time that moves only when a test says so (leases and round deadlines)."""
+
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class QueueInvoker:
-    def __init__(self):
+    """Asynchronous invocations, queued; ``duplicate`` delivers every event twice (at least once)."""
+
+    def __init__(self, duplicate: bool = False):
         self.queue: collections.deque = collections.deque()
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.duplicate = duplicate
 
     def invoke(self, logical: str, payload: dict[str, Any]) -> None:
-        self.queue.append((logical, payload))
+        for _ in range(2 if self.duplicate else 1):
+            self.queue.append((logical, payload, 0))
         self.sent.append((logical, payload))
 
 
@@ -52,35 +73,68 @@ class InlineSystem:
     moto's in-process mock does not serve the DynamoDB Streams API, its server does.
     """
 
-    def __init__(self, mount: Path, table: str, env: dict[str, str] | None = None):
+    def __init__(self, mount: Path, table: str, *, faults: str | None = None, duplicate: bool = False,
+                 stream_duplicate_rate: float = 0.0, seed: int = 0):
         dynamodb = boto3.client("dynamodb")
         dynamodb.create_table(**schema.create_table_kwargs(table))
-        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        self.mount = mount
-        self.settings = load({"LAMBDATRAIN_TABLE": table, "LAMBDATRAIN_MOUNT": str(mount), **(env or {})})
-        self.ledger = Ledger(table)
-        self.invoker = QueueInvoker()
-        self.runtimes = {name: Runtime(settings=self.settings, ledger=self.ledger, invoker=self.invoker, handler=name)
+        self.stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        self.mount, self.table = mount, table
+        self.settings = load({"LAMBDATRAIN_TABLE": table, "LAMBDATRAIN_MOUNT": str(mount)})
+        self.clock = FakeClock()
+        self.ledger = Ledger(table, clock=self.clock)
+        self.invoker = QueueInvoker(duplicate)
+        self.crashes: list[tuple[str, str]] = []
+        self.runtimes = {name: Runtime(settings=self.settings, ledger=self.ledger, invoker=self.invoker, handler=name,
+                                       clock=self.clock, faults=Faults(faults, name, mount / ".faults", self._crash(name)))
                          for name in (STARTER, WORKER, COMBINER)}
         self.answers: list[tuple[str, dict[str, Any]]] = []
-        self.stream_batches = 0
-        self.poller = StreamPoller(boto3.client("dynamodbstreams"), arn, self._deliver_batch,
-                                   lambda batch, error: (_ for _ in ()).throw(AssertionError(error)))
+        self.dead_letters: list[Any] = []
+        self.poller = StreamPoller(boto3.client("dynamodbstreams"), self.stream_arn, self._deliver_batch,
+                                   lambda batch, error: self.dead_letters.append((batch, error)),
+                                   duplicate_rate=stream_duplicate_rate, seed=seed)
+
+    def _crash(self, name: str):
+        def crash(point: str) -> None:
+            self.crashes.append((name, point))
+            raise InjectedCrash(f"{name}:{point}")
+        return crash
 
     def _deliver_batch(self, batch: dict[str, Any]) -> None:
-        self.stream_batches += 1
-        self.answers.append((COMBINER, dispatch(self.runtimes[COMBINER], COMBINER, batch, FakeContext())))
+        try:
+            self.answers.append((COMBINER, dispatch(self.runtimes[COMBINER], COMBINER, batch, FakeContext())))
+        except InjectedCrash as exc:  # the function died: the mapping retries the batch
+            raise RuntimeError(f"combiner died at {exc}") from None
 
     def invoke(self, name: str, event: dict[str, Any], context: FakeContext | None = None) -> dict[str, Any]:
         return dispatch(self.runtimes[name], name, event, context or FakeContext())
 
     def step(self) -> bool:
-        """Run one queued invocation or one stream poll; False when nothing is left."""
+        """Run one queued invocation or one stream poll; False when nothing is left.
+
+        A crashed asynchronous invocation is retried twice, as Lambda does, then dropped.
+        """
         if self.invoker.queue:
-            name, event = self.invoker.queue.popleft()
-            self.answers.append((name, self.invoke(name, event)))
+            name, event, attempt = self.invoker.queue.popleft()
+            try:
+                self.answers.append((name, self.invoke(name, event)))
+            except InjectedCrash:
+                if attempt < LAMBDA_ASYNC_RETRIES:
+                    self.invoker.queue.append((name, event, attempt + 1))
+                else:
+                    self.dead_letters.append((name, event))
             return True
         return self.poller.poll_once()
+
+    def run_to_end(self, run: str, *, max_watchdogs: int = 20) -> None:
+        """Drain; while the run is unfinished, let its deadline pass and fire the watchdog."""
+        for _ in range(max_watchdogs):
+            self.drain()
+            record = self.ledger.get_run(run)
+            if record.state != "running":
+                return
+            self.clock.advance(record.config.round_deadline_s + 1)
+            self.invoker.queue.append((COMBINER, {"watchdog": True}, 0))
+        raise AssertionError(f"run {run} did not finish: {self.ledger.get_run(run).item}")
 
     def drain(self, max_steps: int = 10_000) -> None:
         for _ in range(max_steps):

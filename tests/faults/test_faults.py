@@ -1,0 +1,154 @@
+"""Every fault of issue 4, injected in-process; each run must end bit-identical to the clean run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lambdatrain import layout as efs
+from lambdatrain.faults import POINTS
+from lambdatrain.settings import COMBINER, STARTER, WORKER
+from tests.faults.conftest import SETTINGS, assert_survived
+from tests.harness import FakeContext, StreamPoller
+
+
+def _start(system, settings=SETTINGS, **extra):
+    return system.invoke(STARTER, {"start": True, **settings, **extra})["run"]
+
+
+def test_clean_run_meets_the_invariants(make_system, reference):
+    system = make_system()
+    run = _start(system)
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_every_async_event_delivered_twice(make_system, reference):
+    system = make_system(duplicate=True)
+    run = _start(system)
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_duplicate_start_delivery_is_one_run(make_system, reference):
+    system = make_system()
+    first = system.invoke(STARTER, {"start": True, **SETTINGS}, FakeContext("same-request"))
+    second = system.invoke(STARTER, {"start": True, **SETTINGS}, FakeContext("same-request"))
+    assert first["run"] == second["run"]
+    assert second["status"] == "redriven"
+    system.run_to_end(first["run"])
+    assert len(system.ledger.list_runs()) == 1
+    assert_survived(system, first["run"], reference(SETTINGS))
+
+
+def test_stream_batches_delivered_twice(make_system, reference):
+    system = make_system(stream_duplicate_rate=1.0)
+    run = _start(system)
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_replayed_old_stream_records_change_nothing(make_system, reference):
+    system = make_system()
+    run = _start(system)
+    system.run_to_end(run)
+    before = system.ledger.items(run)
+    # A second mapping reading the stream from its start: every old "ready" record, out of order.
+    replay = StreamPoller(system.poller.streams, system.stream_arn, system._deliver_batch, lambda *a: None)
+    replay.poll_once()
+    assert system.ledger.items(run) == before
+    assert_survived(system, run, reference(SETTINGS))
+
+
+@pytest.mark.parametrize("point", POINTS["worker"])
+@pytest.mark.parametrize("occurrence", [1, 4])
+def test_worker_dies(make_system, reference, point, occurrence):
+    system = make_system(faults=f"worker:{point}:{occurrence}")
+    run = _start(system)
+    system.run_to_end(run)
+    assert system.crashes == [(WORKER, point)]
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_worker_lost_for_good_is_redriven_by_the_watchdog(make_system, reference):
+    # Three deaths in a row exhaust Lambda's two retries: only the watchdog can save the round.
+    system = make_system(faults="worker:before_write:2,worker:before_write:3,worker:before_write:4")
+    run = _start(system)
+    system.run_to_end(run)
+    assert len(system.dead_letters) == 1
+    assert_survived(system, run, reference(SETTINGS))
+
+
+@pytest.mark.parametrize("point", POINTS["combiner"])
+def test_combiner_dies(make_system, reference, point):
+    system = make_system(faults=f"combiner:{point}:2")
+    run = _start(system)
+    system.run_to_end(run)
+    assert system.crashes == [(COMBINER, point)]
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_starter_dies_after_creating_the_run(make_system, reference):
+    system = make_system(faults="starter:after_create:1")
+    with pytest.raises(BaseException, match="after_create"):
+        system.invoke(STARTER, {"start": True, **SETTINGS}, FakeContext("r1"))
+    # Lambda's retry of the same asynchronous start keeps its request id.
+    run = system.invoke(STARTER, {"start": True, **SETTINGS}, FakeContext("r1"))["run"]
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_worker_result_is_detected_and_recomputed(make_system, reference, damage):
+    system = make_system()
+    run = _start(system)
+    system.step()  # worker 0 of round 0
+    system.step()  # worker 1: the round is ready
+    path = efs.RunLayout(system.mount, run).result(0, 1)
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(raw[: len(raw) // 2]) if damage == "truncate" else bytes(raw[:-1] + bytes([raw[-1] ^ 1])))
+    system.run_to_end(run)
+    assert any(a.get("rounds", [{}])[0].get("status") == "reopened" for name, a in system.answers if name == COMBINER)
+    assert_survived(system, run, reference(SETTINGS))
+
+
+def test_lost_ledger_is_rebuilt_from_efs_by_resume(make_system, reference):
+    system = make_system()
+    run = _start(system)
+    while system.ledger.get_run(run).round < 2:  # a few rounds in, mid-round
+        system.step()
+    system.step()
+    rebuilt_at = system.ledger.get_run(run).round
+    for item in system.ledger.items(run):  # the whole-table loss of an outage
+        system.ledger.table.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
+    system.invoker.queue.clear()
+    answer = system.invoke(STARTER, {"resume": run})
+    assert answer["status"] == "redriven"
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS), results_from=rebuilt_at)
+
+
+def test_two_runs_at_once_do_not_see_each_other(make_system, reference):
+    system = make_system()
+    other = {**SETTINGS, "seed": 8}
+    a, b = _start(system, run="run-a"), _start(system, other, run="run-b")
+    assert a != b
+    system.run_to_end(a)
+    system.run_to_end(b)
+    assert_survived(system, a, reference(SETTINGS))
+    assert_survived(system, b, reference(other))
+    assert not np.array_equal(reference(SETTINGS), reference(other))
+
+
+def test_stop_keeps_weights_and_resume_finishes_the_same(make_system, reference):
+    system = make_system()
+    run = _start(system)
+    for _ in range(6):
+        system.step()
+    system.invoke(STARTER, {"stop": run})
+    system.drain()
+    stopped = system.ledger.get_run(run)
+    assert stopped.state == "stopped" and stopped.round < 6
+    system.invoke(STARTER, {"resume": run})
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
