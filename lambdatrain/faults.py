@@ -1,7 +1,8 @@
 """Fault injection for the local stack: make an invocation die hard at a named point.
 
-``LAMBDATRAIN_FAULTS`` holds comma-separated ``handler:point:occurrence`` entries, e.g.
-``combiner:after_claim:1`` kills the process the first time any combiner reaches ``after_claim``.
+``LAMBDATRAIN_FAULTS`` holds comma-separated ``handler:point:occurrence[:hang]`` entries, e.g.
+``combiner:after_claim:1`` kills the process the first time any combiner reaches ``after_claim``;
+with ``:hang`` the invocation stops responding instead, until its timeout kills it.
 Occurrences are counted across processes in ``<mount>/.faults`` (one file per hit, created with
 O_EXCL, so two processes never take the same count). ``settings.load`` refuses the variable unless
 every AWS endpoint is on loopback, so a deployment can never enable it by accident.
@@ -10,6 +11,7 @@ every AWS endpoint is on loopback, so a deployment can never enable it by accide
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -35,11 +37,11 @@ class Faults:
         self.handler = handler
         self.state_dir = state_dir
         self.crash = crash
-        self.armed: dict[str, set[int]] = {}
+        self.armed: dict[str, dict[int, str]] = {}
         for entry in filter(None, (spec or "").split(",")):
-            name, point, occurrence = entry.strip().split(":")
+            name, point, occurrence, *action = entry.strip().split(":")
             if name == handler:
-                self.armed.setdefault(point, set()).add(int(occurrence))
+                self.armed.setdefault(point, {})[int(occurrence)] = action[0] if action else "exit"
 
     def point(self, name: str) -> None:
         """Count one pass through ``name``; exit hard if this occurrence is armed."""
@@ -54,7 +56,10 @@ class Faults:
                 break
             except FileExistsError:
                 n += 1
-        if n in self.armed[name]:
+        action = self.armed[name].get(n)
+        if action == "hang" and self.crash is hard_exit:
+            time.sleep(10**6)  # a worker that runs into its timeout: the service kills it
+        if action:
             self.crash(name)
 
 

@@ -46,6 +46,8 @@ class LocalStackConfig:
     stream_duplicate_rate: float = 0.0  # fault injection: stream poller
     stream_drop_rate: float = 0.0
     faults: str | None = None  # LAMBDATRAIN_FAULTS for the handlers
+    table: str = TABLE  # moto keeps one set of tables per process: two stacks in one need two names
+    bucket: str = BUCKET
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -97,14 +99,14 @@ class LocalStack:
 
     def _create_resources(self) -> None:
         dynamodb = boto3.client("dynamodb", **self.client_kwargs)
-        dynamodb.create_table(**schema.create_table_kwargs(TABLE))
-        self.stream_arn = dynamodb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
-        boto3.client("s3", **self.client_kwargs).create_bucket(Bucket=BUCKET)
+        dynamodb.create_table(**schema.create_table_kwargs(self.config.table))
+        self.stream_arn = dynamodb.describe_table(TableName=self.config.table)["Table"]["LatestStreamArn"]
+        boto3.client("s3", **self.client_kwargs).create_bucket(Bucket=self.config.bucket)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMBDATRAIN_"))},
             **CREDENTIALS,
             "AWS_ENDPOINT_URL": self.moto_url,
-            names.ENV_TABLE: TABLE, names.ENV_MOUNT: str(self.mount), names.ENV_BUCKET: BUCKET,
+            names.ENV_TABLE: self.config.table, names.ENV_MOUNT: str(self.mount), names.ENV_BUCKET: self.config.bucket,
             names.ENV_STARTER: names.STARTER, names.ENV_WORKER: names.WORKER, names.ENV_COMBINER: names.COMBINER,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
@@ -152,11 +154,12 @@ class LocalStack:
     def ledger(self):
         from lambdatrain.ledger import Ledger
 
-        return Ledger(TABLE, resource=boto3.resource("dynamodb", **self.client_kwargs))
+        return Ledger(self.config.table, resource=boto3.resource("dynamodb", **self.client_kwargs))
 
     def endpoints(self) -> dict[str, str]:
         return {"lambda": self.lambda_url, "dynamodb": self.moto_url, "s3": self.moto_url,
-                "mount": str(self.mount), "table": TABLE, "bucket": BUCKET, "stream": self.stream_arn}
+                "mount": str(self.mount), "table": self.config.table, "bucket": self.config.bucket,
+                "stream": self.stream_arn}
 
     def write_endpoints(self) -> Path:
         path = self.state_dir / "endpoints.json"
