@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA ?=
+# The shared CIFAR-10 training split when it is there; otherwise the cache or the official download.
+DATA ?= $(wildcard ../shared/data/cifar10-jpeg-train.tar.gz)
 WORKERS ?= 4
 EPOCHS ?= 1
 OUT ?= out/train
@@ -35,9 +36,12 @@ test: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~15 min on 2 cores.
 bench: venv
 	$(PY) -m bench.combine
 	$(PY) -m bench.overhead
+	$(PY) -m bench.convergence
+	$(PY) -m bench.planner
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -17,6 +17,7 @@ local steps; the new weights are w + sum_w (n_w / n) delta_w.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from lambdatrain.errors import CorruptFile
-from lambdatrain.layout import Digest, stream_array
+from lambdatrain.layout import CHUNK_BYTES, Digest, stream_array
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,64 @@ class WorkerFile:
     samples: int
 
 
+def _parallel_reads(size: int, lo: int, hi: int) -> int:
+    """Files read at once: SHA-256 is serial per file, so parallel files are what use more cores
+    (and EFS serves parallel reads from one client faster than one sequential stream).
+
+    Each file being read holds up to four chunks (queued, being read, being added); the group is
+    kept small enough that those stay below the accumulator's size (but at least two files, so
+    reading overlaps adding), so memory stays below three model sizes.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    per_file = 4 * min(CHUNK_BYTES, 4 * size)
+    return max(2, min(cores, 8, (4 * (hi - lo)) // per_file))
+
+
+def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: int, acc: np.ndarray,
+               tmp: np.ndarray) -> None:
+    """Add a group of files (in worker order) into ``acc``, their reads running in parallel.
+
+    The files advance in lockstep, one chunk each per step, worker order within the step; every
+    chunk of the same index covers the same elements, so each element still receives its terms
+    in worker-number order and the float32 result is bit-identical to a one-file-at-a-time sum.
+    """
+    streams = [_prefetch(stream_array(f.path, f.digest)) for f in group]
+    weights = [np.float32(f.samples / total) for f in group]
+    pos, errors, live = [0] * len(group), {}, list(range(len(group)))
+    while live:
+        for i in list(live):
+            try:
+                chunk = next(streams[i])
+            except StopIteration:
+                live.remove(i)
+                continue
+            except CorruptFile as exc:  # drain the others first, then report in worker order
+                errors[i] = exc
+                live.remove(i)
+                continue
+            a, b = max(pos[i], lo), min(pos[i] + chunk.size, hi)
+            if a < b:
+                part = tmp[: b - a]
+                np.multiply(decode_chunk(chunk[a - pos[i]: b - pos[i]], out=part), weights[i], out=part)
+                acc[a - lo: b - lo] += part
+            pos[i] += chunk.size
+    for i, f in enumerate(group):
+        if i in errors:
+            raise errors[i]
+        if pos[i] != size:
+            raise CorruptFile(f"{f.path}: holds {pos[i]} elements, the model has {size}")
+
+
 def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int | None = None,
                  out: np.ndarray | None = None) -> np.ndarray:
-    """sum_w (n_w / n) * file_w over elements [lo, hi), reading one file at a time, chunk by chunk.
+    """sum_w (n_w / n) * file_w over elements [lo, hi), streaming the files chunk by chunk.
 
-    Memory: the accumulator plus two chunks, whatever the number of files. Files are summed in
-    worker-number order. A file whose length or checksum does not match raises CorruptFile.
+    Memory: the accumulator, one scratch chunk and a few chunks per file being read, whatever the
+    number of files. Each element is summed in worker-number order. A file whose length or
+    checksum does not match raises CorruptFile.
     """
     hi = size if hi is None else hi
     total = sum(f.samples for f in files)
@@ -128,16 +181,11 @@ def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int
         raise ValueError("no samples in any worker result")
     acc = out if out is not None else np.zeros(hi - lo, dtype=np.float32)
     acc[:] = 0
-    for f in sorted(files, key=lambda f: f.worker):
-        weight = np.float32(f.samples / total)
-        pos = 0
-        for chunk in _prefetch(stream_array(f.path, f.digest)):
-            a, b = max(pos, lo), min(pos + chunk.size, hi)
-            if a < b:
-                acc[a - lo: b - lo] += decode_chunk(chunk[a - pos: b - pos]) * weight
-            pos += chunk.size
-        if pos != size:
-            raise CorruptFile(f"{f.path}: holds {pos} elements, the model has {size}")
+    tmp = np.empty(min(max(hi - lo, 1), CHUNK_BYTES // 2), dtype=np.float32)  # a chunk of the narrowest dtype
+    ordered = sorted(files, key=lambda f: f.worker)
+    group = _parallel_reads(size, lo, hi)
+    for start in range(0, len(ordered), group):
+        _add_group(ordered[start: start + group], total, size, lo, hi, acc, tmp)
     return acc
 
 
@@ -182,11 +230,23 @@ def encode(vector: np.ndarray, transport: str) -> np.ndarray:
     return t.view(torch.int16).numpy().view(np.uint16)
 
 
-def decode_chunk(chunk: np.ndarray) -> np.ndarray:
-    """Inverse of ``encode`` for one chunk (uint16 means bfloat16)."""
+def decode_chunk(chunk: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of ``encode`` for one chunk (uint16 means bfloat16); float32 comes back uncopied.
+
+    ``out`` (float32, the chunk's length) receives 16-bit chunks, so the combine's hot loop
+    allocates nothing.
+    """
+    if chunk.dtype == np.float32:
+        return chunk
     if chunk.dtype == np.uint16:
-        return (chunk.astype(np.uint32) << 16).view(np.float32)
-    return chunk.astype(np.float32, copy=False)
+        bits = out.view(np.uint32) if out is not None else np.empty(chunk.shape, dtype=np.uint32)
+        np.copyto(bits, chunk)
+        np.left_shift(bits, 16, out=bits)
+        return bits.view(np.float32)
+    if out is None:
+        return chunk.astype(np.float32)
+    np.copyto(out, chunk)
+    return out
 
 
 def iter_slices(size: int, shards: int) -> Iterable[tuple[int, int]]:

@@ -1,0 +1,100 @@
+"""Helpers the benchmarks share: progress on stderr, the JSON last line, machine info, memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The benchmark's result: one JSON object, the last line of stdout."""
+    print(json.dumps(result, sort_keys=True, default=str), flush=True)
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's high-water resident set (VmHWM): what Lambda's "Max Memory Used" reports."""
+    return _status_kb("VmHWM") * 1024
+
+
+def rss_bytes() -> int:
+    return _status_kb("VmRSS") * 1024
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def machine() -> dict[str, Any]:
+    import numpy
+    import torch
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_bytes": mem, "python": platform.python_version(),
+            "numpy": numpy.__version__, "torch": torch.__version__, "platform": platform.platform()}
+
+
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache so reads come from the disk (needs root; False if refused)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, workers: int | list[int], samples: int) -> None:
+    """The options every training benchmark shares: workers (one N, or a list), samples, data."""
+    parser.add_argument("--workers", type=int_list if isinstance(workers, list) else int, default=workers)
+    parser.add_argument("--samples", type=int, default=samples, help="training samples (first K)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in any supported format")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where prepared datasets are kept")
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def in_child(fn, *args, env: dict[str, str] | None = None):
+    """``fn(*args)`` in a fresh 'spawn' process: a clean moto backend (moto keeps its state in
+    process memory, so two local stacks in one process collide) and thread settings of its own."""
+    import multiprocessing as mp
+
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with mp.get_context("spawn").Pool(1) as pool:
+            return pool.apply(fn, args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

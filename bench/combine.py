@@ -1,0 +1,157 @@
+"""The combine benchmark: ``weighted_sum`` over N worker files against a plain-NumPy floor.
+
+    python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--cold]
+
+Writes N result files of a P-element float32 vector (default: the size of vgg19_cifar at width 1)
+with ``layout.write_array`` into a temporary folder on local disk, then for every N:
+
+* floor: one fresh process reads each file with ``np.load`` and adds it into an accumulator;
+  ``floor_seconds_per_file`` is that time divided by N;
+* S = 1: one fresh process runs ``weighted_sum(files, P)``;
+* S = 2: S fresh processes start together (a barrier after their imports) and each reduces its
+  slice ``[lo, hi)`` from ``iter_slices``, as S combiner invocations would; ``seconds`` is from the
+  first start to the last finish.
+
+Each process reports its peak resident set (VmHWM) and its resident set after the imports (the
+interpreter, NumPy and torch: a fixed cost whatever N is), so the combine's own memory is the
+difference. Local disk (or the page cache, unless ``--cold``) is not EFS: EFS reads run at
+roughly 100-500 MB/s per client, so on Lambda the reads dominate and these numbers are the CPU
+side of the combine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import drop_page_cache, emit, int_list, log, machine, peak_rss_bytes, rss_bytes
+
+
+def default_params() -> int:
+    from lambdatrain.combine import FlatLayout
+    from lambdatrain.model import ModelSpec, build_model
+
+    return FlatLayout.of(build_model(ModelSpec("vgg19_cifar", 1.0))).size
+
+
+def write_files(folder: Path, count: int, params: int) -> list[tuple[str, int, str, int]]:
+    """``count`` result files (distinct contents, unequal sample counts) as (path, bytes, sha256, samples)."""
+    from lambdatrain.layout import write_array
+
+    base = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
+    files = []
+    for w in range(count):
+        path = folder / f"w{w:04d}.npy"
+        digest = write_array(path, base * np.float32(1 + w / 64))
+        files.append((str(path), digest.bytes, digest.sha256, 60 + w % 5))
+    return files
+
+
+def _combine_child(files, params: int, lo: int, hi: int, barrier, results) -> None:
+    from lambdatrain.combine import WorkerFile, weighted_sum
+    from lambdatrain.layout import Digest
+
+    worker_files = [WorkerFile(i, Path(p), Digest(b, h), n) for i, (p, b, h, n) in enumerate(files)]
+    baseline = rss_bytes()
+    barrier.wait()
+    start = time.time()
+    weighted_sum(worker_files, params, lo=lo, hi=hi)
+    results.put({"start": start, "end": time.time(), "peak": peak_rss_bytes(), "baseline": baseline})
+
+
+def _floor_child(files, params: int, barrier, results) -> None:
+    baseline = rss_bytes()
+    barrier.wait()
+    start = time.time()
+    acc = np.zeros(params, dtype=np.float32)
+    for path, *_ in files:
+        acc += np.load(path, allow_pickle=False)
+    results.put({"start": start, "end": time.time(), "peak": peak_rss_bytes(), "baseline": baseline})
+
+
+def run_children(target, arg_sets: list[tuple], cold: bool) -> list[dict[str, Any]]:
+    """Run one fresh 'spawn' process per argument tuple, released together after their imports."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(arg_sets) + 1), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results)) for args in arg_sets]
+    for p in procs:
+        p.start()
+    if cold:
+        drop_page_cache()
+    barrier.wait()
+    out = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"benchmark child failed with exit code {p.exitcode}")
+    return out
+
+
+def measure(files, params: int, shards: int, cold: bool) -> dict[str, Any]:
+    from lambdatrain.combine import iter_slices
+
+    runs = run_children(_combine_child, [(files, params, lo, hi) for lo, hi in iter_slices(params, shards)], cold)
+    return {"seconds": max(r["end"] for r in runs) - min(r["start"] for r in runs),
+            "peak_rss_bytes": max(r["peak"] for r in runs),
+            "baseline_rss_bytes": max(r["baseline"] for r in runs)}
+
+
+def floor(files, params: int, cold: bool) -> float:
+    (run,) = run_children(_floor_child, [(files, params)], cold)
+    return (run["end"] - run["start"]) / len(files)
+
+
+def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool) -> list[dict[str, Any]]:
+    model_bytes = params * 4
+    log(f"writing {max(workers)} files of {model_bytes / 1e6:.1f} MB into {folder}")
+    files = write_files(folder, max(workers), params)
+    results = []
+    for n in workers:
+        floor_s = floor(files[:n], params, cold)
+        for s in shards:
+            m = measure(files[:n], params, s, cold)
+            row = {"workers": n, "shards": s, "model_bytes": model_bytes, "floor_seconds_per_file": floor_s,
+                   "seconds_per_file": m["seconds"] / n, "vs_floor": m["seconds"] / n / floor_s,
+                   "combine_rss_bytes": m["peak_rss_bytes"] - m["baseline_rss_bytes"], **m}
+            row["rss_vs_model"] = row["combine_rss_bytes"] / model_bytes
+            log(f"N={n:3d} S={s}: {m['seconds']:.2f} s, {row['seconds_per_file'] * 1e3:.1f} ms/file "
+                f"(floor {floor_s * 1e3:.1f} ms, x{row['vs_floor']:.2f}), peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB "
+                f"({row['combine_rss_bytes'] / 1e6:.0f} MB above the {m['baseline_rss_bytes'] / 1e6:.0f} MB after imports)")
+            results.append(row)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int_list, default=[2, 8, 17, 32, 64])
+    parser.add_argument("--params", type=int, default=None, help="elements per file (default: vgg19_cifar's)")
+    parser.add_argument("--shards", type=int_list, default=[1, 2])
+    parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before every measurement")
+    args = parser.parse_args(argv)
+    params = args.params or default_params()
+    cold = args.cold and drop_page_cache()
+    if args.cold and not cold:
+        log("cannot drop the page cache (not root?): measuring with the files in the page cache")
+    log("local disk, not EFS: this measures the CPU side of the combine; EFS reads are slower")
+    folder = Path(tempfile.mkdtemp(prefix="lt-bench-combine-", dir=args.dir))
+    started = time.time()
+    try:
+        results = bench(args.workers, params, args.shards, folder, cold)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    goals = {"time_within_1.3x_floor": all(r["vs_floor"] <= 1.3 for r in results if r["shards"] == 1),
+             "combine_rss_below_3x_model": all(r["rss_vs_model"] < 3 for r in results)}
+    emit({"results": results, "params": params, "cache": "cold" if cold else "warm (page cache)",
+          "goals": goals, "wall_s": time.time() - started, "machine": machine()})
+
+
+if __name__ == "__main__":
+    main()
