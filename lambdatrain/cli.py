@@ -6,12 +6,13 @@ here, at the edge, and become one line on stderr and exit code 1 (no traceback).
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -22,14 +23,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 local_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run the system on this machine.")
 app.add_typer(local_app, name="local")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
 
 
-def fail(message: str) -> None:
-    err.print(f"error: {message}", markup=False, highlight=False)
-    raise typer.Exit(1)
+def domain_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """A domain error becomes one line on stderr and exit status 1, however the app is invoked."""
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except LambdaTrainError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise SystemExit(1) from None  # not typer.Exit: main() runs click without standalone mode
+
+    return command
 
 
 def _settings(**values) -> dict:
@@ -37,6 +47,7 @@ def _settings(**values) -> dict:
 
 
 @local_app.command("train")
+@domain_errors
 def local_train(
     data: Annotated[Optional[Path], typer.Option(help="cifar-10-python.tar.gz, an image folder (or .tar/.tar.gz of one) or a prepared directory; default: the cache, else the official download")] = None,
     workers: Annotated[int, typer.Option(help="worker invocations per round (N)")] = 4,
@@ -76,6 +87,7 @@ def local_train(
 
 
 @local_app.command("serve")
+@domain_errors
 def local_serve(
     state_dir: Annotated[Path, typer.Option(help="the stack's folder (efs/, logs/, dlq/)")] = Path("out/stack"),
     port: Annotated[int, typer.Option(help="Lambda API port on 127.0.0.1 (0: any free port)")] = 9001,
@@ -110,6 +122,7 @@ def local_serve(
 
 
 @app.command("evaluate")
+@domain_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="a checkpoint.pt written by a run")],
     data: Annotated[Path, typer.Option(help="dataset in any supported format")],
