@@ -15,7 +15,8 @@ class InvalidEvent(LambdaTrainError):
     def __init__(self, field: str, problem: str):
         self.field = field
         self.problem = problem
-        super().__init__(f"invalid field '{field}': {problem}")
+        # repr: a field name from an event may hold quotes or newlines; the message stays one line.
+        super().__init__(f"invalid field {field!r}: {problem}")
 
 
 class DataError(LambdaTrainError):

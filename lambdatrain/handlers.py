@@ -13,7 +13,8 @@ from typing import Any, Callable
 from lambdatrain import recovery
 from lambdatrain.errors import AlreadyDone, ClaimLost, InvalidEvent, StaleRound
 from lambdatrain.logs import logger
-from lambdatrain.protocol import CombineEvent, Outcome, check_run_id, event_kind, parse_combine, parse_stream_records
+from lambdatrain.protocol import (CombineEvent, Outcome, check_run_id, event_kind, only_keys, parse_combine,
+                                  parse_stream_records)
 from lambdatrain.runtime import Deadline, Runtime, get
 from lambdatrain.settings import COMBINER, STARTER, WORKER
 
@@ -33,14 +34,15 @@ def _start(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
         from lambdatrain import starter  # torch is imported here, after setup has installed it
 
         return starter.start(runtime, event, getattr(context, "aws_request_id", None))
-    if kind == "stop":
-        return recovery.stop(runtime, check_run_id(event["stop"], "stop"))
-    if kind == "resume":
-        return recovery.resume(runtime, check_run_id(event["resume"], "resume"))
-    if kind == "records" and all(r.get("eventSource") == "aws:s3" for r in event["Records"]):
+    if kind in ("stop", "resume"):
+        only_keys(event, {kind})
+        run = check_run_id(event[kind], kind)
+        return recovery.stop(runtime, run) if kind == "stop" else recovery.resume(runtime, run)
+    if kind == "records":
         from lambdatrain import starter
 
-        outcomes = [starter.start_from_s3(runtime, r, _s3_reader()) for r in event["Records"]]
+        records = starter.s3_records(event)
+        outcomes = [starter.start_from_s3(runtime, r, _s3_reader()) for r in records]
         return Outcome("started", detail={"runs": [o.run for o in outcomes]})
     if kind == "setup":
         from lambdatrain.setup import setup  # torch-free path: the packages may not exist yet
@@ -67,6 +69,7 @@ def _combine(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
     if kind == "combine":
         return combiner.claim_or_skip(runtime, parse_combine(event))
     if kind == "watchdog":
+        only_keys(event, {"watchdog"})
         return recovery.watchdog(runtime)
     raise InvalidEvent("event", f"the combiner does not take '{kind}' events")
 

@@ -49,6 +49,7 @@ class RunConfig:
     mode: str = "sync"  # sync: one optimizer step per round; average: local SGD, deltas averaged
     local_steps: int = 1  # average mode: optimizer steps each worker takes per round
     transport: str = "float32"  # dtype of worker results on EFS; sums stay float32
+    combine_shards: int = 1  # S combiner invocations, each reducing one slice of the parameters
     round_deadline_s: float = 960.0  # a round with no progress for this long is re-driven
     eval_every: int = 0  # also evaluate every K rounds (0: at epoch boundaries only)
 
@@ -115,32 +116,35 @@ def parse_config(event: Mapping[str, Any], *, defaults: Mapping[str, Any] | None
 def _check_ranges(c: RunConfig) -> None:
     from lambdatrain.model import MODELS  # local import: keeps torch out of the parser's import
 
+    # Upper bounds too: a value DynamoDB, torch or a day of Lambda time cannot hold is a typo.
     _require(1 <= c.workers <= MAX_WORKERS, "workers", f"must be between 1 and {MAX_WORKERS}")
     _require(c.model in MODELS, "model", f"unknown model, expected one of {sorted(MODELS)}")
-    _require(0 < c.width <= 4, "width", "must be in (0, 4]")
-    _require(c.epochs >= 1, "epochs", "must be at least 1")
-    _require(c.batch_size >= c.workers, "batch_size", "must be at least the number of workers")
-    _require(c.micro_batch >= 1, "micro_batch", "must be at least 1")
-    _require(c.lr > 0, "lr", "must be positive")
+    _require(1 / 64 <= c.width <= 4, "width", "must be in [1/64, 4]")
+    _require(1 <= c.epochs <= 10_000, "epochs", "must be between 1 and 10000")
+    _require(c.workers <= c.batch_size <= 1_000_000, "batch_size", "must be at least the number of workers "
+                                                                   "and at most 1000000")
+    _require(1 <= c.micro_batch <= 65_536, "micro_batch", "must be between 1 and 65536")
+    _require(0 < c.lr <= 100, "lr", "must be in (0, 100]")
     _require(0 <= c.momentum < 1, "momentum", "must be in [0, 1)")
-    _require(c.weight_decay >= 0, "weight_decay", "must not be negative")
-    _require(c.seed >= 0, "seed", "must not be negative")
+    _require(0 <= c.weight_decay <= 1, "weight_decay", "must be in [0, 1]")
+    _require(0 <= c.seed < 2**32, "seed", "must be in [0, 2**32)")
     if c.target_accuracy is not None:
         _require(0 < c.target_accuracy <= 1, "target_accuracy", "must be in (0, 1]")
     if c.patience is not None:
-        _require(c.patience >= 1, "patience", "must be at least 1")
+        _require(1 <= c.patience <= 10_000, "patience", "must be between 1 and 10000")
     if c.data is not None:
         check_relative_path(c.data, "data")
     if c.max_train_samples is not None:
-        _require(c.max_train_samples >= 1, "max_train_samples", "must be at least 1")
+        _require(1 <= c.max_train_samples <= 10**9, "max_train_samples", "must be between 1 and 10**9")
     if c.val_samples is not None:
-        _require(c.val_samples >= 1, "val_samples", "must be at least 1")
+        _require(1 <= c.val_samples <= 10**9, "val_samples", "must be between 1 and 10**9")
     _require(c.mode in MODES, "mode", f"must be one of {list(MODES)}")
-    _require(c.local_steps >= 1, "local_steps", "must be at least 1")
+    _require(1 <= c.local_steps <= 10_000, "local_steps", "must be between 1 and 10000")
     _require(c.mode == "average" or c.local_steps == 1, "local_steps", "only applies to mode 'average'")
     _require(c.transport in TRANSPORTS, "transport", f"must be one of {list(TRANSPORTS)}")
-    _require(c.round_deadline_s > 0, "round_deadline_s", "must be positive")
-    _require(c.eval_every >= 0, "eval_every", "must not be negative")
+    _require(1 <= c.combine_shards <= 64, "combine_shards", "must be between 1 and 64")
+    _require(0 < c.round_deadline_s <= 86_400, "round_deadline_s", "must be in (0, 86400]")
+    _require(0 <= c.eval_every <= 10**6, "eval_every", "must be between 0 and 10**6")
 
 
 def check_relative_path(value: str, key: str) -> str:
@@ -178,10 +182,12 @@ class CombineEvent:
     workers: int
     epochsdone: int
     shard: int = 0  # which slice of the parameter vector this combiner reduces
+    claim: str | None = None  # set on a sharded combine's share: the claim it works under
 
     def to_event(self) -> dict[str, Any]:
-        return {"combine": True, "workers": self.workers, "epochsdone": self.epochsdone,
-                "run": self.run, "round": self.round, "shard": self.shard}
+        event = {"combine": True, "workers": self.workers, "epochsdone": self.epochsdone,
+                 "run": self.run, "round": self.round, "shard": self.shard}
+        return event if self.claim is None else {**event, "claim": self.claim}
 
 
 def _int_field(event: Mapping[str, Any], key: str, minimum: int) -> int:
@@ -190,14 +196,14 @@ def _int_field(event: Mapping[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-def _only_keys(event: Mapping[str, Any], allowed: set[str]) -> None:
+def only_keys(event: Mapping[str, Any], allowed: set[str]) -> None:
     for key in event:
         _require(key in allowed, str(key), "is not a known field of this event")
 
 
 def parse_work(event: Mapping[str, Any]) -> WorkEvent:
     _require(isinstance(event, Mapping), "event", "must be a JSON object")
-    _only_keys(event, {"workerno", "workers", "epochsdone", "run", "round"})
+    only_keys(event, {"workerno", "workers", "epochsdone", "run", "round"})
     workers = _int_field(event, "workers", 1)
     workerno = _int_field(event, "workerno", 0)
     _require(workerno < workers, "workerno", "must be below workers")
@@ -207,12 +213,15 @@ def parse_work(event: Mapping[str, Any]) -> WorkEvent:
 
 def parse_combine(event: Mapping[str, Any]) -> CombineEvent:
     _require(isinstance(event, Mapping), "event", "must be a JSON object")
-    _only_keys(event, {"combine", "workers", "epochsdone", "run", "round", "shard"})
+    only_keys(event, {"combine", "workers", "epochsdone", "run", "round", "shard", "claim"})
     _require(event.get("combine") is True, "combine", "must be true")
     shard = _int_field(event, "shard", 0) if "shard" in event else 0
+    claim = event.get("claim")
+    _require(claim is None or (isinstance(claim, str) and re.fullmatch(r"[0-9a-f]{32}", claim) is not None),
+             "claim", "must be a claim token")
     return CombineEvent(run=check_run_id(event.get("run")), round=_int_field(event, "round", 0),
                         workers=_int_field(event, "workers", 1),
-                        epochsdone=_int_field(event, "epochsdone", 0), shard=shard)
+                        epochsdone=_int_field(event, "epochsdone", 0), shard=shard, claim=claim)
 
 
 @dataclass(frozen=True)
@@ -223,19 +232,32 @@ class StreamTrigger:
     round: int
 
 
+def _typed_attr(image: Mapping[str, Any], name: str, tag: str) -> Any:
+    """One attribute of a stream image in DynamoDB's typed form ({"S": ...}), or None."""
+    value = image.get(name)
+    if value is None:
+        return None
+    _require(isinstance(value, Mapping), f"Records.dynamodb.NewImage.{name}", "must be a typed attribute")
+    return value.get(tag)
+
+
 def parse_stream_records(event: Mapping[str, Any]) -> list[StreamTrigger]:
     """Rounds made ready in a DynamoDB event source mapping batch, deduplicated, oldest first."""
     records = event.get("Records")
-    _require(isinstance(records, list), "Records", "must be a list of stream records")
+    _require(isinstance(records, list) and bool(records), "Records", "must be a non-empty list of stream records")
     triggers = set()
     for record in records:
-        image = (record.get("dynamodb") or {}).get("NewImage") or {}
-        if image.get("kind", {}).get("S") != "round" or image.get("status", {}).get("S") != "ready":
+        _require(isinstance(record, Mapping), "Records", "must hold stream records (objects)")
+        dynamodb = record.get("dynamodb") or {}
+        _require(isinstance(dynamodb, Mapping), "Records.dynamodb", "must be an object")
+        image = dynamodb.get("NewImage") or {}
+        _require(isinstance(image, Mapping), "Records.dynamodb.NewImage", "must be an object")
+        if _typed_attr(image, "kind", "S") != "round" or _typed_attr(image, "status", "S") != "ready":
             continue
-        run = check_run_id(image.get("run", {}).get("S"), "Records.dynamodb.NewImage.run")
-        round_no = image.get("round", {}).get("N")
-        _require(isinstance(round_no, str) and round_no.isdigit(), "Records.dynamodb.NewImage.round",
-                 "must be a non-negative number")
+        run = check_run_id(_typed_attr(image, "run", "S"), "Records.dynamodb.NewImage.run")
+        round_no = _typed_attr(image, "round", "N")
+        _require(isinstance(round_no, str) and re.fullmatch(r"[0-9]{1,12}", round_no) is not None,
+                 "Records.dynamodb.NewImage.round", "must be a non-negative number")
         triggers.add(StreamTrigger(run=run, round=int(round_no)))
     return sorted(triggers, key=lambda t: (t.run, t.round))
 

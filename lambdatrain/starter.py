@@ -62,11 +62,28 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     return Outcome("started", run=run, round=0, detail={"workers": config.workers, "rounds_per_epoch": per_epoch})
 
 
+def s3_records(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of an S3 notification, each checked for the fields a start file needs."""
+    records = event.get("Records")
+    if not isinstance(records, list) or not records:
+        raise InvalidEvent("Records", "must be a non-empty list of S3 notification records")
+    for record in records:
+        s3 = record.get("s3") if isinstance(record, dict) else None
+        if (not isinstance(record, dict) or record.get("eventSource") != "aws:s3" or not isinstance(s3, dict)
+                or not isinstance((s3.get("object") or {}).get("key"), str)
+                or not isinstance((s3.get("bucket") or {}).get("name"), str)):
+            raise InvalidEvent("Records", "must hold S3 records with s3.bucket.name and s3.object.key")
+    return records
+
+
 def start_from_s3(runtime: Runtime, record: Mapping[str, Any], read_object) -> Outcome:
     """A start file uploaded under ``start/``: its JSON body is the start event."""
     key = record["s3"]["object"]["key"]
     name = Path(key).stem
-    body = json.loads(read_object(record["s3"]["bucket"]["name"], key))
+    try:
+        body = json.loads(read_object(record["s3"]["bucket"]["name"], key))
+    except ValueError as exc:
+        raise InvalidEvent("start file", f"{key} is not JSON") from exc
     if not isinstance(body, dict):
         raise InvalidEvent("start file", "must hold a JSON object")
     return start(runtime, {**body, "run": check_run_id(name, "start file name")})
