@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lambdatrain.errors import CorruptFile
-from lambdatrain.layout import CHUNK_BYTES, Digest, stream_array
+from lambdatrain.layout import CHUNK_BYTES, Digest, stream_array, stream_range
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,13 @@ class WorkerFile:
     path: Path
     digest: Digest
     samples: int
+    range_sha256: str | None = None  # digest of the slice a sharded combine reads (else: whole file)
+
+    def open(self, lo: int, hi: int) -> tuple[Iterator[np.ndarray], int]:
+        """The chunks to add and the element index of the first one."""
+        if self.range_sha256 is not None:
+            return stream_range(self.path, lo, hi, self.range_sha256), lo
+        return stream_array(self.path, self.digest), 0
 
 
 def _parallel_reads(size: int, lo: int, hi: int) -> int:
@@ -140,9 +147,10 @@ def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: 
     chunk of the same index covers the same elements, so each element still receives its terms
     in worker-number order and the float32 result is bit-identical to a one-file-at-a-time sum.
     """
-    streams = [_prefetch(stream_array(f.path, f.digest)) for f in group]
+    opened = [f.open(lo, hi) for f in group]
+    streams = [_prefetch(chunks) for chunks, _ in opened]
     weights = [np.float32(f.samples / total) for f in group]
-    pos, errors, live = [0] * len(group), {}, list(range(len(group)))
+    pos, errors, live = [start for _, start in opened], {}, list(range(len(group)))
     while live:
         for i in list(live):
             try:
@@ -163,7 +171,7 @@ def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: 
     for i, f in enumerate(group):
         if i in errors:
             raise errors[i]
-        if pos[i] != size:
+        if pos[i] != (hi if f.range_sha256 is not None else size):
             raise CorruptFile(f"{f.path}: holds {pos[i]} elements, the model has {size}")
 
 
@@ -211,7 +219,7 @@ def apply_update(weights: np.ndarray, average: np.ndarray, momentum_buf: np.ndar
                  n_params: int, lr: float, momentum: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray | None]:
     """New flat weights (and optimizer state) from the round's weights and the weighted average."""
     new = np.empty_like(weights)
-    if mode == "sync":
+    if mode == "sync" and n_params > 0:
         new[:n_params], momentum_buf = sgd_step(weights[:n_params], average[:n_params], momentum_buf,
                                                 lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:

@@ -16,7 +16,7 @@ import numpy as np
 
 from lambdatrain import layout as efs
 from lambdatrain import trainer
-from lambdatrain.combine import WorkerFile, apply_update, weighted_sum
+from lambdatrain.combine import WorkerFile, apply_update, iter_slices, weighted_sum
 from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
 from lambdatrain.ledger import DONE, RunRecord
 from lambdatrain.logs import bind, logger
@@ -29,10 +29,18 @@ from lambdatrain.runtime import Runtime
 def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
     bind(run=ev.run, round=ev.round)
     record = runtime.ledger.check_current(ev.run, ev.round)
+    if ev.claim is not None:
+        from lambdatrain import sharding  # sharding builds on this module
+
+        return sharding.combine_share(runtime, ev, record)
     token = uuid.uuid4().hex
     # The lease is the round deadline: a combiner silent for that long is presumed dead.
     round_item = runtime.ledger.claim(ev.run, ev.round, token, record.config.round_deadline_s)
     runtime.faults.point("after_claim")
+    if record.config.combine_shards > 1:
+        from lambdatrain import sharding
+
+        return sharding.fan_out_shares(runtime, ev, record, token)
     try:
         return _combine_claimed(runtime, ev, record, token, round_item)
     except Exception:
@@ -48,9 +56,16 @@ def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, toke
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     results = runtime.ledger.results(ev.run, ev.round)
     try:
-        new, momentum = _reduce(runtime, record, ev.round, paths, results)
+        new, momentum = reduce_slice(runtime, record, ev.round, paths, results)
     except CorruptFile as exc:
-        return _reopen(runtime, record, ev, token, exc)
+        return reopen(runtime, record, ev, token, exc)
+    return publish(runtime, ev, record, token, round_item, results, new, momentum, t0)
+
+
+def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, round_item: dict[str, Any],
+            results: list[dict[str, Any]], new: np.ndarray, momentum: np.ndarray | None, t0: float) -> Outcome:
+    """Evaluate, decide, write the new weights, commit the round, and start the next one."""
+    paths = efs.RunLayout(runtime.settings.mount, ev.run)
     metric, finished, extra = _assess(runtime, record, ev.round, results, new)
     metric["sum_s"] = time.perf_counter() - t0
     if finished:
@@ -73,22 +88,28 @@ def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, toke
     return Outcome("committed", run=ev.run, round=ev.round)
 
 
-def _reduce(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
-            results: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The new weights (and momentum) from round_no's weights and its N verified results."""
+def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
+                 results: list[dict[str, Any]], shard: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """New weights (and momentum) of one slice of the flat vector (all of it when ``shard`` is None).
+
+    Every operation is elementwise, so a slice's result is bit-identical to the same elements of
+    an unsharded combine.
+    """
     files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), efs.Digest(r["bytes"], r["sha256"]),
-                        r["samples"]) for r in results]
+                        r["samples"], None if shard is None else r["range_sha256"][shard]) for r in results]
     if sorted(f.worker for f in files) != list(range(record.workers)):
         raise CorruptFile(f"round {round_no} of run {record.run} is ready but has results of workers "
                           f"{[f.worker for f in files]}")
     weights = efs.read_array(paths.weights(round_no), record.weights)
-    average = weighted_sum(files, weights.size)
+    lo, hi = (0, weights.size) if shard is None else list(iter_slices(weights.size, record.config.combine_shards))[shard]
+    average = weighted_sum(files, weights.size, lo=lo, hi=hi)
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
     c = record.config
-    return apply_update(weights, average, _read_momentum(paths, round_no), mode=c.mode,
-                        n_params=int(record.item["n_params"]), lr=c.lr, momentum=c.momentum,
-                        weight_decay=c.weight_decay)
+    n_params = max(0, min(hi, int(record.item["n_params"])) - lo)  # parameters inside [lo, hi)
+    momentum = _read_momentum(paths, round_no)
+    return apply_update(weights[lo:hi], average, None if momentum is None else momentum[lo:lo + n_params],
+                        mode=c.mode, n_params=n_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
 
 
 def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
@@ -106,7 +127,7 @@ def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
     return efs.read_array(path) if path.exists() else None
 
 
-def _reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:
+def reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:
     """A result failed its checksum: drop it and run that worker again (its bytes are reproducible)."""
     bad = next((w for w in range(record.workers) if f"w{w:04d}.npy" in str(exc)), None)
     if bad is None:

@@ -67,8 +67,12 @@ class RunLayout:
         return self.round_dir(round_no) / "metric.json"
 
     def shard(self, round_no: int, shard: int) -> Path:
-        """A sharded combine's slice of the new weights (see combine.py)."""
+        """A sharded combine's slice of the new weights (see sharding.py)."""
         return self.round_dir(round_no) / f"combined-s{shard:03d}.npy"
+
+    def shard_optim(self, round_no: int, shard: int) -> Path:
+        """The same slice of the new optimizer state."""
+        return self.round_dir(round_no) / f"optim-s{shard:03d}.npy"
 
     def committed_rounds(self) -> list[int]:
         """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
@@ -205,6 +209,46 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) 
         reader.read()  # trailing bytes count towards the length check
     if reader.count != digest.bytes or reader.hash.hexdigest() != digest.sha256:
         raise CorruptFile(f"{path}: length or checksum does not match its record")
+
+
+def range_digests(array: np.ndarray, slices: list[tuple[int, int]]) -> list[str]:
+    """SHA-256 of each element range's bytes: what a sharded combine verifies of its slice."""
+    raw = memoryview(np.ascontiguousarray(array)).cast("B")
+    size = array.dtype.itemsize
+    return [hashlib.sha256(raw[lo * size: hi * size]).hexdigest() for lo, hi in slices]
+
+
+def stream_range(path: Path, lo: int, hi: int, sha256: str, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Yield elements [lo, hi) of a 1-D .npy file, reading only those bytes; checks their SHA-256.
+
+    A sharded combiner reads one slice of every worker file, so it verifies the slice's own
+    digest (recorded by the worker) rather than the whole file's, which it never reads.
+    """
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+    with f:
+        shape, dtype = _open_npy(_HashingReader(f), path)
+        data_start = f.tell()
+        if not 0 <= lo <= hi <= int(np.prod(shape)):
+            raise CorruptFile(f"{path}: holds {int(np.prod(shape))} elements, slice [{lo}, {hi}) asked")
+        if os.fstat(f.fileno()).st_size != data_start + int(np.prod(shape)) * dtype.itemsize:
+            raise CorruptFile(f"{path}: truncated or padded")
+        f.seek(data_start + lo * dtype.itemsize)
+        reader = _HashingReader(f)
+        remaining = (hi - lo) * dtype.itemsize
+        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+        while remaining > 0:
+            buf = bytearray(min(step, remaining))
+            n = reader.readinto(buf)
+            if n == 0:
+                raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
+            n -= n % dtype.itemsize
+            remaining -= n
+            yield np.frombuffer(buf, dtype=dtype, count=n // dtype.itemsize)
+    if reader.hash.hexdigest() != sha256:
+        raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
 
 
 def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:

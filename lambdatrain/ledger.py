@@ -269,7 +269,9 @@ class Ledger:
         try:
             return _from_ddb(self.table.update_item(
                 Key={"pk": _pk(run), "sk": _round_sk(r)},
-                UpdateExpression="SET #s = :combining, claim = :token, claimed_at = :now, updated_at = :now",
+                # A new claim starts a sharded combine afresh: shares done under an old one don't count.
+                UpdateExpression="SET #s = :combining, claim = :token, claimed_at = :now, updated_at = :now "
+                                 "REMOVE shards_done",
                 # Either the round is ready and unclaimed, or a combiner claimed it and died: its
                 # lease ran out, so the work is redone (every step of a combine is idempotent).
                 ConditionExpression="#s = :ready OR (#s = :combining AND claimed_at < :expired)",
@@ -286,6 +288,24 @@ class Ledger:
             if item.get("claim") == token and item.get("status") == schema.COMBINING:
                 return item
             raise ClaimLost(f"round {r} of run {run} is not claimable") from exc
+
+    def shard_done(self, run: str, r: int, shard: int, token: str, shards: int) -> bool:
+        """Record one share of a sharded combine; True for the share that completes the set of S."""
+        try:
+            item = self.table.update_item(
+                Key={"pk": _pk(run), "sk": _round_sk(r)},
+                UpdateExpression="ADD shards_done :s SET updated_at = :now",
+                # Only shares of the current claim count: a share from a taken-over claim is stale.
+                ConditionExpression="#s = :combining AND claim = :token",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {f"{shard:03d}"}, ":combining": schema.COMBINING, ":token": token,
+                                           ":now": Decimal(repr(self.clock()))},
+                ReturnValues="ALL_NEW")["Attributes"]
+        except ClientError as exc:
+            if _failed_condition(exc):
+                raise ClaimLost(f"round {r} of run {run} is no longer combined under this claim") from exc
+            raise
+        return len(item.get("shards_done", ())) == shards
 
     def release(self, run: str, r: int, token: str) -> None:
         """Give a claimed round back (the combine failed): the next delivery may claim it at once."""

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from lambdatrain import layout as efs
 from lambdatrain import schema, trainer
-from lambdatrain.combine import encode
+from lambdatrain.combine import encode, iter_slices
 from lambdatrain.errors import AlreadyDone, InvalidEvent, StaleRound
 from lambdatrain.ledger import RUNNING
 from lambdatrain.logs import bind, logger
@@ -49,12 +49,15 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
 
     runtime.faults.point("before_write")
     t1 = time.perf_counter()
-    digest = efs.write_array(paths.result(ev.round, ev.workerno), encode(result.vector, config.transport))
+    encoded = encode(result.vector, config.transport)
+    digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded)
     write_s = time.perf_counter() - t1
     runtime.faults.point("after_write")
     stats = {"samples": result.samples, "loss_sum": result.loss_sum, "correct": result.correct,
              "truncated": result.truncated, "load_s": load_s, "compute_s": result.compute_s, "write_s": write_s,
              "started_at": runtime.clock() - (time.perf_counter() - t0)}
+    if config.combine_shards > 1:  # each combiner shard verifies just the slice it reads
+        stats["range_sha256"] = efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)))
     try:
         completed = runtime.ledger.record_result(ev.run, ev.round, ev.workerno, digest, stats)
     except AlreadyDone:

@@ -152,3 +152,14 @@ def test_stop_keeps_weights_and_resume_finishes_the_same(make_system, reference)
     system.invoke(STARTER, {"resume": run})
     system.run_to_end(run)
     assert_survived(system, run, reference(SETTINGS))
+
+
+@pytest.mark.parametrize("faults", ["combiner:mid_sum:2", "combiner:mid_sum:2,combiner:mid_sum:3,combiner:mid_sum:4",
+                                    "combiner:after_write:1"])
+def test_sharded_combine_survives_shares_dying(make_system, reference, faults):
+    """Dead shares are retried, or re-driven under a new claim; the result equals one combiner's."""
+    system = make_system(faults=faults)
+    run = _start(system, {**SETTINGS, "combine_shards": 3})
+    system.run_to_end(run)
+    assert system.crashes
+    assert_survived(system, run, reference(SETTINGS))

@@ -80,3 +80,18 @@ def test_other_modes_and_transports_train(system, mode, extra):
     assert record.state == "done"
     metrics = system.ledger.metrics(run)
     assert all(np.isfinite(m["train_loss"]) for m in metrics)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_sharded_combine_is_bit_identical_to_one_combiner(system, shards):
+    finals = []
+    for s in (1, shards):
+        run = system.invoke(STARTER, {"start": True, "workers": 2, "epochs": 1, "run": f"shards-{s}", **SMALL,
+                                      "max_train_samples": 128, "combine_shards": s})["run"]
+        system.drain()
+        record = system.ledger.get_run(run)
+        assert record.state == "done"
+        finals.append(efs.read_array(efs.RunLayout(system.mount, run).weights(record.round)))
+    assert np.array_equal(finals[0], finals[1])
+    shares = [a for name, a in system.answers if name == COMBINER and a.get("status") == "share"]
+    assert len(shares) == (shards - 1) * system.ledger.get_run(f"shards-{shards}").round
