@@ -9,8 +9,9 @@ with ``layout.write_array`` into a temporary folder on local disk, then for ever
   ``floor_seconds_per_file`` is that time divided by N;
 * S = 1: one fresh process runs ``weighted_sum(files, P)``;
 * S = 2: S fresh processes start together (a barrier after their imports) and each reduces its
-  slice ``[lo, hi)`` from ``iter_slices``, as S combiner invocations would; ``seconds`` is from the
-  first start to the last finish.
+  slice ``[lo, hi)`` from ``iter_slices``, reading and verifying only that slice of every file
+  (the per-slice digests workers record, see lambdatrain/sharding.py), as S combiner shares
+  would; ``seconds`` is from the first start to the last finish.
 
 Each process reports its peak resident set (VmHWM) and its resident set after the imports (the
 interpreter, NumPy and torch: a fixed cost whatever N is), so the combine's own memory is the
@@ -41,24 +42,30 @@ def default_params() -> int:
     return FlatLayout.of(build_model(ModelSpec("vgg19_cifar", 1.0))).size
 
 
-def write_files(folder: Path, count: int, params: int) -> list[tuple[str, int, str, int]]:
-    """``count`` result files (distinct contents, unequal sample counts) as (path, bytes, sha256, samples)."""
-    from lambdatrain.layout import write_array
+def write_files(folder: Path, count: int, params: int, shards: list[int]) -> list[tuple]:
+    """``count`` result files (distinct contents, unequal sample counts) as
+    (path, bytes, sha256, samples, {S: per-slice digests}), as workers write and record them."""
+    from lambdatrain.combine import iter_slices
+    from lambdatrain.layout import range_digests, write_array
 
     base = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
     files = []
     for w in range(count):
         path = folder / f"w{w:04d}.npy"
-        digest = write_array(path, base * np.float32(1 + w / 64))
-        files.append((str(path), digest.bytes, digest.sha256, 60 + w % 5))
+        vector = base * np.float32(1 + w / 64)
+        digest = write_array(path, vector)
+        slices = {s: range_digests(vector, list(iter_slices(params, s))) for s in shards if s > 1}
+        files.append((str(path), digest.bytes, digest.sha256, 60 + w % 5, slices))
     return files
 
 
-def _combine_child(files, params: int, lo: int, hi: int, barrier, results) -> None:
-    from lambdatrain.combine import WorkerFile, weighted_sum
+def _combine_child(files, params: int, shards: int, shard: int, barrier, results) -> None:
+    from lambdatrain.combine import WorkerFile, iter_slices, weighted_sum
     from lambdatrain.layout import Digest
 
-    worker_files = [WorkerFile(i, Path(p), Digest(b, h), n) for i, (p, b, h, n) in enumerate(files)]
+    lo, hi = list(iter_slices(params, shards))[shard]
+    worker_files = [WorkerFile(i, Path(p), Digest(b, h), n, slices[shards][shard] if shards > 1 else None)
+                    for i, (p, b, h, n, slices) in enumerate(files)]
     baseline = rss_bytes()
     barrier.wait()
     start = time.time()
@@ -97,7 +104,7 @@ def run_children(target, arg_sets: list[tuple], cold: bool) -> list[dict[str, An
 def measure(files, params: int, shards: int, cold: bool) -> dict[str, Any]:
     from lambdatrain.combine import iter_slices
 
-    runs = run_children(_combine_child, [(files, params, lo, hi) for lo, hi in iter_slices(params, shards)], cold)
+    runs = run_children(_combine_child, [(files, params, shards, s) for s in range(shards)], cold)
     return {"seconds": max(r["end"] for r in runs) - min(r["start"] for r in runs),
             "peak_rss_bytes": max(r["peak"] for r in runs),
             "baseline_rss_bytes": max(r["baseline"] for r in runs)}
@@ -111,7 +118,7 @@ def floor(files, params: int, cold: bool) -> float:
 def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool) -> list[dict[str, Any]]:
     model_bytes = params * 4
     log(f"writing {max(workers)} files of {model_bytes / 1e6:.1f} MB into {folder}")
-    files = write_files(folder, max(workers), params)
+    files = write_files(folder, max(workers), params, shards)
     results = []
     for n in workers:
         floor_s = floor(files[:n], params, cold)

@@ -199,13 +199,14 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) 
         remaining = int(np.prod(shape)) * dtype.itemsize
         step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
         while remaining > 0:
-            buf = bytearray(min(step, remaining))
-            n = reader.readinto(buf)
+            # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
+            buf = np.empty(min(step, remaining), dtype=np.uint8)
+            n = reader.readinto(memoryview(buf))
             if n == 0:
                 raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
             n -= n % dtype.itemsize
             remaining -= n
-            yield np.frombuffer(buf, dtype=dtype, count=n // dtype.itemsize)
+            yield buf[:n].view(dtype)
         reader.read()  # trailing bytes count towards the length check
     if reader.count != digest.bytes or reader.hash.hexdigest() != digest.sha256:
         raise CorruptFile(f"{path}: length or checksum does not match its record")
@@ -240,13 +241,14 @@ def stream_range(path: Path, lo: int, hi: int, sha256: str, *, chunk_bytes: int 
         remaining = (hi - lo) * dtype.itemsize
         step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
         while remaining > 0:
-            buf = bytearray(min(step, remaining))
-            n = reader.readinto(buf)
+            # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
+            buf = np.empty(min(step, remaining), dtype=np.uint8)
+            n = reader.readinto(memoryview(buf))
             if n == 0:
                 raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
             n -= n % dtype.itemsize
             remaining -= n
-            yield np.frombuffer(buf, dtype=dtype, count=n // dtype.itemsize)
+            yield buf[:n].view(dtype)
     if reader.hash.hexdigest() != sha256:
         raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
 
