@@ -183,6 +183,20 @@ def _open_npy(reader: _HashingReader, path: Path) -> tuple[tuple[int, ...], np.d
     return shape, dtype
 
 
+def _chunks(reader: _HashingReader, remaining: int, dtype: np.dtype, path: Path,
+            chunk_bytes: int) -> Iterator[np.ndarray]:
+    step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+    while remaining > 0:
+        # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
+        buf = np.empty(min(step, remaining), dtype=np.uint8)
+        n = reader.readinto(memoryview(buf))
+        if n == 0:
+            raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
+        n -= n % dtype.itemsize
+        remaining -= n
+        yield buf[:n].view(dtype)
+
+
 def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
     """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and SHA-256.
 
@@ -196,17 +210,7 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) 
     with f:
         reader = _HashingReader(f)
         shape, dtype = _open_npy(reader, path)
-        remaining = int(np.prod(shape)) * dtype.itemsize
-        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
-        while remaining > 0:
-            # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
-            buf = np.empty(min(step, remaining), dtype=np.uint8)
-            n = reader.readinto(memoryview(buf))
-            if n == 0:
-                raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
-            n -= n % dtype.itemsize
-            remaining -= n
-            yield buf[:n].view(dtype)
+        yield from _chunks(reader, int(np.prod(shape)) * dtype.itemsize, dtype, path, chunk_bytes)
         reader.read()  # trailing bytes count towards the length check
     if reader.count != digest.bytes or reader.hash.hexdigest() != digest.sha256:
         raise CorruptFile(f"{path}: length or checksum does not match its record")
@@ -238,17 +242,7 @@ def stream_range(path: Path, lo: int, hi: int, sha256: str, *, chunk_bytes: int 
             raise CorruptFile(f"{path}: truncated or padded")
         f.seek(data_start + lo * dtype.itemsize)
         reader = _HashingReader(f)
-        remaining = (hi - lo) * dtype.itemsize
-        step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
-        while remaining > 0:
-            # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
-            buf = np.empty(min(step, remaining), dtype=np.uint8)
-            n = reader.readinto(memoryview(buf))
-            if n == 0:
-                raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
-            n -= n % dtype.itemsize
-            remaining -= n
-            yield buf[:n].view(dtype)
+        yield from _chunks(reader, (hi - lo) * dtype.itemsize, dtype, path, chunk_bytes)
     if reader.hash.hexdigest() != sha256:
         raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
 

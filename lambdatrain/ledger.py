@@ -166,14 +166,19 @@ class Ledger:
         except UnknownRun:
             return None
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        items, kwargs = [], {"FilterExpression": Attr("kind").eq("run")}
+    def _all(self, call, **kwargs) -> list[dict[str, Any]]:
+        """Every item of a paginated query or scan."""
+        items = []
         while True:
-            page = self.table.scan(**kwargs)
+            page = call(**kwargs)
             items += [_from_ddb(i) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
-                return sorted(items, key=lambda i: i.get("created_at", 0))
+                return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        runs = self._all(self.table.scan, FilterExpression=Attr("kind").eq("run"))
+        return sorted(runs, key=lambda i: i.get("created_at", 0))
 
     def set_state(self, run: str, state: str, *, expect: Iterable[str], reason: str = "") -> None:
         """Move a run between states (stop, resume); AlreadyDone if it is not in ``expect``."""
@@ -259,9 +264,10 @@ class Ledger:
             raise
 
     def results(self, run: str, r: int) -> list[dict[str, Any]]:
-        page = self.table.query(KeyConditionExpression=Key("pk").eq(_pk(run)) & Key("sk").begins_with(f"RESULT#{r:08d}#"),
-                                ConsistentRead=True)
-        return sorted((_from_ddb(i) for i in page.get("Items", [])), key=lambda i: i["worker"])
+        # Paginated: with many workers (and per-slice digests) the results outgrow one 1 MB page.
+        items = self._all(self.table.query, ConsistentRead=True,
+                          KeyConditionExpression=Key("pk").eq(_pk(run)) & Key("sk").begins_with(f"RESULT#{r:08d}#"))
+        return sorted(items, key=lambda i: i["worker"])
 
     def claim(self, run: str, r: int, token: str, lease_s: float) -> dict[str, Any]:
         """Claim a READY round for combining (or take over an expired claim); ClaimLost otherwise."""
@@ -382,24 +388,12 @@ class Ledger:
             raise ClaimLost(f"round {r} of run {run} was committed or taken over by another combiner") from exc
 
     def metrics(self, run: str) -> list[dict[str, Any]]:
-        items, kwargs = [], {"KeyConditionExpression": Key("pk").eq(_pk(run)) & Key("sk").begins_with("METRIC#"),
-                             "ConsistentRead": True}
-        while True:
-            page = self.table.query(**kwargs)
-            items += [_from_ddb(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._all(self.table.query, ConsistentRead=True,
+                         KeyConditionExpression=Key("pk").eq(_pk(run)) & Key("sk").begins_with("METRIC#"))
 
     def items(self, run: str) -> list[dict[str, Any]]:
-        """Every item of a run (for exports and for rebuilding a lost ledger)."""
-        items, kwargs = [], {"KeyConditionExpression": Key("pk").eq(_pk(run)), "ConsistentRead": True}
-        while True:
-            page = self.table.query(**kwargs)
-            items += [_from_ddb(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """Every item of a run (for exports and for the operator commands' --out folders)."""
+        return self._all(self.table.query, ConsistentRead=True, KeyConditionExpression=Key("pk").eq(_pk(run)))
 
     def check_current(self, run: str, r: int) -> RunRecord:
         """The run, if r is its current round and it is running; StaleRound otherwise."""

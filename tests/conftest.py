@@ -26,6 +26,17 @@ def _offline_aws(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def moto_url():
+    """One moto server on loopback for the session; tests keep apart by unique table names."""
+    from lambdatrain.local.moto_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A learnable 10-class, 32x32 dataset: 320 training and 80 validation images."""
     return make_prepared(tmp_path_factory.mktemp("data") / "tiny", n_train=320, n_val=80, seed=0)

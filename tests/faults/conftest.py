@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 
 from lambdatrain import layout as efs
-from lambdatrain.local.moto_server import MotoServer
 from tests.harness import InlineSystem
 
 # Three rounds per epoch, two epochs: small enough to repeat many times, long enough to matter.
 SETTINGS = {"workers": 2, "epochs": 2, "model": "vgg19_cifar", "width": 0.0625, "batch_size": 32,
             "micro_batch": 16, "max_train_samples": 96, "val_samples": 32, "seed": 7, "round_deadline_s": 30.0}
-
-
-@pytest.fixture(scope="session")
-def moto_url():
-    server = MotoServer()
-    server.start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture

@@ -6,16 +6,7 @@ import uuid
 
 import pytest
 
-from lambdatrain.local.moto_server import MotoServer
 from tests.harness import InlineSystem
-
-
-@pytest.fixture(scope="session")
-def moto_url():
-    server = MotoServer()
-    server.start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture
