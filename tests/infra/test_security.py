@@ -72,7 +72,9 @@ def _ledger_actions_used() -> set[str]:
     source = (Path(__file__).resolve().parents[2] / "lambdatrain" / "ledger.py").read_text()
     calls = {"get_item": "GetItem", "put_item": "PutItem", "update_item": "UpdateItem",
              "delete_item": "DeleteItem", "query": "Query", "scan": "Scan"}
-    used = {calls[m] for m in re.findall(r"\.(get_item|put_item|update_item|delete_item|query|scan)\(", source)}
+    # A call (`.query(`) or a bound method handed to the paginating helper (`self.table.query,`).
+    used = {calls[m] for m in re.findall(r"\.(get_item|put_item|update_item|delete_item|query|scan)\b[(,]", source)}
+    assert ".batch_writer(" not in source and ".batch_get_item(" not in source, "batch calls need their own IAM actions"
     # Items of a TransactWriteItems are authorised as their single-item actions.
     items = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
     used |= {items[k] for k in re.findall(r'\{"(Put|Update|Delete|ConditionCheck)":', source)}
