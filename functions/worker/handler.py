@@ -11,6 +11,7 @@ from lambdatrain.deps import add_packages_to_path
 
 add_packages_to_path(os.environ)
 
+from lambdatrain import worker  # noqa: E402,F401  init: torch loads before the first invocation's clock
 from lambdatrain.handlers import handle  # noqa: E402  (needs the packages on the path)
 
 

@@ -9,9 +9,11 @@ outlives its timeout.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -45,9 +47,13 @@ def _load_handler(path: str):
 
 
 def main() -> None:
+    # SIGUSR1 writes every thread's stack to the log: the service sends it before killing an
+    # invocation at its timeout, so a timeout always says where the function was stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     function, handler_path, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
     reply = os.fdopen(int(os.environ["LAMBDATRAIN_SANDBOX_REPLY_FD"]), "w", buffering=1)
     handler = _load_handler(handler_path)
+    reply.write(json.dumps({"ready": True}) + "\n")  # init done: invocation timeouts start now
     for line in sys.stdin:
         request = json.loads(line)
         context = LambdaContext(function_name=function, aws_request_id=request["request_id"],

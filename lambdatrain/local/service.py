@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 MB_PER_VCPU = 1769  # Lambda: one vCPU's worth of CPU per 1,769 MB of memory
+INIT_TIMEOUT_S = 300.0  # a cold start's imports; far beyond Lambda's 10 s, for loaded test machines
 PATH_PREFIX = "/2015-03-31/functions/"
 
 
@@ -77,24 +79,37 @@ class Environment:
         os.close(write_fd)
         self.replies = os.fdopen(read_fd, "r")
         self.fn = fn
+        # Lambda runs a function's init (imports, here torch) before, and apart from, the
+        # invocation's timeout; a cold start slower than the timeout must not kill every attempt.
+        ready = self._read_reply(INIT_TIMEOUT_S)
+        if not ready or not json.loads(ready).get("ready"):
+            self.kill()
+            raise InvocationError({"errorMessage": f"Init failed for {fn.name} (see its log)",
+                                   "errorType": "Runtime.InitError"})
+
+    def _read_reply(self, timeout_s: float) -> str | None:
+        box: list = []
+        reader = threading.Thread(target=lambda: box.append(self.replies.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        return None if reader.is_alive() else (box[0] if box else "")
 
     def invoke(self, event: Any, request_id: str) -> Any:
         deadline = time.time() + self.fn.timeout_s
         self.proc.stdin.write((json.dumps({"event": event, "request_id": request_id, "deadline": deadline}) + "\n").encode())
         self.proc.stdin.flush()
-        box: list = []
-        reader = threading.Thread(target=lambda: box.append(self.replies.readline()), daemon=True)
-        reader.start()
-        reader.join(self.fn.timeout_s)
-        if reader.is_alive():
+        line = self._read_reply(self.fn.timeout_s)
+        if line is None:
+            self.proc.send_signal(signal.SIGUSR1)  # the stacks of the stuck invocation, into its log
+            time.sleep(0.5)
             self.kill()
             raise InvocationError({"errorMessage": f"Task timed out after {self.fn.timeout_s:.2f} seconds",
                                    "errorType": "TimeoutError"})
-        if not box or not box[0]:
+        if not line:
             code = self.proc.wait()
             raise InvocationError({"errorMessage": f"Runtime exited with error: exit status {code}",
                                    "errorType": "Runtime.ExitError"})
-        reply = json.loads(box[0])
+        reply = json.loads(line)
         if "error" in reply:
             raise InvocationError(reply["error"])
         return reply["ok"]

@@ -67,7 +67,7 @@ def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_
     expected = reference(FAST_RECOVERY)
     faults = "worker:after_write:2,worker:before_write:5:hang,combiner:after_claim:2,combiner:after_commit:4"
     config = LocalStackConfig(state_dir=tmp_path / "stack", table=f"t-{uuid.uuid4().hex[:8]}",
-                              bucket=f"b-{uuid.uuid4().hex[:8]}", worker_timeout_s=30, watchdog_interval_s=1,
+                              bucket=f"b-{uuid.uuid4().hex[:8]}", worker_timeout_s=15, watchdog_interval_s=1,
                               retry_delays_s=(0.5, 1.0), faults=faults,
                               delivery=Delivery(duplicate_rate=0.3, seed=1), stream_duplicate_rate=0.3)
     stop = threading.Event()
