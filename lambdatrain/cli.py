@@ -6,40 +6,25 @@ here, at the edge, and become one line on stderr and exit code 1 (no traceback).
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
+from lambdatrain.cli_edge import domain_errors, report
 from lambdatrain.errors import LambdaTrainError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 local_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run the system on this machine.")
 app.add_typer(local_app, name="local")
 console = Console()
-err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
-
-
-def domain_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """A domain error becomes one line on stderr and exit status 1, however the app is invoked."""
-
-    @functools.wraps(fn)
-    def command(*args, **kwargs) -> None:
-        try:
-            fn(*args, **kwargs)
-        except LambdaTrainError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
-            raise SystemExit(1) from None  # not typer.Exit: main() runs click without standalone mode
-
-    return command
 
 
 def _settings(**values) -> dict:
@@ -145,8 +130,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # without standalone mode click returns Exit codes
         sys.exit(code if isinstance(code, int) else 0)
-    except LambdaTrainError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    except LambdaTrainError as exc:  # a command without the decorator: the same one line
+        report(exc)
         sys.exit(1)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, List, Optional
 import typer
 from rich.console import Console
 
-from lambdatrain.errors import LambdaTrainError
+from lambdatrain.cli_edge import domain_errors
 from lambdatrain.ops.target import TargetOptions, aws_errors, resolve
 
 _PANEL = "Target (local stack or AWS)"
@@ -38,11 +38,11 @@ _TARGET_PARAMS = [
 _TARGET_FIELDS = [p.name for p in _TARGET_PARAMS]
 
 
-def _consoles() -> tuple[Console, Console]:
+def _console() -> Console:
     out = Console(highlight=False, soft_wrap=True)  # long lines (JSON answers) stay whole
     if not out.is_terminal:
         out = Console(highlight=False, soft_wrap=True, width=120)  # pipes and CI: room for the tables
-    return out, Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
+    return out
 
 
 def _operator(fn: Callable[..., None]) -> Callable[..., None]:
@@ -51,17 +51,11 @@ def _operator(fn: Callable[..., None]) -> Callable[..., None]:
     own = [p for p in signature.parameters.values() if p.name != "target"]
 
     @functools.wraps(fn)
+    @domain_errors
     def command(**kwargs: Any) -> None:
         options = TargetOptions(**{name: kwargs.pop(name) for name in _TARGET_FIELDS})
-        _, err = _consoles()
-        try:
-            with aws_errors():
-                fn(target=options, **kwargs)
-        except LambdaTrainError as exc:
-            err.print(f"error: {exc}", markup=False)
-            # SystemExit, not typer.Exit: under main()'s standalone_mode=False click returns an
-            # Exit's code instead of raising it, and the process would exit 0.
-            raise SystemExit(1) from None
+        with aws_errors():
+            fn(target=options, **kwargs)
 
     command.__signature__ = signature.replace(parameters=own + _TARGET_PARAMS)  # type: ignore[attr-defined]
     return command
@@ -104,7 +98,7 @@ def start(
                     micro_batch=micro_batch, lr=lr, seed=seed, target_accuracy=target_accuracy, patience=patience,
                     max_train_samples=max_train_samples, val_samples=val_samples, mode=mode,
                     local_steps=local_steps, transport=transport, data=data, eval_every=eval_every)
-    out, _ = _consoles()
+    out = _console()
     resolved = resolve(target)
     if via_s3:
         result = control.start_via_s3(resolved, settings, run=run)
@@ -129,7 +123,7 @@ def runs(
     from lambdatrain.ops.views import runs_table
 
     ledger, _, _ = open_ledger(source, target)
-    out, _ = _consoles()
+    out = _console()
     out.print(runs_table(ledger.list_runs()))
 
 
@@ -143,7 +137,7 @@ def status(
     from lambdatrain.ops.views import status_of, status_table
 
     s = status_of(open_run(run, target, default_newest=True))
-    out, _ = _consoles()
+    out = _console()
     if as_json:
         print(json.dumps(s, sort_keys=True))
     else:
@@ -160,7 +154,7 @@ def watch(
     from lambdatrain.ops.source import open_run
     from lambdatrain.ops.views import watch as follow
 
-    out, _ = _consoles()
+    out = _console()
     follow(open_run(run, target, default_newest=True), out, interval=interval, timeout=timeout)
 
 
@@ -168,7 +162,7 @@ def stop(run: Annotated[str, typer.Argument(help="run id")], *, target: TargetOp
     """Stop a run through the starter: no new round starts; the last weights stay on EFS."""
     from lambdatrain.ops import control
 
-    out, _ = _consoles()
+    out = _console()
     out.print(f"starter: {json.dumps(control.stop(resolve(target), run))}")
 
 
@@ -176,7 +170,7 @@ def resume(run: Annotated[str, typer.Argument(help="run id")], *, target: Target
     """Resume a stopped or failed run through the starter, from its current round."""
     from lambdatrain.ops import control
 
-    out, _ = _consoles()
+    out = _console()
     out.print(f"starter: {json.dumps(control.resume(resolve(target), run))}")
     out.print(f"watch it: lambdatrain watch {run}{_hint(target)}")
 
@@ -192,7 +186,7 @@ def plot(
     from lambdatrain.ops.source import open_run
 
     source = open_run(run, target)
-    out, _ = _consoles()
+    out = _console()
     out.print(f"wrote {plots.plot(source, out_file)}")
     if csv_file is not None:
         out.print(f"wrote {plots.write_csv(source, csv_file)}")
@@ -209,12 +203,13 @@ def export(
     from lambdatrain.ops.source import open_run
 
     result = export_run(open_run(run, target), out_dir, to_s3=to_s3)
-    out, _ = _consoles()
+    out = _console()
     out.print(f"exported run {result['run']} (round {result['round']}): {', '.join(result['files'])}")
     if "s3" in result:
         out.print(f"uploaded to {result['s3']}")
 
 
+@domain_errors
 def predict(
     images: Annotated[List[Path], typer.Argument(help="JPEG or PNG files")],
     checkpoint: Annotated[Path, typer.Option(help="a checkpoint.pt, or an export folder (model.pt + model.json)")],
@@ -224,12 +219,8 @@ def predict(
     """The most likely classes of each image, with probabilities."""
     from lambdatrain.ops.export import predict as classify
 
-    out, err = _consoles()
-    try:
-        results = classify(checkpoint, images, top=top)
-    except LambdaTrainError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise SystemExit(1) from None
+    out = _console()
+    results = classify(checkpoint, images, top=top)
     if as_json:
         print(json.dumps(results))
         return

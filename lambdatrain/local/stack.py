@@ -71,7 +71,7 @@ class LocalStack:
         self.service = LambdaService(self._functions(), self.env, self.state_dir,
                                      delivery=self.config.delivery)
         self.lambda_url = self.service.serve(self.config.lambda_port)
-        self.env[f"AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_url
+        self.env["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_url
         self._start_poller()
         threading.Thread(target=self._watchdog_loop, daemon=True, name="watchdog").start()
         return self
