@@ -1,7 +1,7 @@
 """TrainingFunctions: the starter, worker and combiner Lambdas and everything that wires them.
 
 Each function gets its own role whose one inline policy grants exactly what that function does
-(``function_policy``; the tests read it back), its log group with retention, an asynchronous
+(``components/iam.py``; the tests read it back), its log group with retention, an asynchronous
 invoke config (bounded retries, failures to an SQS queue), the EFS access point at
 ``DEFAULT_MOUNT`` and a place in the private subnets. Triggers: S3 start files -> starter, the
 ledger stream (filtered to rounds turning ready) -> combiner, an EventBridge schedule -> combiner's
@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import StackSettings
+from components.iam import PolicyRefs, function_role
 from lambdatrain import settings as env
 from lambdatrain.schema import (
     STREAM_BATCH_SIZE,
@@ -27,7 +28,6 @@ from lambdatrain.schema import (
     STREAM_MAX_RECORD_AGE_S,
     STREAM_MAX_RETRIES,
 )
-from lambdatrain.setup import DATASET_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = "python3.12"  # lambdatrain.deps.LAMBDA_PYTHON installs wheels for this one
@@ -38,65 +38,8 @@ HANDLER = "handler.handler"
 # come with the runtime. The pin is requirements-dev.txt's, which the deploying environment installs.
 POWERTOOLS_VERSION = "3.37.0"
 VENDORED = ("aws_lambda_powertools", "typing_extensions")
-START_PREFIX, START_SUFFIX = "start/", ".json"  # S3 keys that start a run
 ASYNC_MAX_EVENT_AGE_S = 3600
 FAILURE_RETENTION_S = 14 * 24 * 3600
-
-# Who may invoke whom. The starter fans out round 0 and, for a duplicate start or a resume,
-# re-drives the current round: its missing workers, or the combiner of a ready round. The combiner
-# fans out the next round, and its watchdog re-drives workers or a combine. The worker invokes nobody.
-INVOKES = {
-    env.STARTER: (env.WORKER, env.COMBINER),
-    env.WORKER: (),
-    env.COMBINER: (env.WORKER, env.COMBINER),
-}
-# The DynamoDB actions each function's calls into lambdatrain/ledger.py issue. IAM authorises each
-# item of a TransactWriteItems as its single-item action (Put -> PutItem, Update -> UpdateItem,
-# Delete -> DeleteItem, ConditionCheck -> ConditionCheckItem); the ledger's transactions hold no
-# ConditionCheck item, so nobody gets dynamodb:ConditionCheckItem.
-LEDGER_ACTIONS = {
-    # get_run, get_round; create_run (a transaction of two Puts); set_state (stop, resume)
-    env.STARTER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-    # get_run, get_round; record_result (Put, then Update), mark_ready
-    env.WORKER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-    # get_run, get_round; claim; results (Query); commit (Updates and Puts); reopen_worker
-    # (a transaction of Delete and Update); the watchdog's list_runs (Scan)
-    env.COMBINER: (
-        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-        "dynamodb:Query", "dynamodb:Scan",
-    ),
-}
-# S3 object access per function: (actions, key patterns). The worker never touches the bucket.
-BUCKET_ACCESS = {
-    env.STARTER: (("s3:GetObject",), (f"{START_PREFIX}*", f"{DATASET_PREFIX}*")),
-    env.COMBINER: (("s3:PutObject",), ("exports/*",)),
-}
-EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess
-STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
-# The only actions granted on Resource "*", and why.
-WILDCARD_RESOURCE_EXCEPTIONS = {
-    "ec2:CreateNetworkInterface": "VPC Lambdas: the ENI does not exist yet, so it has no ARN to name",
-    "ec2:DescribeNetworkInterfaces": "Describe* calls support no resource-level permissions",
-    "ec2:DescribeSubnets": "Describe* calls support no resource-level permissions",
-    "ec2:DeleteNetworkInterface": "VPC Lambdas: ENIs are created by Lambda with generated ids",
-    "ec2:AssignPrivateIpAddresses": "VPC Lambdas: ENIs are created by Lambda with generated ids",
-    "ec2:UnassignPrivateIpAddresses": "VPC Lambdas: ENIs are created by Lambda with generated ids",
-    "dynamodb:ListStreams": "ListStreams supports no resource-level permissions (stream mapping)",
-}
-
-
-@dataclass(frozen=True)
-class PolicyRefs:
-    """The resolved ARNs one function's policy names."""
-
-    table_arn: str
-    stream_arn: str
-    bucket_arn: str
-    file_system_arn: str
-    access_point_arn: str
-    queue_arn: str
-    log_group_arn: str
-    function_arns: dict[str, str]
 
 
 @dataclass
@@ -169,15 +112,7 @@ class TrainingFunctions(pulumi.ComponentResource):
             f"{base}-logs", name=f"/aws/lambda/{self.names[logical]}",
             retention_in_days=s.log_retention_days, tags=self._tags, opts=child,
         )
-        role = aws.iam.Role(
-            f"{base}-role",
-            assume_role_policy=json.dumps(_assume_role("lambda.amazonaws.com")),
-            description=f"lambdatrain {logical}: least privilege, see components/functions.py",
-            tags=self._tags, opts=child,
-        )
-        policy = aws.iam.RolePolicy(
-            f"{base}-policy", role=role.id, policy=self._policy_json(logical, log_group), opts=child
-        )
+        role, policy = function_role(base, logical, self._policy_refs(log_group), self._tags, child)
         self.role_policies[logical] = policy
         function = aws.lambda_.Function(
             base,
@@ -211,12 +146,12 @@ class TrainingFunctions(pulumi.ComponentResource):
         )
         return function
 
-    def _policy_json(self, logical: str, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[str]:
+    def _policy_refs(self, log_group: aws.cloudwatch.LogGroup) -> pulumi.Output[PolicyRefs]:
         a = self._args
         return pulumi.Output.all(
             a.table_arn, a.stream_arn, a.bucket_arn, a.file_system_arn, a.access_point_arn,
             self.failure_queue.arn, log_group.arn, self._function_arns,
-        ).apply(lambda refs: json.dumps(function_policy(logical, PolicyRefs(*refs))))
+        ).apply(lambda refs: PolicyRefs(*refs))
 
     def _create_stream_mapping(self) -> None:
         a = self._args
@@ -254,8 +189,8 @@ class TrainingFunctions(pulumi.ComponentResource):
                 {
                     "lambda_function_arn": starter.arn,
                     "events": ["s3:ObjectCreated:*"],
-                    "filter_prefix": START_PREFIX,
-                    "filter_suffix": START_SUFFIX,
+                    "filter_prefix": env.START_PREFIX,
+                    "filter_suffix": env.START_SUFFIX,
                 }
             ],
             # S3 tests the destination when the notification is saved.
@@ -312,38 +247,3 @@ def vendored_sources() -> dict[str, Path]:
         else:
             sources[Path(spec.origin).name] = Path(spec.origin)
     return sources
-
-
-def function_policy(logical: str, refs: PolicyRefs) -> dict:
-    """The least-privilege policy of one function (see INVOKES, BUCKET_ACCESS and the exceptions)."""
-    statements = [
-        _allow("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{refs.log_group_arn}:*"]),
-        _allow("VpcNetworkInterfaces", sorted(a for a in WILDCARD_RESOURCE_EXCEPTIONS if a.startswith("ec2:")), ["*"]),
-        {
-            **_allow("EfsAccessPoint", list(EFS_ACTIONS), [refs.file_system_arn]),
-            "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": refs.access_point_arn}},
-        },
-        _allow("Ledger", list(LEDGER_ACTIONS[logical]), [refs.table_arn]),
-        _allow("FailureQueue", ["sqs:SendMessage"], [refs.queue_arn]),
-    ]
-    if INVOKES[logical]:
-        targets = [refs.function_arns[t] for t in INVOKES[logical]]
-        statements.append(_allow("Invoke", ["lambda:InvokeFunction"], targets))
-    if logical in BUCKET_ACCESS:
-        actions, keys = BUCKET_ACCESS[logical]
-        statements.append(_allow("Bucket", list(actions), [f"{refs.bucket_arn}/{k}" for k in keys]))
-    if logical == env.COMBINER:
-        statements.append(_allow("LedgerStream", list(STREAM_ACTIONS), [refs.stream_arn]))
-        statements.append(_allow("ListStreams", ["dynamodb:ListStreams"], ["*"]))
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def _allow(sid: str, actions: list[str], resources: list[str]) -> dict:
-    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
-
-
-def _assume_role(service: str) -> dict:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
-    }

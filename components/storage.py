@@ -5,6 +5,13 @@ every round's gradients; the functions reach it through one access point that pi
 so files written by any function belong to the same uid. The bucket receives the dataset archive,
 the start files that trigger the starter, and exports; it is private, encrypted, versioned and
 refuses plain-HTTP requests.
+
+The file system policy makes IAM the gate to EFS: without one, any NFS client the security group
+lets in could mount and write. With it, a client must use TLS, come through a mount target and
+our access point, and hold ``ClientMount``/``ClientWrite`` in its own IAM policy (the grant names
+the account, which delegates to identity policies: only the functions' roles have them). That is
+also why the files' checksums need not be cryptographic (lambdatrain/digest.py): whoever can write
+a file can write the ledger item that records its checksum.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Storage(pulumi.ComponentResource):
     file_system: aws.efs.FileSystem
     mount_targets: list[aws.efs.MountTarget]
     access_point: aws.efs.AccessPoint
+    file_system_policy: aws.efs.FileSystemPolicy
     bucket: aws.s3.Bucket
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
@@ -83,6 +91,16 @@ class Storage(pulumi.ComponentResource):
             tags={**args.tags, "Name": f"{name}-efs-ap"},
             opts=pulumi.ResourceOptions(parent=self),
         )
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        self.file_system_policy = aws.efs.FileSystemPolicy(
+            f"{name}-efs-policy",
+            file_system_id=self.file_system.id,
+            policy=pulumi.Output.all(self.file_system.arn, self.access_point.arn, account, partition).apply(
+                lambda a: efs_policy(*a)),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _create_bucket(self) -> None:
         name, args = self._name, self._args
@@ -126,6 +144,45 @@ class Storage(pulumi.ComponentResource):
             policy=self.bucket.arn.apply(deny_insecure_transport),
             opts=child,
         )
+
+
+def efs_policy(file_system_arn: str, access_point_arn: str, account_id: str, partition: str = "aws") -> str:
+    """The file system policy: TLS only, through the access point only, IAM-authorized clients only."""
+    client = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite", "elasticfilesystem:ClientRootAccess"]
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": "*"},
+                    "Action": "*",
+                    "Resource": file_system_arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
+                {
+                    # An absent key fails StringEquals, so a mount without any access point is denied too.
+                    "Sid": "DenyMountsBesideTheAccessPoint",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": "*"},
+                    "Action": client,
+                    "Resource": file_system_arn,
+                    "Condition": {"StringNotEquals": {"elasticfilesystem:AccessPointArn": access_point_arn}},
+                },
+                {
+                    # The account as principal delegates to identity policies (components/iam.py):
+                    # anonymous NFS clients get nothing, and roles only what their policy grants.
+                    "Sid": "AllowIamAuthorizedClientsViaMountTargets",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                    "Action": client[:2],
+                    "Resource": file_system_arn,
+                    "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}},
+                },
+            ],
+        }
+    )
 
 
 def deny_insecure_transport(bucket_arn: str) -> str:

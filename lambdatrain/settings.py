@@ -37,6 +37,12 @@ DEFAULT_MOUNT = "/mnt/lambdatrain"
 DEFAULT_DATA = "datasets/cifar10"
 DEFAULT_PACKAGES = "python"
 
+# The bucket's key prefixes, shared by the IAM grants (components/iam.py) and the code that reads
+# or writes the keys, so a grant cannot drift from what the code does.
+START_PREFIX, START_SUFFIX = "start/", ".json"  # s3://<bucket>/start/<run>.json triggers the starter
+DATASET_PREFIX = "datasets/"  # dataset archives: besides start files, all the starter may read
+EXPORT_PREFIX = "exports/"  # `lambdatrain export --s3` writes <prefix><run>/
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:

@@ -31,14 +31,11 @@ from lambdatrain import deps
 from lambdatrain.errors import ConfigError, DataError, InvalidEvent
 from lambdatrain.logs import logger
 from lambdatrain.protocol import Outcome, check_relative_path
-from lambdatrain.settings import ENV_BUCKET
+from lambdatrain.settings import DATASET_PREFIX, ENV_BUCKET
 
 if TYPE_CHECKING:  # the runtime module imports numpy (through the ledger), which setup installs
     from lambdatrain.runtime import Runtime
 
-# Dataset archives live under this prefix of the stack's bucket: the only objects besides start
-# files that the starter's role may read (components/functions.py grants exactly this prefix).
-DATASET_PREFIX = "datasets/"
 DEFAULT_DATASET = f"{DATASET_PREFIX}cifar-10-python.tar.gz"
 # platform.machine() -> Lambda's architecture name, the key of deps.LAMBDA_REQUIREMENTS.
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}

@@ -15,8 +15,7 @@ from typing import Any, Mapping
 
 from lambdatrain.ops.target import Target
 from lambdatrain.protocol import check_run_id, parse_config
-
-START_PREFIX = "start/"
+from lambdatrain.settings import START_PREFIX, START_SUFFIX
 
 
 def start_event(settings: Mapping[str, Any], run: str | None) -> dict[str, Any]:
@@ -43,7 +42,7 @@ def start_via_s3(target: Target, settings: Mapping[str, Any], *, run: str | None
     """Upload ``start/<run>.json``; returns the run id, the object's URL and (local) the starter's answer."""
     run = check_run_id(run) if run is not None else f"run-{uuid.uuid4().hex[:12]}"
     event = start_event(settings, None)  # the file's name is the run id (see starter.start_from_s3)
-    bucket, key = target.name("bucket"), f"{START_PREFIX}{run}.json"
+    bucket, key = target.name("bucket"), f"{START_PREFIX}{run}{START_SUFFIX}"
     target.s3().put_object(Bucket=bucket, Key=key, Body=json.dumps(event).encode(), ContentType="application/json")
     result: dict[str, Any] = {"run": run, "object": f"s3://{bucket}/{key}"}
     if target.local:

@@ -28,10 +28,10 @@ from lambdatrain.errors import DataError
 from lambdatrain.model import ModelSpec, build_model, input_size
 from lambdatrain.ops.errors import MountUnavailable
 from lambdatrain.ops.source import RunSource
+from lambdatrain.settings import EXPORT_PREFIX
 
 FORMAT = "lambdatrain-export-v1"
 MODEL_FILE, META_FILE = "model.pt", "model.json"
-EXPORT_PREFIX = "exports/"
 
 
 def _from_mount(source: RunSource) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from components.functions import WILDCARD_RESOURCE_EXCEPTIONS
+from components.iam import WILDCARD_RESOURCE_EXCEPTIONS
 from components.network import NFS_PORT
 
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -120,6 +120,22 @@ def test_efs_access_only_through_the_access_point(plan):
     for role in ("starter", "worker", "combiner"):
         (statement,) = [s for s in _statements(plan, role) if s["Sid"] == "EfsAccessPoint"]
         assert "elasticfilesystem:AccessPointArn" in statement["Condition"]["StringEquals"]
+
+
+def test_efs_policy_admits_only_tls_iam_clients_through_the_access_point(plan):
+    (policy,) = plan.of_type("aws:efs/fileSystemPolicy:FileSystemPolicy")
+    (access_point,) = plan.of_type("aws:efs/accessPoint:AccessPoint")
+    statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+    tls, beside, allow = (statements["DenyInsecureTransport"], statements["DenyMountsBesideTheAccessPoint"],
+                          statements["AllowIamAuthorizedClientsViaMountTargets"])
+    assert (tls["Effect"], tls["Action"], tls["Condition"]) == ("Deny", "*", {"Bool": {"aws:SecureTransport": "false"}})
+    assert beside["Effect"] == "Deny" and "elasticfilesystem:ClientWrite" in beside["Action"]
+    assert beside["Condition"]["StringNotEquals"]["elasticfilesystem:AccessPointArn"].startswith(
+        "arn:aws:efs:") and access_point.name in beside["Condition"]["StringNotEquals"]["elasticfilesystem:AccessPointArn"]
+    # The account (not "*") as principal: only identities whose own policy grants the action get in.
+    assert allow["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert sorted(allow["Action"]) == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    assert allow["Condition"] == {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}
 
 
 def test_efs_is_encrypted_with_elastic_throughput(plan):

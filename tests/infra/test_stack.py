@@ -29,6 +29,7 @@ DEV_RESOURCES = {
     "aws:efs/fileSystem:FileSystem": 1,
     "aws:efs/mountTarget:MountTarget": 2,
     "aws:efs/accessPoint:AccessPoint": 1,
+    "aws:efs/fileSystemPolicy:FileSystemPolicy": 1,
     "aws:s3/bucket:Bucket": 1,
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
