@@ -1,9 +1,10 @@
 """The combine benchmark: ``weighted_sum`` over N worker files against a plain-NumPy floor.
 
-    python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--cold]
+    python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--checksum A] [--cold]
 
 Writes N result files of a P-element float32 vector (default: the size of vgg19_cifar at width 1)
-with ``layout.write_array`` into a temporary folder on local disk, then for every N:
+with ``layout.write_array`` (checksums: ``--checksum``, default the runs' default, XXH3-128) into a
+temporary folder on local disk, then for every N:
 
 * floor: one fresh process reads each file with ``np.load`` and adds it into an accumulator;
   ``floor_seconds_per_file`` is that time divided by N;
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import drop_page_cache, emit, int_list, log, machine, peak_rss_bytes, rss_bytes
+from lambdatrain.digest import ALGORITHMS, DEFAULT_ALGORITHM
 
 
 def default_params() -> int:
@@ -42,9 +44,9 @@ def default_params() -> int:
     return FlatLayout.of(build_model(ModelSpec("vgg19_cifar", 1.0))).size
 
 
-def write_files(folder: Path, count: int, params: int, shards: list[int]) -> list[tuple]:
+def write_files(folder: Path, count: int, params: int, shards: list[int], checksum: str) -> list[tuple]:
     """``count`` result files (distinct contents, unequal sample counts) as
-    (path, bytes, sha256, samples, {S: per-slice digests}), as workers write and record them."""
+    (path, bytes, checksum, samples, {S: per-slice checksums}), as workers write and record them."""
     from lambdatrain.combine import iter_slices
     from lambdatrain.layout import range_digests, write_array
 
@@ -53,9 +55,9 @@ def write_files(folder: Path, count: int, params: int, shards: list[int]) -> lis
     for w in range(count):
         path = folder / f"w{w:04d}.npy"
         vector = base * np.float32(1 + w / 64)
-        digest = write_array(path, vector)
-        slices = {s: range_digests(vector, list(iter_slices(params, s))) for s in shards if s > 1}
-        files.append((str(path), digest.bytes, digest.sha256, 60 + w % 5, slices))
+        digest = write_array(path, vector, checksum=checksum)
+        slices = {s: range_digests(vector, list(iter_slices(params, s)), checksum) for s in shards if s > 1}
+        files.append((str(path), digest.bytes, digest.checksum, 60 + w % 5, slices))
     return files
 
 
@@ -115,16 +117,17 @@ def floor(files, params: int, cold: bool) -> float:
     return (run["end"] - run["start"]) / len(files)
 
 
-def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool) -> list[dict[str, Any]]:
+def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool,
+          checksum: str) -> list[dict[str, Any]]:
     model_bytes = params * 4
     log(f"writing {max(workers)} files of {model_bytes / 1e6:.1f} MB into {folder}")
-    files = write_files(folder, max(workers), params, shards)
+    files = write_files(folder, max(workers), params, shards, checksum)
     results = []
     for n in workers:
         floor_s = floor(files[:n], params, cold)
         for s in shards:
             m = measure(files[:n], params, s, cold)
-            row = {"workers": n, "shards": s, "model_bytes": model_bytes, "floor_seconds_per_file": floor_s,
+            row = {"workers": n, "shards": s, "checksum": checksum, "model_bytes": model_bytes, "floor_seconds_per_file": floor_s,
                    "seconds_per_file": m["seconds"] / n, "vs_floor": m["seconds"] / n / floor_s,
                    "combine_rss_bytes": m["peak_rss_bytes"] - m["baseline_rss_bytes"], **m}
             row["rss_vs_model"] = row["combine_rss_bytes"] / model_bytes
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=int, default=None, help="elements per file (default: vgg19_cifar's)")
     parser.add_argument("--shards", type=int_list, default=[1, 2])
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
+    parser.add_argument("--checksum", choices=ALGORITHMS, default=DEFAULT_ALGORITHM, help="file checksum algorithm")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every measurement")
     args = parser.parse_args(argv)
     params = args.params or default_params()
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="lt-bench-combine-", dir=args.dir))
     started = time.time()
     try:
-        results = bench(args.workers, params, args.shards, folder, cold)
+        results = bench(args.workers, params, args.shards, folder, cold, args.checksum)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     goals = {"time_within_1.3x_floor": all(r["vs_floor"] <= 1.3 for r in results if r["shards"] == 1),

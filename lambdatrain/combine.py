@@ -114,12 +114,12 @@ class WorkerFile:
     path: Path
     digest: Digest
     samples: int
-    range_sha256: str | None = None  # digest of the slice a sharded combine reads (else: whole file)
+    range_checksum: str | None = None  # checksum of the slice a sharded combine reads (else: whole file)
 
     def open(self, lo: int, hi: int) -> tuple[Iterator[np.ndarray], int]:
         """The chunks to add and the element index of the first one."""
-        if self.range_sha256 is not None:
-            return stream_range(self.path, lo, hi, self.range_sha256), lo
+        if self.range_checksum is not None:
+            return stream_range(self.path, lo, hi, self.range_checksum), lo
         return stream_array(self.path, self.digest), 0
 
 
@@ -171,7 +171,7 @@ def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: 
     for i, f in enumerate(group):
         if i in errors:
             raise errors[i]
-        if pos[i] != (hi if f.range_sha256 is not None else size):
+        if pos[i] != (hi if f.range_checksum is not None else size):
             raise CorruptFile(f"{f.path}: holds {pos[i]} elements, the model has {size}")
 
 

@@ -18,7 +18,7 @@ from lambdatrain import layout as efs
 from lambdatrain import trainer
 from lambdatrain.combine import WorkerFile, apply_update, iter_slices, weighted_sum
 from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
-from lambdatrain.ledger import DONE, RunRecord
+from lambdatrain.ledger import DONE, RunRecord, result_digest, result_range_checksum
 from lambdatrain.logs import bind, logger
 from lambdatrain.model import input_size
 from lambdatrain.protocol import CombineEvent, Outcome
@@ -71,7 +71,7 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, r
     if finished:
         metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
-    digest = _write(paths, ev.round, new, momentum, metric)
+    digest = _write(paths, ev.round, new, momentum, metric, record.config.checksum)
     runtime.faults.point("after_write")
     round_s = runtime.clock() - float(round_item["created_at"])
     metric.update(write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0, round_s=round_s)
@@ -95,8 +95,8 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     Every operation is elementwise, so a slice's result is bit-identical to the same elements of
     an unsharded combine.
     """
-    files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), efs.Digest(r["bytes"], r["sha256"]),
-                        r["samples"], None if shard is None else r["range_sha256"][shard]) for r in results]
+    files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), result_digest(r),
+                        r["samples"], None if shard is None else result_range_checksum(r, shard)) for r in results]
     if sorted(f.worker for f in files) != list(range(record.workers)):
         raise CorruptFile(f"round {round_no} of run {record.run} is ready but has results of workers "
                           f"{[f.worker for f in files]}")
@@ -113,13 +113,13 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
 
 
 def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
-           metric: dict[str, Any]) -> efs.Digest:
+           metric: dict[str, Any], checksum: str) -> efs.Digest:
     # Optimizer state and metric first, weights last: weights with their digest mark a round as
     # complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
     if momentum is not None:
-        efs.write_array(paths.optim(round_no + 1), momentum)
+        efs.write_array(paths.optim(round_no + 1), momentum, checksum=checksum)
     efs.write_json(paths.metric(round_no), metric)
-    return efs.write_array(paths.weights(round_no + 1), new)
+    return efs.write_array(paths.weights(round_no + 1), new, checksum=checksum)
 
 
 def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:

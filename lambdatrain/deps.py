@@ -25,8 +25,8 @@ from lambdatrain.settings import DEFAULT_MOUNT, DEFAULT_PACKAGES, ENV_MOUNT, ENV
 # The CPU builds the functions import. x86_64 CPU wheels carry the "+cpu" local version and are
 # served only by the PyTorch CPU index; PyPI's aarch64 wheels of the same release are CPU-only.
 LAMBDA_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "x86_64": ("torch==2.5.1+cpu", "torchvision==0.20.1+cpu", "numpy==2.1.3"),
-    "arm64": ("torch==2.5.1", "torchvision==0.20.1", "numpy==2.1.3"),
+    "x86_64": ("torch==2.5.1+cpu", "torchvision==0.20.1+cpu", "numpy==2.1.3", "xxhash==4.1.0"),
+    "arm64": ("torch==2.5.1", "torchvision==0.20.1", "numpy==2.1.3", "xxhash==4.1.0"),
 }
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 LAMBDA_PYTHON = "3.12"  # must match the runtime in components/functions.py

@@ -1,8 +1,8 @@
 """Every path of a run on the shared file system (EFS), and the only code that writes there.
 
 Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
-reader sees a whole file or none; every array file gets a digest (length and SHA-256) that readers
-check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``).
+reader sees a whole file or none; every array file gets a digest (length and checksum, see
+digest.py) that readers check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``).
 
 ::
 
@@ -11,12 +11,11 @@ check before trusting a byte, and nothing here is ever unpickled (``np.load(allo
     <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
     <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
     <mount>/runs/<run>/rounds/r000012/metric.json what the combiner measured (copy of the ledger's)
-    <mount>/runs/<run>/.../*.digest.json        sidecar: length and sha256 of the file beside it
+    <mount>/runs/<run>/.../*.digest.json        sidecar: length and checksum of the file beside it
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -26,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from lambdatrain.digest import Digest
+from lambdatrain.digest import DEFAULT_ALGORITHM, Digest, Hasher, algorithm_of, checksum_of, finish, new_hasher
 from lambdatrain.errors import CorruptFile
 from lambdatrain.protocol import check_run_id
 
@@ -88,8 +87,8 @@ def digest_path(path: Path) -> Path:
 
 
 class _HashingWriter:
-    def __init__(self, f):
-        self._f, self.hash, self.count = f, hashlib.sha256(), 0
+    def __init__(self, f, hasher: Hasher):
+        self._f, self.hash, self.count = f, hasher, 0
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -106,17 +105,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_array(path: Path, array: np.ndarray, *, sidecar: bool = True) -> Digest:
-    """Write ``array`` as .npy atomically and return its digest (also written beside it)."""
+def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORITHM, sidecar: bool = True) -> Digest:
+    """Write ``array`` as .npy atomically and return its digest (also written beside it).
+
+    ``checksum`` is the algorithm (a name in ``digest.ALGORITHMS``); the digest records it.
+    """
+    hasher = new_hasher(checksum)  # an unknown algorithm fails here, before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as f:
-            writer = _HashingWriter(f)
+            writer = _HashingWriter(f, hasher)
             np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        digest = Digest(bytes=writer.count, sha256=writer.hash.hexdigest())
+        digest = Digest(bytes=writer.count, checksum=finish(checksum, hasher))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -152,18 +155,20 @@ def read_digest(path: Path) -> Digest:
 
 
 class _HashingReader:
-    def __init__(self, f):
-        self._f, self.hash, self.count = f, hashlib.sha256(), 0
+    def __init__(self, f, hasher: Hasher | None):
+        self._f, self.hash, self.count = f, hasher, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
-        self.hash.update(data)
+        if self.hash is not None:
+            self.hash.update(data)
         self.count += len(data)
         return data
 
     def readinto(self, buffer) -> int:
         n = self._f.readinto(buffer)
-        self.hash.update(memoryview(buffer)[:n])
+        if self.hash is not None:
+            self.hash.update(memoryview(buffer)[:n])
         self.count += n
         return n
 
@@ -197,53 +202,64 @@ def _chunks(reader: _HashingReader, remaining: int, dtype: np.dtype, path: Path,
         yield buf[:n].view(dtype)
 
 
+def _verifier(checksum: str, path: Path) -> tuple[str, Hasher]:
+    try:
+        algorithm = algorithm_of(checksum)
+    except ValueError as exc:
+        raise CorruptFile(f"{path}: its record holds a {exc}") from exc
+    return algorithm, new_hasher(algorithm)
+
+
 def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and SHA-256.
+    """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and checksum.
 
     The caller must not commit anything derived from the chunks before the generator finishes:
     the check runs after the last byte (one pass over the file, no second read for hashing).
     """
+    algorithm, hasher = _verifier(digest.checksum, path)
     try:
         f = open(path, "rb", buffering=0)
     except OSError as exc:
         raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
     with f:
-        reader = _HashingReader(f)
+        reader = _HashingReader(f, hasher)
         shape, dtype = _open_npy(reader, path)
         yield from _chunks(reader, int(np.prod(shape)) * dtype.itemsize, dtype, path, chunk_bytes)
         reader.read()  # trailing bytes count towards the length check
-    if reader.count != digest.bytes or reader.hash.hexdigest() != digest.sha256:
+    if reader.count != digest.bytes or finish(algorithm, hasher) != digest.checksum:
         raise CorruptFile(f"{path}: length or checksum does not match its record")
 
 
-def range_digests(array: np.ndarray, slices: list[tuple[int, int]]) -> list[str]:
-    """SHA-256 of each element range's bytes: what a sharded combine verifies of its slice."""
+def range_digests(array: np.ndarray, slices: list[tuple[int, int]], algorithm: str = DEFAULT_ALGORITHM) -> list[str]:
+    """The checksum of each element range's bytes: what a sharded combine verifies of its slice."""
     raw = memoryview(np.ascontiguousarray(array)).cast("B")
     size = array.dtype.itemsize
-    return [hashlib.sha256(raw[lo * size: hi * size]).hexdigest() for lo, hi in slices]
+    return [checksum_of(raw[lo * size: hi * size], algorithm) for lo, hi in slices]
 
 
-def stream_range(path: Path, lo: int, hi: int, sha256: str, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Yield elements [lo, hi) of a 1-D .npy file, reading only those bytes; checks their SHA-256.
+def stream_range(path: Path, lo: int, hi: int, checksum: str, *,
+                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Yield elements [lo, hi) of a 1-D .npy file, reading only those bytes; checks their checksum.
 
     A sharded combiner reads one slice of every worker file, so it verifies the slice's own
     digest (recorded by the worker) rather than the whole file's, which it never reads.
     """
+    algorithm, hasher = _verifier(checksum, path)
     try:
         f = open(path, "rb", buffering=0)
     except OSError as exc:
         raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
     with f:
-        shape, dtype = _open_npy(_HashingReader(f), path)
+        shape, dtype = _open_npy(_HashingReader(f, None), path)
         data_start = f.tell()
         if not 0 <= lo <= hi <= int(np.prod(shape)):
             raise CorruptFile(f"{path}: holds {int(np.prod(shape))} elements, slice [{lo}, {hi}) asked")
         if os.fstat(f.fileno()).st_size != data_start + int(np.prod(shape)) * dtype.itemsize:
             raise CorruptFile(f"{path}: truncated or padded")
         f.seek(data_start + lo * dtype.itemsize)
-        reader = _HashingReader(f)
+        reader = _HashingReader(f, hasher)
         yield from _chunks(reader, (hi - lo) * dtype.itemsize, dtype, path, chunk_bytes)
-    if reader.hash.hexdigest() != sha256:
+    if finish(algorithm, hasher) != checksum:
         raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
 
 

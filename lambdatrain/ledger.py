@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from lambdatrain import schema
 from lambdatrain.errors import AlreadyDone, ClaimLost, StaleRound, UnknownRun
-from lambdatrain.digest import Digest
+from lambdatrain.digest import Digest, normalize
 from lambdatrain.protocol import RunConfig
 
 RUNNING, STOPPED, DONE, FAILED = "running", "stopped", "done", "failed"
@@ -94,6 +94,26 @@ class RunRecord:
         return self.config.workers
 
 
+def record_from_meta(item: dict[str, Any]) -> RunRecord:
+    """A run's META item (plain Python values) as a RunRecord."""
+    # Items written before checksums named their algorithm hold a bare SHA-256 as weights_sha256.
+    checksum = normalize(item["weights_checksum"] if "weights_checksum" in item else item["weights_sha256"])
+    return RunRecord(run=item["run"], state=item["state"], config=RunConfig(**json.loads(item["config"])),
+                     round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
+                     weights=Digest(item["weights_bytes"], checksum), item=item)
+
+
+def result_digest(item: dict[str, Any]) -> Digest:
+    """The digest a RESULT item records for the worker's file."""
+    return Digest(int(item["bytes"]), normalize(item["checksum"] if "checksum" in item else item["sha256"]))
+
+
+def result_range_checksum(item: dict[str, Any], shard: int) -> str:
+    """The checksum a RESULT item records for the slice ``shard`` of a sharded combine reads."""
+    ranges = item["range_checksums"] if "range_checksums" in item else item["range_sha256"]
+    return normalize(ranges[shard])
+
+
 class Ledger:
     """The run's items in one DynamoDB table."""
 
@@ -111,7 +131,7 @@ class Ledger:
         meta = {"pk": _pk(run), "sk": "META", "kind": "run", "run": run, "state": RUNNING,
                 "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
                 "round": 0, "epoch": 0, "rounds_per_epoch": rounds_per_epoch,
-                "weights_bytes": weights.bytes, "weights_sha256": weights.sha256, "n_params": n_params,
+                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "n_params": n_params,
                 "num_classes": num_classes, "samples_seen": 0, "created_at": now, "updated_at": now}
         try:
             self.client.transact_write_items(TransactItems=[
@@ -133,7 +153,7 @@ class Ledger:
         item = {"pk": _pk(run), "sk": "META", "kind": "run", "run": run, "state": state,
                 "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
                 "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
-                "weights_bytes": weights.bytes, "weights_sha256": weights.sha256, "updated_at": now, **meta}
+                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": now, **meta}
         items = [{"Put": {"TableName": self.table.name, "Item": _to_ddb(item),
                           # Never over a live ledger: rebuilding is for a run whose items are gone.
                           "ConditionExpression": "attribute_not_exists(pk)"}}]
@@ -156,10 +176,7 @@ class Ledger:
         item = self.table.get_item(Key={"pk": _pk(run), "sk": "META"}, ConsistentRead=True).get("Item")
         if not item:
             raise UnknownRun(f"unknown run '{run}'")
-        item = _from_ddb(item)
-        return RunRecord(run=run, state=item["state"], config=RunConfig(**json.loads(item["config"])),
-                         round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
-                         weights=Digest(item["weights_bytes"], item["weights_sha256"]), item=item)
+        return record_from_meta({"run": run, **_from_ddb(item)})
 
     def find_run(self, run: str) -> RunRecord | None:
         try:
@@ -222,7 +239,7 @@ class Ledger:
         """
         now = self.clock()
         item = {"pk": _pk(run), "sk": _result_sk(r, worker), "kind": "result", "run": run, "round": r,
-                "worker": worker, "bytes": digest.bytes, "sha256": digest.sha256, "created_at": now, **stats}
+                "worker": worker, "bytes": digest.bytes, "checksum": digest.checksum, "created_at": now, **stats}
         try:
             self.table.put_item(Item=_to_ddb(item), ConditionExpression="attribute_not_exists(pk)")
         except ClientError as exc:
@@ -348,8 +365,8 @@ class Ledger:
         """
         now = self.clock()
         meta_values = {":next": r + 1, ":r": r, ":epoch": epoch, ":wb": weights.bytes,
-                       ":ws": weights.sha256, ":now": now}
-        sets = ["#round = :next", "epoch = :epoch", "weights_bytes = :wb", "weights_sha256 = :ws",
+                       ":ws": weights.checksum, ":now": now}
+        sets = ["#round = :next", "epoch = :epoch", "weights_bytes = :wb", "weights_checksum = :ws",
                 "updated_at = :now"]
         if finished:
             sets.append("#s = :state")

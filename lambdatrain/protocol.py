@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from lambdatrain.digest import ALGORITHMS as CHECKSUMS
 from lambdatrain.errors import InvalidEvent
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -50,6 +51,7 @@ class RunConfig:
     local_steps: int = 1  # average mode: optimizer steps each worker takes per round
     transport: str = "float32"  # dtype of worker results on EFS; sums stay float32
     combine_shards: int = 1  # S combiner invocations, each reducing one slice of the parameters
+    checksum: str = "xxh3_128"  # algorithm of the EFS files' checksums (see lambdatrain/digest.py)
     round_deadline_s: float = 960.0  # a round with no progress for this long is re-driven
     eval_every: int = 0  # also evaluate every K rounds (0: at epoch boundaries only)
 
@@ -142,6 +144,7 @@ def _check_ranges(c: RunConfig) -> None:
     _require(1 <= c.local_steps <= 10_000, "local_steps", "must be between 1 and 10000")
     _require(c.mode == "average" or c.local_steps == 1, "local_steps", "only applies to mode 'average'")
     _require(c.transport in TRANSPORTS, "transport", f"must be one of {list(TRANSPORTS)}")
+    _require(c.checksum in CHECKSUMS, "checksum", f"must be one of {list(CHECKSUMS)}")
     _require(1 <= c.combine_shards <= 64, "combine_shards", "must be between 1 and 64")
     _require(0 < c.round_deadline_s <= 86_400, "round_deadline_s", "must be in (0, 86400]")
     _require(0 <= c.eval_every <= 10**6, "eval_every", "must be between 0 and 10**6")

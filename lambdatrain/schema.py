@@ -12,7 +12,7 @@ Item kinds (``pk`` is always ``RUN#<run_id>``):
 ``META``             the run: settings, state, current round and epoch, best accuracy
 ``ROUND#<r>``        one round: ``reported`` (string set of worker numbers), ``status``
                      open -> ready -> combining -> committed, the claim, timings
-``RESULT#<r>#<w>``   one worker's result for round r: file, length, sha256, samples, loss
+``RESULT#<r>#<w>``   one worker's result for round r: file, length, checksum, samples, loss
 ``METRIC#<r>``       what the combiner measured after round r (losses, accuracy, timings)
 ===================  =========================================================================
 """

@@ -52,8 +52,8 @@ def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outc
     except CorruptFile as exc:
         return reopen(runtime, record, ev, ev.claim, exc)
     if momentum is not None:
-        efs.write_array(paths.shard_optim(ev.round, ev.shard), momentum)
-    efs.write_array(paths.shard(ev.round, ev.shard), new)
+        efs.write_array(paths.shard_optim(ev.round, ev.shard), momentum, checksum=record.config.checksum)
+    efs.write_array(paths.shard(ev.round, ev.shard), new, checksum=record.config.checksum)
     logger.info("share combined", extra={"shard": ev.shard, "seconds": time.perf_counter() - t0})
     if not runtime.ledger.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
         return Outcome("share", run=ev.run, round=ev.round, detail={"shard": ev.shard})

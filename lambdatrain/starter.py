@@ -51,7 +51,7 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
                                   "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                                   "n_params": flat.n_params, "created_at": runtime.clock()})
-    digest = efs.write_array(paths.weights(0), weights)
+    digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum)
     try:
         runs.create_run(run, config, per_epoch, digest, n_params=flat.n_params, num_classes=len(data.classes))
     except AlreadyDone:

@@ -50,14 +50,15 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     runtime.faults.point("before_write")
     t1 = time.perf_counter()
     encoded = encode(result.vector, config.transport)
-    digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded)
+    digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded, checksum=config.checksum)
     write_s = time.perf_counter() - t1
     runtime.faults.point("after_write")
     stats = {"samples": result.samples, "loss_sum": result.loss_sum, "correct": result.correct,
              "truncated": result.truncated, "load_s": load_s, "compute_s": result.compute_s, "write_s": write_s,
              "started_at": runtime.clock() - (time.perf_counter() - t0)}
     if config.combine_shards > 1:  # each combiner shard verifies just the slice it reads
-        stats["range_sha256"] = efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)))
+        stats["range_checksums"] = efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)),
+                                                     config.checksum)
     try:
         completed = runtime.ledger.record_result(ev.run, ev.round, ev.workerno, digest, stats)
     except AlreadyDone:

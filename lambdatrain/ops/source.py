@@ -13,19 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from lambdatrain.errors import UnknownRun
-from lambdatrain.layout import Digest
-from lambdatrain.ledger import RunRecord
+from lambdatrain.ledger import record_from_meta
 from lambdatrain.ops.errors import MissingSetting
 from lambdatrain.ops.target import Target, TargetOptions, resolve
 from lambdatrain.protocol import RUN_ID_PATTERN, RunConfig
 
 LEDGER_FILE = "ledger.json"
-
-
-def record_from_meta(item: dict[str, Any]) -> RunRecord:
-    return RunRecord(run=item["run"], state=item["state"], config=RunConfig(**json.loads(item["config"])),
-                     round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
-                     weights=Digest(item["weights_bytes"], item["weights_sha256"]), item=item)
 
 
 class FolderLedger:

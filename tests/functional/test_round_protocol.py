@@ -95,3 +95,16 @@ def test_sharded_combine_is_bit_identical_to_one_combiner(system, shards):
     assert np.array_equal(finals[0], finals[1])
     shares = [a for name, a in system.answers if name == COMBINER and a.get("status") == "share"]
     assert len(shares) == (shards - 1) * system.ledger.get_run(f"shards-{shards}").round
+
+
+def test_checksum_algorithm_changes_nothing_but_the_records(system):
+    finals = []
+    for algorithm in ("xxh3_128", "sha256"):
+        run = system.invoke(STARTER, {"start": True, "workers": 2, "epochs": 1, "run": f"sum-{algorithm}", **SMALL,
+                                      "max_train_samples": 128, "combine_shards": 2, "checksum": algorithm})["run"]
+        system.drain()
+        record = system.ledger.get_run(run)
+        assert record.state == "done" and record.weights.checksum.startswith(f"{algorithm}:")
+        assert all(r["checksum"].startswith(f"{algorithm}:") for r in system.ledger.results(run, 0))
+        finals.append(efs.read_array(efs.RunLayout(system.mount, run).weights(record.round)))
+    assert np.array_equal(finals[0], finals[1])

@@ -74,7 +74,7 @@ def test_add_packages_to_path_appends_once(tmp_path, monkeypatch):
 def test_lambda_requirements_are_pinned_cpu_builds():
     for arch, requirements in deps.LAMBDA_REQUIREMENTS.items():
         names = {r.split("==")[0] for r in requirements}
-        assert names == {"torch", "torchvision", "numpy"}, arch
+        assert names == {"torch", "torchvision", "numpy", "xxhash"}, arch
         assert all("==" in r for r in requirements)
     assert all(r.endswith("+cpu") for r in deps.LAMBDA_REQUIREMENTS["x86_64"] if "torch" in r)
 

@@ -42,7 +42,7 @@ def test_flipped_byte_is_detected(tmp_path):
 def test_pickled_object_arrays_are_refused(tmp_path):
     path = tmp_path / "evil.npy"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    digest = efs.Digest(path.stat().st_size, "0" * 64)
+    digest = efs.Digest(path.stat().st_size, "xxh3_128:" + "0" * 32)
     with pytest.raises(CorruptFile):
         efs.read_array(path, digest)
 
@@ -67,3 +67,40 @@ def test_committed_rounds_lists_weights_with_digests(tmp_path):
         efs.write_array(paths.weights(r), np.zeros(3, dtype=np.float32))
     paths.weights(3).write_bytes(b"half")  # no digest: not committed
     assert paths.committed_rounds() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("algorithm", ["xxh3_128", "sha256"])
+def test_each_checksum_algorithm_round_trips_and_is_named_in_the_digest(tmp_path, algorithm):
+    data = np.arange(3000, dtype=np.float32)
+    digest = efs.write_array(tmp_path / "a.npy", data, checksum=algorithm)
+    assert digest.checksum.startswith(f"{algorithm}:")
+    assert np.array_equal(efs.read_array(tmp_path / "a.npy", digest), data)
+    ranges = efs.range_digests(data, [(0, 1000), (1000, 3000)], algorithm)
+    assert [c.split(":")[0] for c in ranges] == [algorithm, algorithm]
+    assert np.array_equal(np.concatenate(list(efs.stream_range(tmp_path / "a.npy", 1000, 3000, ranges[1]))),
+                          data[1000:])
+
+
+def test_unknown_checksum_algorithm_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="unknown checksum algorithm 'md5'"):
+        efs.write_array(tmp_path / "a.npy", np.zeros(4, dtype=np.float32), checksum="md5")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("checksum", ["md5:abcd", "sha256", "", "xxh3_128:XYZ"])
+def test_malformed_recorded_checksum_is_a_corrupt_file(tmp_path, checksum):
+    digest = efs.write_array(tmp_path / "a.npy", np.zeros(4, dtype=np.float32))
+    with pytest.raises(CorruptFile, match="malformed checksum"):
+        efs.read_array(tmp_path / "a.npy", efs.Digest(digest.bytes, checksum))
+
+
+def test_records_from_before_named_checksums_still_verify(tmp_path):
+    # Old sidecars and ledger items held a bare SHA-256 under "sha256".
+    import hashlib
+    import json
+
+    path = tmp_path / "a.npy"
+    efs.write_array(path, np.arange(10, dtype=np.float32), sidecar=False)
+    raw = path.read_bytes()
+    efs.digest_path(path).write_text(json.dumps({"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}))
+    assert np.array_equal(efs.read_array(path), np.arange(10, dtype=np.float32))

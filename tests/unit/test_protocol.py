@@ -29,6 +29,7 @@ def test_paper_start_event_parses_with_defaults():
     ({"workers": 2, "data": "/abs/path"}, "data"),
     ({"workers": 2, "mode": "async"}, "mode"),
     ({"workers": 2, "transport": "int8"}, "transport"),
+    ({"workers": 2, "checksum": "md5"}, "checksum"),
     ({"workers": 2, "local_steps": 3}, "local_steps"),
     ({"workers": 2, "wrokers": 3}, "wrokers"),
 ])
