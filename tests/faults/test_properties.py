@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lambdatrain.errors import InvalidEvent, LambdaTrainError, UnknownRun
-from lambdatrain.protocol import MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig, parse_config
+from lambdatrain.protocol import CHECKSUMS, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig, parse_config
 from tests.datagen import make_prepared
 from tests.faults.conftest import SETTINGS
 from tests.harness import InlineSystem
@@ -101,6 +101,7 @@ BAD_SETTING: dict[str, st.SearchStrategy] = {
     "local_steps": below(1) | st.integers(min_value=2),  # more than one only applies to mode average
     "transport": NOT_STR | TEXT.filter(lambda s: s not in TRANSPORTS),
     "combine_shards": below(1) | st.integers(min_value=65) | HUGE,
+    "checksum": NOT_STR | TEXT.filter(lambda s: s not in CHECKSUMS),
     "round_deadline_s": NOT_NUMBER | st.floats(max_value=0) | st.integers(max_value=0),
     "eval_every": below(0),
 }
