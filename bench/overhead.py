@@ -12,7 +12,8 @@ distributed_ips is samples / sum of round times (round_s: fan-out to commit, so 
 loading weights, writing results, the combine and the waits) and, end to end, samples / wall
 time of ``local.train`` (which adds starting the stack and the initial evaluation). Per-
 invocation overhead comes from the ledger's result items: load_s and write_s of each worker; the
-first round's invocations are cold (a fresh process imports torch and builds the model).
+first round's invocations are each process's first (``local.train`` prewarms the processes, so
+torch is imported before round 0, but the first invocation builds the model and opens the data).
 """
 
 from __future__ import annotations

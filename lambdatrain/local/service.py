@@ -133,6 +133,9 @@ class Function:
         self.idle: list[Environment] = []
         self.all: set[Environment] = set()
         self.lock = threading.Lock()
+        self.returned = threading.Condition(self.lock)  # an environment became idle
+        self.warming = 0  # environments being initialised by prewarm()
+        self.waiting = 0  # invocations waiting for one of those
         self.slots = threading.Semaphore(fn.concurrency)
         self.events: queue.Queue = queue.Queue()
         self.invocations = 0
@@ -145,8 +148,14 @@ class Function:
 
     def _run(self, event: Any, request_id: str) -> Any:
         with self.lock:
-            env = self.idle.pop() if self.idle else None
             self.invocations += 1
+            # An environment prewarm() is initialising is nearer than a new cold start, and on a
+            # small machine a second torch import would only slow both down.
+            while not self.idle and self.warming > self.waiting:
+                self.waiting += 1
+                self.returned.wait()
+                self.waiting -= 1
+            env = self.idle.pop() if self.idle else None
         if env is None or not env.alive:
             env = Environment(self.fn, self.service.env, self.service.log_dir)
             with self.lock:
@@ -157,9 +166,35 @@ class Function:
             with self.lock:
                 if env.alive and not self.service.stopping:
                     self.idle.append(env)
+                    self.returned.notify()
                 else:
                     self.all.discard(env)
         return result
+
+    def prewarm(self, n: int) -> None:
+        """Start initialising environments until n exist (at most the concurrency), in the background."""
+        with self.lock:
+            more = max(0, min(n, self.fn.concurrency) - len(self.all) - self.warming)
+            self.warming += more
+        for _ in range(more):
+            threading.Thread(target=self._warm_one, daemon=True, name=f"prewarm-{self.fn.name}").start()
+
+    def _warm_one(self) -> None:
+        env = None
+        try:
+            env = Environment(self.fn, self.service.env, self.service.log_dir)
+        except InvocationError:
+            pass  # the next invocation starts its own environment and reports the init error
+        with self.lock:
+            self.warming -= 1
+            keep = env is not None and not self.service.stopping
+            if keep:
+                self.all.add(env)
+                self.idle.append(env)
+            # Waiters re-check: take this environment, or start their own if none is coming.
+            self.returned.notify_all()
+        if env is not None and not keep:
+            env.kill()
 
     def enqueue(self, event: Any) -> str:
         request_id = uuid.uuid4().hex

@@ -45,6 +45,12 @@ class LocalStackConfig:
     delivery: Delivery = field(default_factory=Delivery)  # fault injection: invoke service
     stream_duplicate_rate: float = 0.0  # fault injection: stream poller
     stream_drop_rate: float = 0.0
+    # Stream delivery. Every table write wakes the poller, so a READY round reaches the combiner
+    # at once. AWS's mapping polls each shard 4 times a second (Lambda developer guide, "Using
+    # AWS Lambda with Amazon DynamoDB"), i.e. ~0.125 s on average, up to 0.25 s, before the
+    # invocation: set stream_latency_s=0.25 to model its worst case.
+    stream_latency_s: float = 0.0
+    stream_idle_poll_s: float = 1.0  # safety net: read the stream this often with no write seen
     faults: str | None = None  # LAMBDATRAIN_FAULTS for the handlers
     table: str = TABLE  # moto keeps one set of tables per process: two stacks in one need two names
     bucket: str = BUCKET
@@ -137,8 +143,10 @@ class LocalStack:
 
         self.poller = StreamPoller(streams, self.stream_arn, deliver,
                                    lambda batch, error: self.service.dead_letter("stream", batch, "", {"errorMessage": error}),
+                                   idle_poll_s=self.config.stream_idle_poll_s, latency_s=self.config.stream_latency_s,
                                    duplicate_rate=self.config.stream_duplicate_rate,
                                    drop_rate=self.config.stream_drop_rate)
+        self.moto.write_listeners.append(self.poller.wake)
         self.poller.start()
 
     def _watchdog_loop(self) -> None:
@@ -147,6 +155,18 @@ class LocalStack:
                 self.service.function(names.COMBINER).enqueue({"watchdog": True})
 
     # --- use -----------------------------------------------------------------------------------
+    def prewarm(self, counts: dict[str, int]) -> None:
+        """Initialise ``counts[function]`` execution environments now, in the background.
+
+        Lambda's provisioned concurrency: the functions' imports (torch) run before the first
+        invocation, e.g. while the starter prepares a run, instead of inside round 0, where
+        cold workers and a cold combiner all importing torch at once on a small machine added
+        15-20 s to the first round. Invocations that arrive meanwhile wait for these
+        environments rather than start more.
+        """
+        for name, n in counts.items():
+            self.service.function(name).prewarm(n)
+
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         """A RequestResponse invocation; a function error raises InvocationError."""
         return self.service.function(function).invoke_sync(event)

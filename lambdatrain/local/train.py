@@ -31,6 +31,9 @@ class TrainRequest:
     stack: LocalStackConfig | None = None
     timeout_s: float = 6 * 3600.0
     poll_s: float = 0.5
+    # Initialise the N workers and a combiner while the starter runs (provisioned concurrency),
+    # so round 0 does not pay their imports; False gives on-demand Lambda's cold round 0.
+    prewarm: bool = True
 
 
 @dataclass
@@ -102,6 +105,9 @@ def train(request: TrainRequest, progress: Progress | None = None) -> dict[str, 
     config.state_dir = stack_dir
     started = time.time()
     with LocalStack(config) as stack:
+        workers = request.settings.get("workers")
+        if request.prewarm and isinstance(workers, int) and workers > 0:  # bad settings: the starter says why
+            stack.prewarm({WORKER: workers, COMBINER: 1})
         link_dataset(stack.mount, request.data)
         answer = stack.invoke(STARTER, {"start": True, **request.settings})
         run = answer["run"]

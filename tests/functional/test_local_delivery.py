@@ -1,0 +1,91 @@
+"""The local stack's latency paths: write-woken stream reads and prewarmed execution environments."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+
+from lambdatrain import schema
+from lambdatrain.local.poller import StreamPoller
+from lambdatrain.local.service import FunctionConfig, LambdaService
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_moto_tells_listeners_about_writes_only():
+    from lambdatrain.local.moto_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    try:
+        calls = []
+        server.write_listeners.append(lambda: calls.append(1))
+        dynamodb = boto3.resource("dynamodb", endpoint_url=server.url)
+        table = dynamodb.create_table(**schema.create_table_kwargs(f"t-{uuid.uuid4().hex[:8]}"))
+        calls.clear()
+        table.put_item(Item={"pk": "a", "sk": "b"})
+        table.update_item(Key={"pk": "a", "sk": "b"}, UpdateExpression="SET x = :x",
+                          ExpressionAttributeValues={":x": 1})
+        assert len(calls) == 2
+        table.get_item(Key={"pk": "a", "sk": "b"})
+        table.scan()
+        assert len(calls) == 2
+    finally:
+        server.stop()
+
+
+class _Streams:
+    """A stream with one shard and no records; counts the reads."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def describe_stream(self, StreamArn):  # noqa: N803 - boto3's names
+        self.reads += 1
+        return {"StreamDescription": {"Shards": [{"ShardId": "s"}]}}
+
+    def get_shard_iterator(self, **kwargs):
+        return {"ShardIterator": "it"}
+
+    def get_records(self, ShardIterator, Limit):  # noqa: N803
+        return {"Records": [], "NextShardIterator": "it"}
+
+
+def test_a_write_wakes_the_poller_long_before_its_idle_poll():
+    streams = _Streams()
+    poller = StreamPoller(streams, "arn", lambda batch: None, lambda batch, error: None, idle_poll_s=60)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 10
+        while streams.reads < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert streams.reads == 1  # idle: no polling loop
+        poller.wake()
+        while streams.reads < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert streams.reads == 2
+    finally:
+        poller.stop()
+    assert not poller.thread.is_alive()
+
+
+def test_an_invocation_during_prewarm_takes_the_warming_environment(tmp_path):
+    handler = tmp_path / "handler.py"
+    # A slow init, so the invocation surely arrives while the environment is still warming.
+    handler.write_text("import os, time\ntime.sleep(1.0)\n\ndef handler(event, context):\n    return os.getpid()\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    service = LambdaService([FunctionConfig("f", handler, concurrency=2)], env, tmp_path)
+    try:
+        fn = service.function("f")
+        fn.prewarm(1)
+        first = fn.invoke_sync({})  # waits for the warming environment
+        assert fn.invoke_sync({}) == first  # and keeps using it, warm
+        assert len(fn.all) == 1  # no cold start beside the prewarmed environment
+        fn.prewarm(1)  # already there: nothing more starts
+        assert fn.warming == 0 and len(fn.all) == 1
+    finally:
+        service.stop()
