@@ -1,5 +1,5 @@
 """The models: VGG networks (Simonyan & Zisserman 2014, "Very Deep Convolutional Networks for
-Large-Scale Image Recognition", arXiv:1409.1556), built from torchvision's definitions.
+Large-Scale Image Recognition", arXiv:1409.1556), defined as torchvision defines them.
 
 * ``vgg19``: the paper's configuration E as torchvision.models.vgg builds it: 224x224 input,
   no batch norm, classifier 4096-4096-num_classes.
@@ -9,6 +9,11 @@ Large-Scale Image Recognition", arXiv:1409.1556), built from torchvision's defin
 ``width`` scales every conv's channels and the hidden linear units, so tests and CPU demos can run
 the same architecture small. Weights are initialized as torchvision initializes VGG (Kaiming-normal
 convs, N(0, 0.01) linears); the caller seeds torch, so one seed gives one set of weights.
+
+Why not import torchvision's classes: importing torchvision costs a cold start 2-3 s more (it
+pulls in torch._dynamo), and every Lambda sandbox pays it. The few lines below build the same
+modules under the same names, so state_dicts are interchangeable with torchvision's (tests check
+this tensor for tensor); torchvision is imported only for its ImageNet weights.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from typing import Callable, Mapping
 
 import torch
 from torch import nn
-from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from lambdatrain.errors import InvalidEvent
 
@@ -39,9 +43,45 @@ class Architecture:
     """How one entry of MODELS is built."""
 
     build: Callable[[ModelSpec, list], nn.Module]  # (spec, scaled conv config) -> fresh module
-    config: str  # key of torchvision.models.vgg.cfgs: "A" is VGG11, "E" is VGG19
+    config: str  # key of CONFIGS: "A" is VGG11, "E" is VGG19
     input_size: int  # side of the square input images, in pixels
     head: str  # state_dict prefix of the last linear layer, replaced when num_classes differ
+
+
+# torchvision.models.vgg.cfgs: conv output channels, "M" a 2x2 max-pool.
+CONFIGS: dict[str, list[int | str]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # VGG11
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],  # VGG19
+}
+
+
+def make_layers(config: list, batch_norm: bool) -> nn.Sequential:
+    """torchvision.models.vgg.make_layers: the feature extractor (same layer order, same names)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in config:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers.append(nn.Conv2d(channels, v, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(v))
+        layers.append(nn.ReLU(inplace=True))
+        channels = v
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """torchvision.models.vgg.VGG's module tree (features, avgpool, classifier) for 224x224 input."""
+
+    def __init__(self, features: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 class CifarVGG(nn.Module):
@@ -70,11 +110,10 @@ def _build_cifar(spec: ModelSpec, config: list) -> nn.Module:
 def _build_imagenet(spec: ModelSpec, config: list) -> nn.Module:
     channels = [c for c in config if c != "M"][-1]
     hidden = _scaled(4096, spec.width)
-    # On the meta device nothing is allocated: torchvision's fixed 512*7*7 -> 4096 classifier would
-    # cost 400 MB and seconds of init at every width before we replace it.
+    # Built on the meta device, then given storage once: _init_like_torchvision writes every
+    # tensor, so nothing is initialized twice (the full classifier alone is 400 MB).
     with torch.device("meta"):
-        model = VGG(make_layers(config, batch_norm=False), num_classes=spec.num_classes, init_weights=False)
-        model.classifier = nn.Sequential(
+        classifier = nn.Sequential(
             nn.Linear(channels * 7 * 7, hidden),
             nn.ReLU(True),
             nn.Dropout(),
@@ -83,6 +122,7 @@ def _build_imagenet(spec: ModelSpec, config: list) -> nn.Module:
             nn.Dropout(),
             nn.Linear(hidden, spec.num_classes),
         )
+        model = VGG(make_layers(config, batch_norm=False), classifier)
     return model.to_empty(device="cpu")
 
 
@@ -111,7 +151,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise InvalidEvent("width", f"must be positive, got {spec.width}")
     if spec.num_classes < 1:
         raise InvalidEvent("num_classes", f"must be at least 1, got {spec.num_classes}")
-    config = [c if c == "M" else _scaled(c, spec.width) for c in cfgs[arch.config]]
+    config = [c if c == "M" else _scaled(c, spec.width) for c in CONFIGS[arch.config]]
     model = arch.build(spec, config)
     _init_like_torchvision(model)
     if spec.pretrained is not None:

@@ -42,6 +42,25 @@ def test_full_width_vgg19_is_torchvisions_vgg19_tensor_for_tensor():
     assert _parameters(model) == 143_667_240  # the paper's "144M"
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_our_vgg_computes_what_torchvisions_computes_with_the_same_weights(batch_norm):
+    from torchvision.models.vgg import VGG as TorchvisionVGG
+    from torchvision.models.vgg import cfgs, make_layers as torchvision_layers
+
+    from lambdatrain import model as ours
+
+    assert {k: ours.CONFIGS[k] for k in ours.CONFIGS} == {k: cfgs[k] for k in ours.CONFIGS}
+    config = [c if c == "M" else max(4, c // 16) for c in cfgs["E"]]
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(32 * 7 * 7, 5)
+    mine = ours.VGG(ours.make_layers(config, batch_norm), classifier).eval()
+    reference = TorchvisionVGG(torchvision_layers(config, batch_norm), num_classes=5, init_weights=False).eval()
+    reference.classifier = torch.nn.Linear(32 * 7 * 7, 5)
+    reference.load_state_dict(mine.state_dict())  # strict: same names, same shapes
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(mine(x), reference(x))
+
+
 def test_narrower_width_means_fewer_parameters():
     for name in MODELS:
         counts = [_parameters(_build(name=name, width=w)) for w in (0.0625, 0.125, 0.25)]
