@@ -6,22 +6,33 @@ Per round (sync mode, global batch B split over N workers, all workers identical
     worker   = fixed + load + compute + write
       load    = model bytes  / min(client read,  fs read limit / N)   (N workers read at once)
       compute = (B / N) * seconds per image per vCPU / vCPUs            (perfect intra-op scaling)
+                + per-round compute / min(1, vCPUs)                      (weights in, gradients out)
       write   = result bytes / min(client write, fs write limit / N)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
+    first epoch = epoch + worker cold start + combiner cold start   (on-demand concurrency)
 
 Assumptions, stated because they decide the answer:
 
 * The combiner is one NFS client: its read bandwidth is the per-client limit, however many files
   it reads. The workers' aggregate is min(N * per-client, file-system limit).
-* A shard reads only its slice of every file ((N / S) * result bytes). With today's whole-file
-  SHA-256 digests every shard must read (and hash) whole files, so sharding needs per-slice
-  digests to pay off (bench/combine.py measures exactly this).
+* A shard reads only its slice of every file ((N / S) * result bytes): workers record a checksum
+  per slice (``layout.range_digests``) and a shard verifies only the bytes it reads
+  (lambdatrain/sharding.py; bench/combine.py measures the slice reduction).
 * "client read" is the smaller of the EFS per-client limit and what this machine's verified
-  reader (``layout.stream_array``: read + SHA-256) sustains, measured by ``calibrate``. Writes
-  to EFS use the EFS limits only (``lambdatrain plan`` drops the local fsync rate).
-* Compute scales perfectly with vCPUs and the worker's CPU is as fast as this machine's core;
-  warm invocations only (a cold start adds seconds to the first round).
+  reader (``layout.stream_array``: read + the file's checksum, XXH3-128 by default, see
+  lambdatrain/digest.py) sustains, measured by ``calibrate``. Writes to EFS use the EFS limits
+  only (``lambdatrain plan`` drops the local fsync rate).
+* Seconds per image is the worker's own compute path (``trainer.compute_sync`` on one thread at
+  the run's micro-batch: decode, augment, normalize, forward, backward), so every per-image cost
+  a worker pays is in it. Compute scales perfectly with vCPUs and the worker's CPU is as fast as
+  this machine's core; single-threaded work (the per-round weight copies, a cold start's imports)
+  gains nothing above one vCPU and slows below it.
+* A cold start (a fresh process imports what a worker imports and builds the model) is paid once
+  by the first round's workers, whose N new sandboxes start in parallel, and once more by the
+  combiner, whose first invocation follows them; none with provisioned concurrency (what the
+  local stack's prewarm models). Sandboxes Lambda recycles later are not modelled, and cost is
+  per warm epoch.
 * Lambda gives 1 vCPU per 1,769 MB, up to 6 vCPUs at 10,240 MB
   (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
 
@@ -39,8 +50,7 @@ Prices (us-east-1, as published on 2025-06-01; check before relying on them):
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,9 +86,11 @@ class Storage:
 class Calibration:
     """Constants of this machine (``calibrate``) and of the platform (defaults: AWS estimates)."""
 
-    seconds_per_image: float  # one training image forward + backward on one vCPU
-    read_bps: float  # layout.stream_array (read + SHA-256) of a model-sized file, bytes/s
-    write_bps: float  # layout.write_array (hash + fsync), bytes/s
+    seconds_per_image: float  # one image through trainer.compute_sync (batch, forward, backward) on one vCPU
+    read_bps: float  # layout.stream_array (read + checksum) of a model-sized file, bytes/s
+    write_bps: float  # layout.write_array (checksum + fsync), bytes/s
+    compute_fixed_s: float  # per round in compute_sync, whatever the images: weights in, gradients out
+    cold_start_s: float  # a fresh process on one vCPU: imports a worker's modules, builds the model
     update_s_per_param: float = 2e-9  # SGD step and bookkeeping in the combiner, per element
     worker_fixed_s: float = 0.15  # ledger reads and the conditional write, per invocation
     combiner_fixed_s: float = 0.2  # claim, ledger reads, weights read, commit (per combiner)
@@ -96,11 +108,25 @@ class Scenario:
     train_samples: int = 45_000  # CIFAR-10's training split after the 10 % validation split
     result_bytes_per_param: int = 4  # 2 for float16/bfloat16 transport
     combiner_memory_mb: int = 3008
+    provisioned: bool = False  # provisioned concurrency: sandboxes initialised before round 0, no cold start
 
 
 def vcpus(memory_mb: int) -> float:
     """CPU share: one vCPU per 1,769 MB; the 10,240 MB maximum gets the full 6 (not 5.79)."""
     return MAX_VCPUS if memory_mb >= 10240 else min(MAX_VCPUS, max(memory_mb, 128) / MB_PER_VCPU)
+
+
+def single_thread_s(seconds_on_one_vcpu: float, memory_mb: int) -> float:
+    """Time of single-threaded work: more vCPUs do not help it, a fraction of one slows it."""
+    return seconds_on_one_vcpu / min(1.0, vcpus(memory_mb))
+
+
+def cold_start(s: Scenario, c: Calibration) -> float:
+    """Seconds the first round adds: the workers' sandboxes start in parallel, so one cold start,
+    then the combiner's, whose first invocation comes once the workers' results are in."""
+    if s.provisioned:
+        return 0.0
+    return single_thread_s(c.cold_start_s, s.memory_mb) + single_thread_s(c.cold_start_s, s.combiner_memory_mb)
 
 
 def rounds_per_epoch(s: Scenario) -> int:
@@ -109,12 +135,14 @@ def rounds_per_epoch(s: Scenario) -> int:
 
 
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
-    """Seconds per round and epoch, and dollars per epoch, of scenario ``s``."""
+    """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
+    epoch, of scenario ``s``."""
     model_bytes, result_bytes = 4 * s.params, s.result_bytes_per_param * s.params
     n, shards = s.workers, s.shards
     read = min(storage.client_read, c.read_bps)
     load = model_bytes / min(read, storage.fs_read / n)
-    compute = (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb)
+    compute = (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
+        single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(storage.client_write, c.write_bps, storage.fs_write / n)
     worker = c.worker_fixed_s + load + compute + write
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
@@ -122,7 +150,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     combine = c.combiner_fixed_s + combine_read + update
     invoke = c.invoke_latency_s + c.per_invoke_s * (n + shards)
     round_s = worker + combine + invoke
-    rounds = rounds_per_epoch(s)
+    rounds, cold = rounds_per_epoch(s), cold_start(s, c)
     gb_s = rounds * (n * worker * s.memory_mb + shards * combine * s.combiner_memory_mb) / 1024
     efs_read = rounds * (n * model_bytes + n * result_bytes) / GB
     efs_write = rounds * (n * result_bytes + 2 * model_bytes) / GB  # results, weights, momentum
@@ -133,7 +161,8 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "vcpus": vcpus(s.memory_mb),
             "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
             "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
-            "epoch_s": rounds * round_s, "cost_usd": sum(cost.values()),
+            "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
+            "first_epoch_s": rounds * round_s + cold, "cost_usd": sum(cost.values()),
             "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
 
 
@@ -146,67 +175,6 @@ def plan(params: int, c: Calibration, storage: Storage, *, workers: Iterable[int
 def best(rows: list[dict[str, Any]], shards: int, memory_mb: int) -> dict[str, Any]:
     """The fastest row of one (S, memory) line: where adding workers stops paying."""
     return min((r for r in rows if r["shards"] == shards and r["memory_mb"] == memory_mb), key=lambda r: r["epoch_s"])
-
-
-# --- calibration on this machine -----------------------------------------------------------------
-def measure_seconds_per_image(model: str, width: float, *, batch: int = 4, steps: int = 2) -> float:
-    """Forward + backward time per image with one thread (one vCPU's worth), after a warm-up step."""
-    import torch
-    import torch.nn.functional as F
-
-    from lambdatrain.model import ModelSpec, build_model, input_size
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        net = build_model(ModelSpec(model, width)).train()
-        size = input_size(model)
-        x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
-        times = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            F.cross_entropy(net(x), y).backward()
-            times.append(time.perf_counter() - t0)
-        return min(times[1:]) / batch
-    finally:
-        torch.set_num_threads(threads)
-
-
-def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
-    """(read, write) bytes/s of layout.stream_array / write_array on a ``params``-element file."""
-    import numpy as np
-
-    from lambdatrain import layout
-
-    vector = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
-    path = folder / "planner-calibration.npy"
-    try:
-        t0 = time.perf_counter()
-        digest = layout.write_array(path, vector)
-        write = vector.nbytes / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for _ in layout.stream_array(path, digest):
-            pass
-        return vector.nbytes / (time.perf_counter() - t0), write
-    finally:
-        path.unlink(missing_ok=True)
-        layout.digest_path(path).unlink(missing_ok=True)
-
-
-def model_params(model: str, width: float) -> int:
-    from lambdatrain.combine import FlatLayout
-    from lambdatrain.model import ModelSpec, build_model
-
-    return FlatLayout.of(build_model(ModelSpec(model, width))).size
-
-
-def calibrate(model: str, width: float, folder: Path, **overrides: Any) -> tuple[int, Calibration]:
-    """(params, calibration) for ``model`` measured here; ``overrides`` replace measured fields."""
-    params = model_params(model, width)
-    fixed = {k: v for k, v in overrides.items() if v is not None}
-    spi = fixed.pop("seconds_per_image", None) or measure_seconds_per_image(model, width)
-    read, write = measure_file_bandwidth(min(params, 50_000_000), folder)
-    return params, replace(Calibration(seconds_per_image=spi, read_bps=read, write_bps=write), **fixed)
 
 
 def calibration_dict(c: Calibration) -> dict[str, Any]:

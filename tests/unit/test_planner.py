@@ -1,24 +1,27 @@
-"""The planner's arithmetic (no calibration: constants are given) and its plot file."""
+"""The planner's arithmetic (constants given), its plot file, and its calibration on a tiny model."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from lambdatrain import planner
+from lambdatrain import calibration, planner
+from lambdatrain.data import open_prepared
 from lambdatrain.protocol import RunConfig
 from lambdatrain.trainer import rounds_per_epoch
 
-CAL = planner.Calibration(seconds_per_image=0.01, read_bps=1e9, write_bps=1e9, update_s_per_param=0.0,
-                          worker_fixed_s=0.0, combiner_fixed_s=0.0, invoke_latency_s=0.0,
-                          per_invoke_s=0.0)
+CAL = planner.Calibration(seconds_per_image=0.01, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.0,
+                          cold_start_s=0.0, update_s_per_param=0.0, worker_fixed_s=0.0, combiner_fixed_s=0.0,
+                          invoke_latency_s=0.0, per_invoke_s=0.0)
 FAST = planner.Storage(client_read=1e9, client_write=1e9, fs_read=1e12, fs_write=1e12)
 
 
-def _predict(**kw):
+def _predict(cal=CAL, **kw):
     s = planner.Scenario(**{"params": 1_000_000, "workers": 1, "memory_mb": 1769, **kw})
-    return planner.predict(s, CAL, FAST)
+    return planner.predict(s, cal, FAST)
 
 
 def test_vcpus_follow_lambda_memory_scaling():
@@ -39,6 +42,43 @@ def test_compute_splits_over_workers_and_vcpus():
     assert one["compute_s"] == pytest.approx(256 * 0.01)
     assert _predict(workers=4, batch_size=256)["compute_s"] == pytest.approx(64 * 0.01)
     assert _predict(workers=1, memory_mb=3538, batch_size=256)["compute_s"] == pytest.approx(128 * 0.01)
+
+
+def test_per_round_compute_is_single_threaded():
+    cal = replace(CAL, compute_fixed_s=0.1)
+    assert _predict(cal, batch_size=256)["compute_s"] == pytest.approx(256 * 0.01 + 0.1)
+    # Two vCPUs halve the per-image part but not the weight copies; half a vCPU doubles both.
+    assert _predict(cal, memory_mb=3538, batch_size=256)["compute_s"] == pytest.approx(128 * 0.01 + 0.1)
+    assert _predict(cal, memory_mb=1769 // 2, batch_size=256)["compute_s"] == pytest.approx(
+        256 * 0.01 / (884 / 1769) + 0.1 / (884 / 1769))
+
+
+def test_first_round_pays_one_worker_cold_start_whatever_the_workers_then_the_combiners():
+    cal = replace(CAL, cold_start_s=5.0)
+    for workers in (1, 8):
+        row = _predict(cal, workers=workers, combiner_memory_mb=3008)
+        assert row["cold_start_s"] == pytest.approx(5.0 + 5.0)
+        assert row["first_round_s"] == pytest.approx(row["round_s"] + 10.0)
+        assert row["first_epoch_s"] == pytest.approx(row["epoch_s"] + 10.0)
+
+
+def test_provisioned_concurrency_has_no_cold_start():
+    row = _predict(replace(CAL, cold_start_s=5.0), provisioned=True)
+    assert row["cold_start_s"] == 0.0
+    assert row["first_epoch_s"] == pytest.approx(row["epoch_s"])
+
+
+def test_cold_start_slows_below_one_vcpu_and_gains_nothing_above():
+    cal = replace(CAL, cold_start_s=4.0)
+    # The combiner (3008 MB: 1.7 vCPUs) pays the plain 4 s either way.
+    assert _predict(cal, memory_mb=884)["cold_start_s"] == pytest.approx(4.0 * 1769 / 884 + 4.0)
+    assert _predict(cal, memory_mb=10240)["cold_start_s"] == pytest.approx(4.0 + 4.0)
+
+
+def test_cold_start_is_not_in_the_warm_epoch_or_its_cost():
+    warm, cold = _predict(workers=2), _predict(replace(CAL, cold_start_s=30.0), workers=2)
+    assert cold["epoch_s"] == pytest.approx(warm["epoch_s"])
+    assert cold["cost_usd"] == pytest.approx(warm["cost_usd"])
 
 
 def test_combine_grows_with_workers_and_shrinks_with_shards():
@@ -89,3 +129,33 @@ def test_plot_writes_a_small_png(tmp_path):
 def test_relative_error():
     assert planner.relative_error(11.0, 10.0) == pytest.approx(0.1)
     assert math.isnan(planner.relative_error(1.0, 0.0))
+
+
+def test_generated_data_is_cifar_shaped():
+    data = calibration.generated_data(8)
+    assert data.train_x.shape == (8, 32, 32, 3) and data.train_x.dtype == np.uint8
+    assert data.train_y.tolist() == list(range(8)) and len(data.classes) == 10
+
+
+def test_compute_is_measured_on_the_workers_path_of_a_prepared_dataset(tiny_dataset):
+    spi, fixed = calibration.measure_compute("vgg19_cifar", 0.0625, micro_batch=8, data=open_prepared(tiny_dataset))
+    assert 0 < spi < 1 and 0 <= fixed < 1
+
+
+def test_calibrate_skips_what_is_given(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured although given")
+
+    monkeypatch.setattr(calibration, "measure_compute", refuse)
+    monkeypatch.setattr(calibration, "measure_cold_start", refuse)
+    params, cal = calibration.calibrate("vgg19_cifar", 0.0625, tmp_path, seconds_per_image=0.02, cold_start_s=3.0,
+                                    worker_fixed_s=None)
+    assert params == calibration.model_params("vgg19_cifar", 0.0625)
+    assert (cal.seconds_per_image, cal.cold_start_s, cal.worker_fixed_s) == (0.02, 3.0, 0.15)
+    assert cal.compute_fixed_s >= 0 and cal.read_bps > 0 and cal.write_bps > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cold_start_probe_imports_a_worker_in_a_fresh_process(tiny_dataset):
+    seconds = calibration.measure_cold_start("vgg19_cifar", 0.0625, data=tiny_dataset, timeout_s=240)
+    assert 0 < seconds < 240
