@@ -18,7 +18,7 @@ from lambdatrain import layout as efs
 from lambdatrain import trainer
 from lambdatrain.combine import WorkerFile, apply_update, iter_slices, weighted_sum
 from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
-from lambdatrain.ledger import DONE, RunRecord, result_digest, result_range_checksum
+from lambdatrain.ledger_items import DONE, RunRecord, result_digest, result_range_checksum
 from lambdatrain.logs import bind, logger
 from lambdatrain.model import input_size
 from lambdatrain.protocol import CombineEvent, Outcome

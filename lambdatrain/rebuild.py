@@ -9,7 +9,7 @@ from __future__ import annotations
 from lambdatrain.digest import Digest
 from lambdatrain.errors import CorruptFile, UnknownRun
 from lambdatrain.layout import RunLayout, read_array, read_digest, read_json
-from lambdatrain.ledger import DONE, RUNNING
+from lambdatrain.ledger_items import DONE, RUNNING
 from lambdatrain.logs import logger
 from lambdatrain.protocol import RunConfig
 from lambdatrain.runtime import Runtime

@@ -9,7 +9,7 @@ ran out). Every target is idempotent, so re-driving too much is harmless, only w
 from __future__ import annotations
 
 from lambdatrain import schema
-from lambdatrain.ledger import FAILED, RUNNING, STOPPED
+from lambdatrain.ledger_items import FAILED, RUNNING, STOPPED
 from lambdatrain.logs import logger
 from lambdatrain.protocol import CombineEvent, Outcome, WorkEvent, check_run_id
 from lambdatrain.runtime import Runtime

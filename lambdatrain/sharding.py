@@ -21,7 +21,7 @@ import numpy as np
 from lambdatrain import layout as efs
 from lambdatrain.combiner import publish, reduce_slice, reopen
 from lambdatrain.errors import ClaimLost, CorruptFile
-from lambdatrain.ledger import RunRecord
+from lambdatrain.ledger_items import RunRecord
 from lambdatrain.logs import logger
 from lambdatrain.protocol import CombineEvent, Outcome
 from lambdatrain.runtime import Runtime

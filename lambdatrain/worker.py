@@ -14,7 +14,7 @@ from lambdatrain import layout as efs
 from lambdatrain import schema, trainer
 from lambdatrain.combine import encode, iter_slices
 from lambdatrain.errors import AlreadyDone, InvalidEvent, StaleRound
-from lambdatrain.ledger import RUNNING
+from lambdatrain.ledger_items import RUNNING
 from lambdatrain.logs import bind, logger
 from lambdatrain.protocol import Outcome, parse_work
 from lambdatrain.runtime import Runtime

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from lambdatrain import checkpoint
 from lambdatrain import layout as efs
 from lambdatrain.errors import LambdaTrainError
-from lambdatrain.ledger import RUNNING
+from lambdatrain.ledger_items import RUNNING
 from lambdatrain.local.stack import LocalStack, LocalStackConfig
 from lambdatrain.settings import COMBINER, DEFAULT_DATA, STARTER, WORKER
 

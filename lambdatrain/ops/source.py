@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdatrain.errors import UnknownRun
-from lambdatrain.ledger import record_from_meta
+from lambdatrain.ledger_items import RunRecord, record_from_meta
 from lambdatrain.ops.errors import MissingSetting
 from lambdatrain.ops.target import Target, TargetOptions, resolve
 from lambdatrain.protocol import RUN_ID_PATTERN, RunConfig

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lambdatrain.ledger import RUNNING
-from lambdatrain.ops.source import RunSource, record_from_meta
+from lambdatrain.ledger_items import RUNNING, record_from_meta
+from lambdatrain.ops.source import RunSource
 
 
 def _duration(seconds: float | None) -> str:
