@@ -82,18 +82,26 @@ class Target:
             kwargs["endpoint_url"] = self.endpoints[service]
         return kwargs
 
+    @staticmethod
+    def _session() -> boto3.session.Session:
+        # A session of its own, not boto3's process-wide default, which keeps the credentials it
+        # first resolved: the credentials are looked up when the target is used, as the
+        # environment and profile say then (and a library caller's earlier boto3 use cannot leak in).
+        return boto3.session.Session()
+
     def ledger(self):
         from lambdatrain.ledger import Ledger
 
         table = self.name("table")  # a missing name is the first thing to report
-        return Ledger(table, resource=boto3.resource("dynamodb", config=_READ_CONFIG, **self._kwargs("dynamodb")))
+        resource = self._session().resource("dynamodb", config=_READ_CONFIG, **self._kwargs("dynamodb"))
+        return Ledger(table, resource=resource)
 
     def s3(self):
-        return boto3.client("s3", config=_READ_CONFIG, **self._kwargs("s3"))
+        return self._session().client("s3", config=_READ_CONFIG, **self._kwargs("s3"))
 
     def invoke(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Invoke the starter (RequestResponse) as `aws lambda invoke` would; StarterFailed on a function error."""
-        client = boto3.client("lambda", config=_INVOKE_CONFIG, **self._kwargs("lambda"))
+        client = self._session().client("lambda", config=_INVOKE_CONFIG, **self._kwargs("lambda"))
         reply = client.invoke(FunctionName=self.name("starter"), InvocationType="RequestResponse",
                               Payload=json.dumps(payload).encode())
         body = json.loads(reply["Payload"].read() or b"null")
