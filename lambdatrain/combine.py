@@ -187,8 +187,11 @@ def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int
     total = sum(f.samples for f in files)
     if total <= 0:
         raise ValueError("no samples in any worker result")
-    acc = out if out is not None else np.zeros(hi - lo, dtype=np.float32)
-    acc[:] = 0
+    if out is None:
+        acc = np.zeros(hi - lo, dtype=np.float32)  # lazily zeroed pages: the first add touches them once
+    else:
+        acc = out
+        acc[:] = 0
     tmp = np.empty(min(max(hi - lo, 1), CHUNK_BYTES // 2), dtype=np.float32)  # a chunk of the narrowest dtype
     ordered = sorted(files, key=lambda f: f.worker)
     group = _parallel_reads(size, lo, hi)
