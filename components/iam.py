@@ -25,7 +25,7 @@ INVOKES = {
     env.WORKER: (),
     env.COMBINER: (env.WORKER, env.COMBINER),
 }
-# The DynamoDB actions each function's calls into lambdatrain/ledger.py issue. IAM authorises each
+# The DynamoDB actions each function's calls into lambdatrain/ledger*.py issue. IAM authorises each
 # item of a TransactWriteItems as its single-item action (Put -> PutItem, Update -> UpdateItem,
 # Delete -> DeleteItem, ConditionCheck -> ConditionCheckItem); the ledger's transactions hold no
 # ConditionCheck item, so nobody gets dynamodb:ConditionCheckItem.
