@@ -104,8 +104,6 @@ def run_children(target, arg_sets: list[tuple], cold: bool) -> list[dict[str, An
 
 
 def measure(files, params: int, shards: int, cold: bool) -> dict[str, Any]:
-    from lambdatrain.combine import iter_slices
-
     runs = run_children(_combine_child, [(files, params, shards, s) for s in range(shards)], cold)
     return {"seconds": max(r["end"] for r in runs) - min(r["start"] for r in runs),
             "peak_rss_bytes": max(r["peak"] for r in runs),

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_data_args, emit, in_child, int_list, log, machine
+from bench._common import add_data_args, emit, in_child, log, machine
 
 
 def measured(prepared: Path, out: Path, workers: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -56,27 +56,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from dataclasses import replace
 
-    from lambdatrain import calibration, planner
-    from lambdatrain.data import open_prepared, resolve_dataset
+    from lambdatrain import planner
+    from lambdatrain.calibration import calibrate
+    from lambdatrain.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)
-    params = calibration.model_params("vgg19_cifar", args.width)
-    spi, compute_fixed = calibration.measure_compute("vgg19_cifar", args.width, micro_batch=64, repeats=3,
-                                                 data=open_prepared(prepared))
-    cold = calibration.measure_cold_start("vgg19_cifar", args.width, data=prepared)
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
-        read, write = calibration.measure_file_bandwidth(params, Path(tmp))
-        log(f"calibration: {spi * 1e3:.2f} ms/image/core + {compute_fixed * 1e3:.1f} ms/round, cold start "
-            f"{cold:.1f} s, read {read / 1e6:.0f} MB/s, write {write / 1e6:.0f} MB/s")
+        # The fixed per-round costs come from the first run below; the rest is measured here.
+        params, cal = calibrate("vgg19_cifar", args.width, Path(tmp), micro_batch=64, data=prepared, repeats=3,
+                                worker_fixed_s=0.0, per_invoke_s=0.0)
+        log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core + {cal.compute_fixed_s * 1e3:.1f} "
+            f"ms/round, cold start {cal.cold_start_s:.1f} s, read {cal.read_bps / 1e6:.0f} MB/s, "
+            f"write {cal.write_bps / 1e6:.0f} MB/s")
         runs = {}
         for n in args.workers:
             log(f"local train with {n} workers")
             runs[n] = in_child(measured, prepared, Path(tmp) / f"n{n}", n, args)
     base = runs[args.workers[0]]
-    cal = planner.Calibration(seconds_per_image=spi, read_bps=read, write_bps=write, compute_fixed_s=compute_fixed,
-                              cold_start_s=cold, worker_fixed_s=0.0,
-                              combiner_fixed_s=base["combine_s"], invoke_latency_s=base["wait_s"], per_invoke_s=0.0)
+    cal = replace(cal, combiner_fixed_s=base["combine_s"], invoke_latency_s=base["wait_s"])
     local = planner.Storage(*(4 * [float("inf")]))
     cores = os.cpu_count() or 1
     rows = []

@@ -158,9 +158,10 @@ def model_params(model: str, width: float) -> int:
 
 
 def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, data: Path | None = None,
-              **overrides: Any) -> tuple[int, Calibration]:
+              repeats: int = 1, **overrides: Any) -> tuple[int, Calibration]:
     """(params, calibration) for ``model`` measured here, on the prepared dataset ``data`` (generated
-    images if None); ``overrides`` that are not None replace fields and skip their measurement."""
+    images if None; ``repeats`` timed rounds, the median kept); ``overrides`` that are not None
+    replace fields and skip their measurement."""
     params = model_params(model, width)
     given = {k: v for k, v in overrides.items() if v is not None}
     measured: dict[str, float] = {}
@@ -169,7 +170,7 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
 
         prepared = open_prepared(data) if data is not None else None
         measured["seconds_per_image"], measured["compute_fixed_s"] = measure_compute(
-            model, width, micro_batch=micro_batch, data=prepared)
+            model, width, micro_batch=micro_batch, repeats=repeats, data=prepared)
     elif "compute_fixed_s" not in given:
         measured["compute_fixed_s"] = measure_compute_fixed(model, width)
     if "cold_start_s" not in given:

@@ -16,7 +16,7 @@ from lambdatrain.errors import UnknownRun
 from lambdatrain.ledger_items import RunRecord, record_from_meta
 from lambdatrain.ops.errors import MissingSetting
 from lambdatrain.ops.target import Target, TargetOptions, resolve
-from lambdatrain.protocol import RUN_ID_PATTERN, RunConfig
+from lambdatrain.protocol import RUN_ID_PATTERN
 
 LEDGER_FILE = "ledger.json"
 
