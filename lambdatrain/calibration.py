@@ -63,6 +63,11 @@ def _round_fixed(net: Any, layout: Any, weights: Any) -> None:
     np.concatenate([layout.grads(net), layout.flatten(net)[layout.n_params:]])
 
 
+def _median_round_fixed(net: Any, layout: Any, weights: Any, repeats: int) -> float:
+    """Median seconds of ``_round_fixed`` (call inside ``_one_thread``)."""
+    return statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
+
+
 def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats: int = 1,
                     data: PreparedData | None = None) -> tuple[float, float]:
     """(seconds per image, fixed seconds per round) of a worker's compute, ``trainer.compute_sync``,
@@ -85,7 +90,7 @@ def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats:
         one_round(0)  # a new batch shape's first pass sets up kernels that a warm worker already has
         # The median, not the minimum: the machine is shared, and so are the runs this predicts.
         total = statistics.median(one_round(r) for r in range(1, repeats + 1))
-        fixed = statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
+        fixed = _median_round_fixed(net, layout, weights, repeats)
     return max(total - fixed, 0.0) / len(indices), fixed
 
 
@@ -97,7 +102,7 @@ def measure_compute_fixed(model: str, width: float, *, repeats: int = 3) -> floa
     net, layout = trainer.model_for(RunConfig(workers=1, model=model, width=width), 10)
     weights = layout.flatten(net)
     with _one_thread():
-        return statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
+        return _median_round_fixed(net, layout, weights, repeats)
 
 
 # The child prints its own elapsed time once ready: a process that has imported torch takes
