@@ -1,6 +1,6 @@
 """The combine benchmark: ``weighted_sum`` over N worker files against a plain-NumPy floor.
 
-    python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--checksum A] [--cold]
+    python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--repeat R] [--checksum A] [--cold]
 
 Writes N result files of a P-element float32 vector (default: the size of vgg19_cifar at width 1)
 with ``layout.write_array`` (checksums: ``--checksum``, default the runs' default, XXH3-128) into a
@@ -16,7 +16,10 @@ temporary folder on local disk, then for every N:
 
 Each process reports its peak resident set (VmHWM) and its resident set after the imports (the
 interpreter, NumPy and torch: a fixed cost whatever N is), so the combine's own memory is the
-difference. Local disk (or the page cache, unless ``--cold``) is not EFS: EFS reads run at
+difference. Every measurement runs ``--repeat`` times (default 3), floor and combines interleaved,
+and reports the median: a fresh process's first touch of ~100 MB of memory varies by tens of
+milliseconds from run to run here, as much as the whole difference being measured at N = 2.
+Local disk (or the page cache, unless ``--cold``) is not EFS: EFS reads run at
 roughly 100-500 MB/s per client, so on Lambda the reads dominate and these numbers are the CPU
 side of the combine only.
 """
@@ -115,17 +118,31 @@ def floor(files, params: int, cold: bool) -> float:
     return (run["end"] - run["start"]) / len(files)
 
 
+def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time (the lower middle one for an even count), all times beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "seconds_runs": [r["seconds"] for r in runs]}
+
+
 def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool,
-          checksum: str) -> list[dict[str, Any]]:
+          checksum: str, repeat: int) -> list[dict[str, Any]]:
     model_bytes = params * 4
     log(f"writing {max(workers)} files of {model_bytes / 1e6:.1f} MB into {folder}")
     files = write_files(folder, max(workers), params, shards, checksum)
     results = []
     for n in workers:
-        floor_s = floor(files[:n], params, cold)
+        floors, runs = [], {s: [] for s in shards}
+        for _ in range(repeat):  # interleaved, so drift in the machine's speed hits all alike
+            floors.append({"seconds": floor(files[:n], params, cold)})
+            for s in shards:
+                runs[s].append(measure(files[:n], params, s, cold))
+        floor_s = median_runs(floors)["seconds"]
         for s in shards:
-            m = measure(files[:n], params, s, cold)
+            m = median_runs(runs[s])
+            worst = max(runs[s], key=lambda r: r["peak_rss_bytes"] - r["baseline_rss_bytes"])  # memory: the worst run
+            m.update(peak_rss_bytes=worst["peak_rss_bytes"], baseline_rss_bytes=worst["baseline_rss_bytes"])
             row = {"workers": n, "shards": s, "checksum": checksum, "model_bytes": model_bytes, "floor_seconds_per_file": floor_s,
+                   "floor_seconds_per_file_runs": [f["seconds"] for f in floors],
                    "seconds_per_file": m["seconds"] / n, "vs_floor": m["seconds"] / n / floor_s,
                    "combine_rss_bytes": m["peak_rss_bytes"] - m["baseline_rss_bytes"], **m}
             row["rss_vs_model"] = row["combine_rss_bytes"] / model_bytes
@@ -141,10 +158,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int_list, default=[2, 8, 17, 32, 64])
     parser.add_argument("--params", type=int, default=None, help="elements per file (default: vgg19_cifar's)")
     parser.add_argument("--shards", type=int_list, default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per measurement (median)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
     parser.add_argument("--checksum", choices=ALGORITHMS, default=DEFAULT_ALGORITHM, help="file checksum algorithm")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every measurement")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     params = args.params or default_params()
     cold = args.cold and drop_page_cache()
     if args.cold and not cold:
@@ -153,13 +173,13 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="lt-bench-combine-", dir=args.dir))
     started = time.time()
     try:
-        results = bench(args.workers, params, args.shards, folder, cold, args.checksum)
+        results = bench(args.workers, params, args.shards, folder, cold, args.checksum, args.repeat)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     goals = {"time_within_1.3x_floor": all(r["vs_floor"] <= 1.3 for r in results if r["shards"] == 1),
              "combine_rss_below_3x_model": all(r["rss_vs_model"] < 3 for r in results)}
     emit({"results": results, "params": params, "cache": "cold" if cold else "warm (page cache)",
-          "goals": goals, "wall_s": time.time() - started, "machine": machine()})
+          "repeat": args.repeat, "goals": goals, "wall_s": time.time() - started, "machine": machine()})
 
 
 if __name__ == "__main__":
