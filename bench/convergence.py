@@ -2,15 +2,18 @@
 average (local SGD) modes and for float32 against 16-bit worker results.
 
     python -m bench.convergence [--workers 2] [--samples 4000] [--epochs 1] [--seeds 0,1,2]
-                                [--val-samples 1000] [--eval-every 5]
+                                [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
 
 Every run is ``local.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
-every few rounds so each run gives several points. Sync runs use float32, bfloat16 and float16
+every few rounds so each run gives several points; SGD at ``--lr`` with a cosine schedule by
+default, so every run ends annealed, not mid-swing. Sync runs use float32, bfloat16 and float16
 transport for every seed; model averaging runs once (the first seed).
 
 Why seeds: a run is deterministic, but two runs whose gradients differ by rounding diverge
-chaotically, so one pair of runs says little about a 0.5-point goal. For every seed the 16-bit run
+chaotically, so one pair of runs says little about a 0.5-point goal (a constant rate leaves each
+run's accuracy swinging by points between evaluations; annealing the rate to 0 ends every run
+settled, which shrinks the pair-to-pair spread). For every seed the 16-bit run
 is compared with the float32 run of the same seed at equal samples (same rounds, same data order);
 the report gives each gap (at the last evaluation, and averaged over the last three), their mean
 and its standard error, and the float32 runs' own spread across seeds, the noise floor any single comparison has to beat. ``transport_error`` measures the
@@ -46,6 +49,7 @@ def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, An
     average = extra["mode"] == "average"
     settings = {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
                 "batch_size": 256, "micro_batch": 64, "max_train_samples": args.samples,
+                "lr": args.lr, "lr_schedule": args.lr_schedule,
                 "val_samples": args.val_samples, "eval_every": 1 if average else args.eval_every, **extra}
     started = time.time()
     summary = train(TrainRequest(data=prepared, out=out, settings=settings))
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="rounds between evaluations (sync runs)")
     parser.add_argument("--seeds", type=int_list, default=[0], help="seeds; each runs every transport")
     parser.add_argument("--val-samples", type=int, default=1000, help="validation images per evaluation")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (peak)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
     args = parser.parse_args(argv)
     from lambdatrain.data import resolve_dataset
 

@@ -41,7 +41,9 @@ def local_train(
     width: Annotated[float, typer.Option(help="channel multiplier of the model")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="global batch: samples per optimizer step")] = 128,
     micro_batch: Annotated[int, typer.Option(help="samples per forward/backward pass")] = 64,
-    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.02,
+    lr: Annotated[float, typer.Option(help="SGD learning rate (the peak, under a schedule)")] = 0.02,
+    lr_schedule: Annotated[str, typer.Option(help="constant, or cosine (annealed to 0 by the last round)")] = "constant",
+    warmup_epochs: Annotated[float, typer.Option(help="linear learning-rate warm-up over this many epochs")] = 0.0,
     seed: Annotated[int, typer.Option(help="seeds weights, shards and augmentation")] = 0,
     max_train_samples: Annotated[Optional[int], typer.Option(help="use only the first K training samples")] = None,
     val_samples: Annotated[Optional[int], typer.Option(help="evaluate on the first K validation samples")] = None,
@@ -59,7 +61,8 @@ def local_train(
     from lambdatrain.protocol import parse_config
 
     settings = _settings(workers=workers, epochs=epochs, model=model, width=width, batch_size=batch_size,
-                         micro_batch=micro_batch, lr=lr, seed=seed, max_train_samples=max_train_samples,
+                         micro_batch=micro_batch, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                         seed=seed, max_train_samples=max_train_samples,
                          val_samples=val_samples, target_accuracy=target_accuracy, mode=mode,
                          local_steps=local_steps, transport=transport)
     parse_config(settings)  # bad settings stop here, before anything starts

@@ -76,7 +76,9 @@ def start(
     width: Annotated[Optional[float], typer.Option(help="channel multiplier of the model")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="global batch: samples per optimizer step")] = None,
     micro_batch: Annotated[Optional[int], typer.Option(help="samples per forward/backward pass")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate (the peak, under a schedule)")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, or cosine (annealed to 0 by the last round)")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="linear learning-rate warm-up over this many epochs")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seeds weights, shards and augmentation")] = None,
     target_accuracy: Annotated[Optional[float], typer.Option(help="stop at this validation accuracy (0..1)")] = None,
     patience: Annotated[Optional[int], typer.Option(help="stop after K evaluations without a new best")] = None,
@@ -95,7 +97,8 @@ def start(
     from lambdatrain.ops import control
 
     settings = dict(workers=workers, epochs=epochs, model=model, width=width, batch_size=batch_size,
-                    micro_batch=micro_batch, lr=lr, seed=seed, target_accuracy=target_accuracy, patience=patience,
+                    micro_batch=micro_batch, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, seed=seed,
+                    target_accuracy=target_accuracy, patience=patience,
                     max_train_samples=max_train_samples, val_samples=val_samples, mode=mode,
                     local_steps=local_steps, transport=transport, data=data, eval_every=eval_every)
     out = _console()

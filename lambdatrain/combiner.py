@@ -16,7 +16,7 @@ import numpy as np
 
 from lambdatrain import layout as efs
 from lambdatrain import trainer
-from lambdatrain.combine import WorkerFile, apply_update, iter_slices, weighted_sum
+from lambdatrain.combine import WorkerFile, apply_update, iter_slices, learning_rate, weighted_sum
 from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
 from lambdatrain.ledger_items import DONE, RunRecord, result_digest, result_range_checksum
 from lambdatrain.logs import bind, logger
@@ -109,7 +109,8 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     n_params = max(0, min(hi, int(record.item["n_params"])) - lo)  # parameters inside [lo, hi)
     momentum = _read_momentum(paths, round_no)
     return apply_update(weights[lo:hi], average, None if momentum is None else momentum[lo:lo + n_params],
-                        mode=c.mode, n_params=n_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                        mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
+                        momentum=c.momentum, weight_decay=c.weight_decay)
 
 
 def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
@@ -153,6 +154,7 @@ def _assess(runtime: Runtime, record: RunRecord, round_no: int, results: list[di
         "worker_compute_s": max(r["compute_s"] for r in results),
         "worker_s": max(r["load_s"] + r["compute_s"] + r["write_s"] for r in results),
         "samples_seen": int(record.item.get("samples_seen", 0)) + samples,
+        "lr": learning_rate(c, round_no, record.rounds_per_epoch),
     }
     extra: dict[str, Any] = {"samples_seen": metric["samples_seen"], "last_train_loss": metric["train_loss"]}
     if at_boundary or (c.eval_every and rounds_done % c.eval_every == 0) or epochs_done >= c.epochs:

@@ -24,6 +24,7 @@ from lambdatrain.errors import InvalidEvent
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MODES = ("sync", "average")
 TRANSPORTS = ("float32", "float16", "bfloat16")
+LR_SCHEDULES = ("constant", "cosine")
 MAX_WORKERS = 1000
 
 
@@ -37,7 +38,9 @@ class RunConfig:
     epochs: int = 1  # stop after this many passes over the training split
     batch_size: int = 128  # samples per optimizer step, over all workers (the global batch)
     micro_batch: int = 64  # samples per forward/backward; batch-norm statistics are per micro-batch
-    lr: float = 0.02  # SGD learning rate
+    lr: float = 0.02  # SGD learning rate (the peak, under a schedule)
+    lr_schedule: str = "constant"  # constant, or cosine: annealed to 0 over the run (combine.learning_rate)
+    warmup_epochs: float = 0.0  # linear warm-up from lr/W to lr over the first W rounds, then the schedule
     momentum: float = 0.9  # SGD momentum (state kept on EFS beside the weights)
     weight_decay: float = 5e-4  # L2 penalty applied by the optimizer step
     seed: int = 0  # seeds the initial weights, shard permutations and augmentation
@@ -127,6 +130,8 @@ def _check_ranges(c: RunConfig) -> None:
                                                                    "and at most 1000000")
     _require(1 <= c.micro_batch <= 65_536, "micro_batch", "must be between 1 and 65536")
     _require(0 < c.lr <= 100, "lr", "must be in (0, 100]")
+    _require(c.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {list(LR_SCHEDULES)}")
+    _require(0 <= c.warmup_epochs <= c.epochs, "warmup_epochs", f"must be between 0 and epochs ({c.epochs})")
     _require(0 <= c.momentum < 1, "momentum", "must be in [0, 1)")
     _require(0 <= c.weight_decay <= 1, "weight_decay", "must be in [0, 1]")
     _require(0 <= c.seed < 2**32, "seed", "must be in [0, 2**32)")

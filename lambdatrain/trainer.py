@@ -148,12 +148,13 @@ def compute_sync(config: RunConfig, data: PreparedData, model, layout: FlatLayou
 
 def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLayout, weights: np.ndarray,
                     indices: np.ndarray, *, round_no: int, worker: int,
-                    time_left: Callable[[], float] = lambda: math.inf) -> WorkResult:
-    """K local SGD steps from the round's weights; returns the weight delta (local SGD)."""
+                    time_left: Callable[[], float] = lambda: math.inf, lr: float | None = None) -> WorkResult:
+    """K local SGD steps from the round's weights at rate ``lr`` (default: config.lr); returns the
+    weight delta (local SGD)."""
     start = time.perf_counter()
     layout.load(model, weights)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr if lr is None else lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     samples, loss_sum, correct, truncated, micro = 0, 0.0, 0, False, 0
     step_size, slowest = config.per_worker_batch, 0.0

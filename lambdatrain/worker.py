@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from lambdatrain import layout as efs
 from lambdatrain import schema, trainer
-from lambdatrain.combine import encode, iter_slices
+from lambdatrain.combine import encode, iter_slices, learning_rate
 from lambdatrain.errors import AlreadyDone, InvalidEvent, StaleRound
 from lambdatrain.ledger_items import RUNNING
 from lambdatrain.logs import bind, logger
@@ -43,9 +43,13 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     indices = trainer.round_indices(config, trainer.train_size(config, data), ev.workerno, ev.round,
                                     record.rounds_per_epoch)
     load_s = time.perf_counter() - t0
-    compute = trainer.compute_sync if config.mode == "sync" else trainer.compute_average
-    result = compute(config, data, model, layout, weights, indices, round_no=ev.round, worker=ev.workerno,
-                     time_left=time_left)
+    if config.mode == "sync":  # the combiner takes the step
+        result = trainer.compute_sync(config, data, model, layout, weights, indices, round_no=ev.round,
+                                      worker=ev.workerno, time_left=time_left)
+    else:  # local steps at the round's scheduled rate
+        result = trainer.compute_average(config, data, model, layout, weights, indices, round_no=ev.round,
+                                         worker=ev.workerno, time_left=time_left,
+                                         lr=learning_rate(config, ev.round, record.rounds_per_epoch))
 
     runtime.faults.point("before_write")
     t1 = time.perf_counter()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lambdatrain import layout as efs
 from lambdatrain import trainer
-from lambdatrain.combine import FlatLayout
+from lambdatrain.combine import FlatLayout, learning_rate
 from lambdatrain.model import ModelSpec, build_model
 from lambdatrain.protocol import parse_config
 from lambdatrain.settings import STARTER
@@ -28,7 +28,7 @@ def _reference_step(config, data, weights: np.ndarray, per_epoch: int) -> np.nda
     layout = FlatLayout.of(model)
     layout.load(model, weights)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    opt = torch.optim.SGD(model.parameters(), lr=learning_rate(config, 0, per_epoch), momentum=config.momentum,
                           weight_decay=config.weight_decay)
     opt.zero_grad()
     n_train = trainer.train_size(config, data)
@@ -42,9 +42,12 @@ def _reference_step(config, data, weights: np.ndarray, per_epoch: int) -> np.nda
     return layout.flatten(model)[: layout.n_params]
 
 
-@pytest.mark.parametrize("workers", [1, 2, 5])
-def test_one_round_equals_one_reference_step(system, workers):
-    settings = {**SETTINGS, "workers": workers}
+@pytest.mark.parametrize("workers,schedule", [
+    (1, {}), (2, {}), (5, {}),
+    (2, {"epochs": 2, "lr_schedule": "cosine", "warmup_epochs": 1}),  # round 0 steps at lr / W
+])
+def test_one_round_equals_one_reference_step(system, workers, schedule):
+    settings = {**SETTINGS, "workers": workers, **schedule}
     run = system.invoke(STARTER, {"start": True, **settings})["run"]
     for _ in range(workers):
         system.step()

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from lambdatrain import layout as efs
+from lambdatrain import trainer
+from lambdatrain.combine import learning_rate
+from lambdatrain.protocol import parse_config
 from lambdatrain.settings import COMBINER, STARTER, WORKER
 
 SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 8, "augment": False}
@@ -108,3 +111,30 @@ def test_checksum_algorithm_changes_nothing_but_the_records(system):
         assert all(r["checksum"].startswith(f"{algorithm}:") for r in system.ledger.results(run, 0))
         finals.append(efs.read_array(efs.RunLayout(system.mount, run).weights(record.round)))
     assert np.array_equal(finals[0], finals[1])
+
+
+@pytest.mark.parametrize("mode,extra", [("sync", {}), ("average", {"local_steps": 2})])
+def test_cosine_schedule_sets_every_rounds_rate_and_records_it(system, mode, extra):
+    settings = {"workers": 2, "epochs": 2, "mode": mode, **SMALL, **extra, "max_train_samples": 128,
+                "lr": 0.2, "lr_schedule": "cosine", "warmup_epochs": 0.5}
+    run = system.invoke(STARTER, {"start": True, **settings})["run"]
+    system.drain()
+    record = system.ledger.get_run(run)
+    assert record.state == "done"
+    config = parse_config(settings)
+    rates = [m["lr"] for m in system.ledger.metrics(run)]
+    assert rates == [learning_rate(config, r, record.rounds_per_epoch) for r in range(len(rates))]
+    assert len(rates) == 2 * record.rounds_per_epoch and rates[-1] < rates[len(rates) // 2] < max(rates)
+
+
+def test_average_mode_takes_its_local_steps_at_the_rate_it_is_given(tiny_dataset):
+    config = parse_config({"workers": 1, "mode": "average", **SMALL, "momentum": 0.0, "weight_decay": 0.0})
+    data = trainer.dataset(str(tiny_dataset))
+    model, layout = trainer.model_for(config, len(data.classes))
+    weights = layout.flatten(model)
+    indices = trainer.round_indices(config, trainer.train_size(config, data), 0, 0, 10)
+    deltas = [trainer.compute_average(config, data, model, layout, weights, indices, round_no=0, worker=0,
+                                      lr=lr).vector[:layout.n_params] for lr in (0.01, 0.02)]
+    assert np.abs(deltas[0]).max() > 0
+    # One plain SGD step: twice the rate, twice the move (up to float32 rounding of w + step - w).
+    assert np.allclose(deltas[1], 2 * deltas[0], rtol=1e-3, atol=1e-6)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lambdatrain import combine
 from lambdatrain import layout as efs
-from lambdatrain.combine import (FlatLayout, WorkerFile, apply_update, decode_chunk, encode, iter_slices, sgd_step,
-                                 weighted_sum)
+from lambdatrain.combine import (FlatLayout, WorkerFile, apply_update, decode_chunk, encode, iter_slices,
+                                 learning_rate, sgd_step, weighted_sum)
 from lambdatrain.errors import CorruptFile
 from lambdatrain.model import ModelSpec, build_model
+from lambdatrain.protocol import parse_config
 
 
 def _files(tmp_path, vectors, samples):
@@ -44,6 +46,30 @@ def test_weighted_sum_is_in_worker_order(tmp_path):
     assert np.array_equal(weighted_sum(files, 500), weighted_sum(list(reversed(files)), 500))
 
 
+@pytest.mark.parametrize("transport", ["float32", "float16", "bfloat16"])
+def test_many_chunk_files_in_groups_sum_exactly_as_one_file_at_a_time(tmp_path, monkeypatch, transport):
+    # 4 KB chunks and groups of three files: every file spans several chunks, so each ring of read
+    # buffers comes round many times and is reused by the next group; the first file's terms are
+    # written into the accumulator, the others added, all in worker order.
+    monkeypatch.setattr(combine, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(combine, "_parallel_reads", lambda size, lo, hi: 3)
+    rng = np.random.default_rng(4)
+    size, samples = 10_007, [3, 5, 2, 7, 1, 4, 6]
+    vectors = [decode_chunk(encode(rng.standard_normal(size).astype(np.float32), transport)) for _ in samples]
+    files = []
+    for w, (v, n) in enumerate(zip(vectors, samples)):
+        path = tmp_path / f"w{w:04d}.npy"
+        slices = efs.range_digests(encode(v, transport), list(iter_slices(size, 3)))
+        files.append((WorkerFile(w, path, efs.write_array(path, encode(v, transport)), n), slices))
+    expected = np.float32(samples[0] / sum(samples)) * vectors[0]
+    for v, n in zip(vectors[1:], samples[1:]):
+        expected += np.float32(n / sum(samples)) * v
+    assert np.array_equal(weighted_sum([f for f, _ in files], size), expected)
+    for s, (lo, hi) in enumerate(iter_slices(size, 3)):  # a sharded combine's share reads only its slice
+        shard = [WorkerFile(f.worker, f.path, f.digest, f.samples, slices[s]) for f, slices in files]
+        assert np.array_equal(weighted_sum(shard, size, lo=lo, hi=hi), expected[lo:hi])
+
+
 def test_corrupt_worker_file_is_refused(tmp_path):
     files = _files(tmp_path, [np.ones(100, dtype=np.float32)] * 2, [1, 1])
     raw = bytearray(files[1].path.read_bytes())
@@ -71,6 +97,28 @@ def test_sgd_step_equals_torch_optimizer_over_two_steps():
         opt.step()
         p, buf = sgd_step(p, g, buf, lr=0.1, momentum=0.9, weight_decay=1e-3)
     assert np.array_equal(p, param.detach().numpy())
+
+
+def test_cosine_schedule_is_torchs_cosine_annealing_one_step_per_round():
+    config = parse_config({"workers": 2, "epochs": 3, "lr": 0.1, "lr_schedule": "cosine"})
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3 * 7)
+    for round_no in range(3 * 7):
+        assert learning_rate(config, round_no, 7) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-15)
+        opt.step()
+        sched.step()
+    assert learning_rate(config, 3 * 7 - 1, 7) < 0.01 * 0.1  # the last round barely moves the weights
+
+
+def test_warmup_rises_linearly_then_the_schedule_starts_from_the_peak():
+    cosine = parse_config({"workers": 2, "epochs": 2, "lr": 0.4, "lr_schedule": "cosine", "warmup_epochs": 0.5})
+    assert [learning_rate(cosine, r, 8) for r in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert learning_rate(cosine, 4, 8) == pytest.approx(0.4)  # cosine over the remaining 12 rounds
+    assert learning_rate(cosine, 10, 8) == pytest.approx(0.2)
+    constant = parse_config({"workers": 2, "epochs": 2, "lr": 0.4, "warmup_epochs": 0.25})
+    assert [learning_rate(constant, r, 8) for r in (0, 1, 2, 15)] == pytest.approx([0.2, 0.4, 0.4, 0.4])
+    assert learning_rate(parse_config({"workers": 2, "lr": 0.4}), 99, 8) == 0.4
 
 
 def test_batch_norm_buffers_are_averaged_not_stepped():

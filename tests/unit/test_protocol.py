@@ -30,6 +30,9 @@ def test_paper_start_event_parses_with_defaults():
     ({"workers": 2, "mode": "async"}, "mode"),
     ({"workers": 2, "transport": "int8"}, "transport"),
     ({"workers": 2, "checksum": "md5"}, "checksum"),
+    ({"workers": 2, "lr_schedule": "linear"}, "lr_schedule"),
+    ({"workers": 2, "epochs": 2, "warmup_epochs": 3}, "warmup_epochs"),
+    ({"workers": 2, "warmup_epochs": -0.5}, "warmup_epochs"),
     ({"workers": 2, "local_steps": 3}, "local_steps"),
     ({"workers": 2, "wrokers": 3}, "wrokers"),
 ])
