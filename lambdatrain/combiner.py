@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lambdatrain import layout as efs
-from lambdatrain import trainer
+from lambdatrain import retention, trainer
 from lambdatrain.combine import WorkerFile, apply_update, iter_slices, learning_rate, weighted_sum
 from lambdatrain.errors import ClaimLost, CorruptFile, StaleRound
 from lambdatrain.ledger_items import DONE, RunRecord, result_digest, result_range_checksum
@@ -80,8 +80,9 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, r
     runtime.ledger.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
                           finished=DONE if finished else None, metric=metric, meta_extra=extra)
     efs.remove_temporaries(paths.round_dir(ev.round))  # what killed writers left behind
+    pruned = retention.prune(paths, ev.round, record.rounds_per_epoch, record.config.keep_rounds)
     runtime.faults.point("after_commit")
-    logger.info("round committed", extra=metric)
+    logger.info("round committed", extra={**metric, "pruned_files": len(pruned)})
     if finished:
         return Outcome("finished", run=ev.run, round=ev.round, detail={"reason": finished})
     fan_out(runtime, ev.run, ev.round + 1)

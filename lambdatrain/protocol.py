@@ -57,6 +57,7 @@ class RunConfig:
     checksum: str = "xxh3_128"  # algorithm of the EFS files' checksums (see lambdatrain/digest.py)
     round_deadline_s: float = 960.0  # a round with no progress for this long is re-driven
     eval_every: int = 0  # also evaluate every K rounds (0: at epoch boundaries only)
+    keep_rounds: int = 3  # weights kept on EFS: the newest K rounds' and every epoch's (0: all; retention.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,6 +154,7 @@ def _check_ranges(c: RunConfig) -> None:
     _require(1 <= c.combine_shards <= 64, "combine_shards", "must be between 1 and 64")
     _require(0 < c.round_deadline_s <= 86_400, "round_deadline_s", "must be in (0, 86400]")
     _require(0 <= c.eval_every <= 10**6, "eval_every", "must be between 0 and 10**6")
+    _require(0 <= c.keep_rounds <= 10**6, "keep_rounds", "must be between 0 (keep all) and 10**6")
 
 
 def check_relative_path(value: str, key: str) -> str:

@@ -128,6 +128,26 @@ def test_lost_ledger_is_rebuilt_from_efs_by_resume(make_system, reference):
     assert_survived(system, run, reference(SETTINGS), results_from=rebuilt_at)
 
 
+def test_lost_ledger_with_damaged_newest_weights_resumes_from_the_round_before(make_system, reference):
+    system = make_system()
+    run = _start(system)
+    while system.ledger.get_run(run).round < 4:  # into the second epoch: older rounds already pruned
+        system.step()
+    newest = system.ledger.get_run(run).round
+    paths = efs.RunLayout(system.mount, run)
+    assert paths.committed_rounds() == [0, newest - 2, newest - 1, newest]  # keep_rounds 3 (and r0, an epoch boundary)
+    raw = bytearray(paths.weights(newest).read_bytes())
+    raw[-1] ^= 1
+    paths.weights(newest).write_bytes(bytes(raw))
+    for item in system.ledger.items(run):
+        system.ledger.table.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
+    system.invoker.queue.clear()
+    assert system.invoke(STARTER, {"resume": run})["status"] == "redriven"
+    assert system.ledger.get_run(run).round == newest - 1  # the damaged round is recomputed
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS), results_from=newest - 1)
+
+
 def test_two_runs_at_once_do_not_see_each_other(make_system, reference):
     system = make_system()
     other = {**SETTINGS, "seed": 8}

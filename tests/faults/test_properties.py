@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lambdatrain.errors import InvalidEvent, LambdaTrainError, UnknownRun
-from lambdatrain.protocol import CHECKSUMS, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig, parse_config
+from lambdatrain.protocol import (CHECKSUMS, LR_SCHEDULES, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig,
+                                  parse_config)
 from tests.datagen import make_prepared
 from tests.faults.conftest import SETTINGS
 from tests.harness import InlineSystem
@@ -104,6 +105,10 @@ BAD_SETTING: dict[str, st.SearchStrategy] = {
     "checksum": NOT_STR | TEXT.filter(lambda s: s not in CHECKSUMS),
     "round_deadline_s": NOT_NUMBER | st.floats(max_value=0) | st.integers(max_value=0),
     "eval_every": below(0),
+    "lr_schedule": NOT_STR | TEXT.filter(lambda s: s not in LR_SCHEDULES),
+    "warmup_epochs": NOT_NUMBER | st.floats(max_value=0, exclude_max=True) | st.integers(max_value=-1)
+    | st.integers(min_value=10_001),  # more than any valid number of epochs
+    "keep_rounds": below(0) | st.integers(min_value=10**6 + 1),
 }
 
 BAD_WORK = {"workerno": below(0) | st.integers(min_value=2) | HUGE,  # at or above workers
@@ -350,7 +355,8 @@ def test_parse_config_refuses_a_bad_value_of_any_setting_naming_it(case):
 
 CLI_CASES = {"workers": ["--workers", "0"], "width": ["--width", "-1"], "mode": ["--mode", "x"],
              "transport": ["--transport", "int8"], "epochs": ["--epochs", "0"],
-             "batch_size": ["--batch-size", "1", "--workers", "2"]}
+             "batch_size": ["--batch-size", "1", "--workers", "2"], "lr_schedule": ["--lr-schedule", "step"],
+             "warmup_epochs": ["--warmup-epochs", "2", "--epochs", "1"]}
 
 
 def assert_one_error_line(code: int, stdout: str, stderr: str, field: str) -> None:

@@ -138,3 +138,16 @@ def test_average_mode_takes_its_local_steps_at_the_rate_it_is_given(tiny_dataset
     assert np.abs(deltas[0]).max() > 0
     # One plain SGD step: twice the rate, twice the move (up to float32 rounding of w + step - w).
     assert np.allclose(deltas[1], 2 * deltas[0], rtol=1e-3, atol=1e-6)
+
+
+def test_a_finished_run_keeps_its_checkpoints_and_metrics_not_every_rounds_files(system):
+    run = system.invoke(STARTER, {"start": True, "workers": 2, "epochs": 2, **SMALL, "max_train_samples": 128,
+                                  "keep_rounds": 2})["run"]
+    system.drain()
+    record = system.ledger.get_run(run)
+    assert record.state == "done" and record.rounds_per_epoch == 4 and record.round == 8
+    paths = efs.RunLayout(system.mount, run)
+    assert paths.committed_rounds() == [0, 4, 7, 8]  # epoch boundaries and the newest two
+    assert sorted(p.name for p in paths.optim(0).parent.glob("*.npy")) == ["r000004.npy", "r000007.npy", "r000008.npy"]
+    assert [r for r in range(8) if paths.result(r, 0).exists()] == [7]  # the last round's results only
+    assert all(paths.metric(r).exists() for r in range(8))

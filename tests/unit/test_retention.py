@@ -1,0 +1,41 @@
+"""The retention policy: which checkpoints and results a run keeps on EFS."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lambdatrain import layout as efs
+from lambdatrain.retention import prune, stale_checkpoints
+
+
+def test_the_newest_rounds_and_every_epoch_boundary_are_kept():
+    committed = list(range(0, 12))
+    # 4 rounds per epoch, newest weights r11, keep 3: r9-r11 stay, and r0, r4, r8 (epoch boundaries).
+    assert stale_checkpoints(committed, 11, 4, 3) == [1, 2, 3, 5, 6, 7]
+
+
+def test_keep_rounds_zero_keeps_everything(tmp_path):
+    paths = efs.RunLayout(tmp_path, "r")
+    for r in range(4):
+        efs.write_array(paths.weights(r), np.zeros(3, dtype=np.float32))
+        efs.write_array(paths.result(r, 0), np.zeros(3, dtype=np.float32))
+    assert stale_checkpoints(list(range(4)), 3, 1, 0) == []
+    assert prune(paths, 2, 10, 0) == []
+    assert paths.committed_rounds() == [0, 1, 2, 3] and paths.result(0, 0).exists()
+
+
+def test_prune_deletes_old_results_and_stale_weights_but_never_metrics(tmp_path):
+    paths = efs.RunLayout(tmp_path, "r")
+    for r in range(6):
+        efs.write_array(paths.weights(r), np.zeros(3, dtype=np.float32))
+        efs.write_array(paths.optim(r), np.zeros(3, dtype=np.float32))
+        efs.write_array(paths.result(r, 0), np.zeros(3, dtype=np.float32))
+        efs.write_json(paths.metric(r), {"round": r})
+    (paths.weights(1).parent / "r000001.npy").unlink()  # a crash between the data and its digest
+    deleted = prune(paths, 4, 10, 2)  # round 4 committed: r5 is the newest weights
+    assert paths.committed_rounds() == [0, 4, 5]  # r0 is an epoch boundary
+    assert all(not paths.optim(r).exists() for r in (1, 2, 3)) and paths.optim(4).exists()
+    assert [r for r in range(6) if paths.result(r, 0).exists()] == [4, 5]  # only the committed round's and later
+    assert all(paths.metric(r).exists() for r in range(6))
+    assert efs.digest_path(paths.weights(1)) in deleted and not efs.digest_path(paths.weights(1)).exists()
+    assert prune(paths, 4, 10, 2) == []  # idempotent
