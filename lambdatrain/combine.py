@@ -143,10 +143,11 @@ def _buffer_bytes(size: int) -> int:
 
 def _parallel_reads(size: int, lo: int, hi: int) -> int:
     """Files read at once: one per core beyond the one doing the adds (each file's reads and checksum
-    run in its own thread), so reads use the spare cores without taking the adder's; on EFS,
-    parallel reads from one client are also faster than one sequential stream. With two cores
-    that is one file at a time, still read ahead of the adds: measured in a fresh process on
-    2 cores, two parallel files made N = 2 1.1x and N = 8 1.1x slower than one.
+    run in its own thread), so reads use the spare cores without taking the adder's. With two
+    cores that is one file at a time, still read ahead of the adds: measured in a fresh process on
+    2 cores from the page cache, two parallel files made N = 2 1.6x and N = 8 1.1x slower than one.
+    Not measured on EFS, where a read waits on the network rather than a core and more files at
+    once could pay even on 2 vCPUs (the planner assumes one client reaches the per-client limit).
 
     Each file being read holds RING_BUFFERS chunks (queued, being read, being added); the group is
     kept small enough that those stay below the accumulator's size, so memory stays below three
