@@ -112,7 +112,7 @@ def record_from_meta(item: dict[str, Any]) -> RunRecord:
     """A run's META item (plain Python values) as a RunRecord."""
     # Items written before checksums named their algorithm hold a bare SHA-256 as weights_sha256.
     checksum = normalize(item["weights_checksum"] if "weights_checksum" in item else item["weights_sha256"])
-    return RunRecord(run=item["run"], state=item["state"], config=RunConfig(**json.loads(item["config"])),
+    return RunRecord(run=item["run"], state=item["state"], config=RunConfig.from_stored(json.loads(item["config"])),
                      round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
                      weights=Digest(item["weights_bytes"], checksum), item=item)
 

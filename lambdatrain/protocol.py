@@ -62,10 +62,19 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> "RunConfig":
+        """A run's config as stored (ledger item, config.json), possibly by an older version: a
+        setting added since gets the value that keeps that run doing what it did when it started."""
+        return cls(**{**STORED_BEFORE_SETTING_EXISTED, **stored})
+
     @property
     def per_worker_batch(self) -> int:
         return self.batch_size // self.workers
 
+
+# Runs started before retention existed kept every file; resuming one must not start pruning it.
+STORED_BEFORE_SETTING_EXISTED: dict[str, Any] = {"keep_rounds": 0}
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     f.name: (bool,) if f.type == "bool" else

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lambdatrain.errors import InvalidEvent
-from lambdatrain.protocol import (check_relative_path, check_run_id, event_kind, parse_combine, parse_config,
+from lambdatrain.protocol import (RunConfig, check_relative_path, check_run_id, event_kind, parse_combine, parse_config,
                                   parse_stream_records, parse_work)
 
 
@@ -92,3 +92,9 @@ def test_event_kind_refuses_unknown_events():
     with pytest.raises(InvalidEvent, match="start"):
         event_kind({"start": "yes"})
     assert event_kind({"workerno": 0}) == "work"
+
+
+def test_a_run_stored_before_retention_existed_keeps_every_file():
+    stored = {k: v for k, v in parse_config({"workers": 2}).to_dict().items() if k != "keep_rounds"}
+    assert RunConfig.from_stored(stored).keep_rounds == 0
+    assert RunConfig.from_stored(parse_config({"workers": 2}).to_dict()).keep_rounds == 3
