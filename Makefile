@@ -36,7 +36,7 @@ test: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
-# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~12 min on 2 cores.
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~13 min on 2 cores.
 bench: venv
 	$(PY) -m bench.combine
 	$(PY) -m bench.overhead
