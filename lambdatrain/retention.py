@@ -51,14 +51,18 @@ def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_ro
     if keep_rounds <= 0:
         return []
     doomed: list[Path] = []
-    for r in range(max(0, committed_round - 1 - SWEEP), committed_round):
-        folder = paths.round_dir(r)
-        if folder.is_dir():
-            doomed += [p for p in folder.iterdir() if p.name != paths.metric(r).name]
-    newest = committed_round + 1  # the weights the commit published
-    for r in stale_checkpoints(_checkpoint_rounds(paths), newest, rounds_per_epoch, keep_rounds):
-        for path in (paths.weights(r), paths.optim(r)):
-            doomed += [path, digest_path(path)]
+    try:
+        for r in range(max(0, committed_round - 1 - SWEEP), committed_round):
+            folder = paths.round_dir(r)
+            if folder.is_dir():
+                doomed += [p for p in folder.iterdir() if p.name != paths.metric(r).name]
+        newest = committed_round + 1  # the weights the commit published
+        for r in stale_checkpoints(_checkpoint_rounds(paths), newest, rounds_per_epoch, keep_rounds):
+            for path in (paths.weights(r), paths.optim(r)):
+                doomed += [path, digest_path(path)]
+    except OSError as exc:  # the round is committed and its successor must still start
+        logger.warning("could not list files to prune", extra={"run": paths.run, "error": str(exc)})
+        return []
     deleted = []
     for path in doomed:
         try:

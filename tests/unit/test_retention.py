@@ -39,3 +39,16 @@ def test_prune_deletes_old_results_and_stale_weights_but_never_metrics(tmp_path)
     assert all(paths.metric(r).exists() for r in range(6))
     assert efs.digest_path(paths.weights(1)) in deleted and not efs.digest_path(paths.weights(1)).exists()
     assert prune(paths, 4, 10, 2) == []  # idempotent
+
+
+def test_a_folder_that_cannot_be_listed_prunes_nothing_and_raises_nothing(tmp_path, monkeypatch):
+    paths = efs.RunLayout(tmp_path, "r")
+    for r in range(3):
+        efs.write_array(paths.result(r, 0), np.zeros(3, dtype=np.float32))
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(paths.root), "iterdir", unreadable)
+    assert prune(paths, 2, 10, 1) == []
+    assert all(paths.result(r, 0).exists() for r in range(3))
