@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, int_list, log, machine
+from lambdatrain.protocol import LR_SCHEDULES
 
 TRANSPORTS = ("float32", "bfloat16", "float16")
 AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int_list, default=[0], help="seeds; each runs every transport")
     parser.add_argument("--val-samples", type=int, default=1000, help="validation images per evaluation")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (peak)")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine")
     args = parser.parse_args(argv)
     from lambdatrain.data import resolve_dataset
 

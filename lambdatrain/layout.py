@@ -73,6 +73,14 @@ class RunLayout:
         """The same slice of the new optimizer state."""
         return self.round_dir(round_no) / f"optim-s{shard:03d}.npy"
 
+    def checkpoint_rounds(self) -> list[int]:
+        """Rounds with any weights or momentum file left, whole or not (retention sweeps them)."""
+        rounds = set()
+        for folder in (self.root / "weights", self.root / "optim"):
+            if folder.is_dir():
+                rounds.update(int(p.name[1:7]) for p in folder.glob("r[0-9][0-9][0-9][0-9][0-9][0-9].npy*"))
+        return sorted(rounds)
+
     def committed_rounds(self) -> list[int]:
         """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
         folder = self.root / "weights"

@@ -37,15 +37,6 @@ def stale_checkpoints(committed: list[int], newest: int, rounds_per_epoch: int, 
             if r <= newest - keep_rounds and r % rounds_per_epoch != 0]
 
 
-def _checkpoint_rounds(paths: RunLayout) -> list[int]:
-    """Rounds with any checkpoint file left, whole or not (a crash mid-prune leaves part of one)."""
-    rounds = set()
-    for folder in (paths.weights(0).parent, paths.optim(0).parent):
-        if folder.is_dir():
-            rounds.update(int(p.name[1:7]) for p in folder.glob("r[0-9][0-9][0-9][0-9][0-9][0-9].npy*"))
-    return sorted(rounds)
-
-
 def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_rounds: int) -> list[Path]:
     """Apply the policy after round ``committed_round`` committed; returns the files deleted."""
     if keep_rounds <= 0:
@@ -57,7 +48,7 @@ def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_ro
             if folder.is_dir():
                 doomed += [p for p in folder.iterdir() if p.name != paths.metric(r).name]
         newest = committed_round + 1  # the weights the commit published
-        for r in stale_checkpoints(_checkpoint_rounds(paths), newest, rounds_per_epoch, keep_rounds):
+        for r in stale_checkpoints(paths.checkpoint_rounds(), newest, rounds_per_epoch, keep_rounds):
             for path in (paths.weights(r), paths.optim(r)):
                 doomed += [path, digest_path(path)]
     except OSError as exc:  # the round is committed and its successor must still start
