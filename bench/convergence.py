@@ -3,6 +3,7 @@ average (local SGD) modes and for float32 against 16-bit worker results.
 
     python -m bench.convergence [--workers 2] [--samples 4000] [--epochs 1] [--seeds 0,1,2]
                                 [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
+                                [--runs-file runs.jsonl] [--no-average]
 
 Every run is ``local.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
@@ -18,6 +19,11 @@ is compared with the float32 run of the same seed at equal samples (same rounds,
 the report gives each gap (at the last evaluation, and averaged over the last three), their mean
 and its standard error, and the float32 runs' own spread across seeds, the noise floor any single comparison has to beat. ``transport_error`` measures the
 cause directly: the relative L2 error that 16-bit encoding adds to a real gradient of the model.
+
+Deciding a 0.5-point gap takes dozens of seeds, more than one sitting: ``--runs-file`` keeps every
+finished run as a JSON line, and a later invocation reuses the runs there whose settings equal its
+own (same seed, transport, samples, rate, ...) and trains only the missing ones, so seeds pool
+across invocations and an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -38,20 +44,43 @@ AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
 TAIL = 3  # evaluations averaged at the end of a run
 
 
-def runs_for(seeds: list[int]) -> list[tuple[str, dict[str, Any]]]:
+def runs_for(seeds: list[int], average: bool = True) -> list[tuple[str, dict[str, Any]]]:
     runs = [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed})
             for seed in seeds for t in TRANSPORTS]
-    return runs + [(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "seed": seeds[0]})]
+    return runs + ([(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "seed": seeds[0]})] if average else [])
+
+
+def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    """The start event's settings of one run: what identifies it in a runs file."""
+    average = extra["mode"] == "average"
+    return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
+            "batch_size": 256, "micro_batch": 64, "max_train_samples": args.samples,
+            "lr": args.lr, "lr_schedule": args.lr_schedule,
+            "val_samples": args.val_samples, "eval_every": 1 if average else args.eval_every, **extra}
+
+
+def load_runs(path: Path | None) -> list[dict[str, Any]]:
+    """The finished runs a runs file holds (one JSON object a line); a missing file holds none."""
+    if path is None or not path.exists():
+        return []
+    runs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                entry = json.loads(line)
+            except ValueError as e:
+                raise SystemExit(f"{path}:{n}: not JSON ({e})") from None
+            missing = sorted({"settings", "points", "final_accuracy"} - set(entry if isinstance(entry, dict) else ()))
+            if missing:
+                raise SystemExit(f"{path}:{n}: not a finished run (no {', '.join(missing)})")
+            runs.append(entry)
+    return runs
 
 
 def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     from lambdatrain.local.train import TrainRequest, train
 
-    average = extra["mode"] == "average"
-    settings = {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
-                "batch_size": 256, "micro_batch": 64, "max_train_samples": args.samples,
-                "lr": args.lr, "lr_schedule": args.lr_schedule,
-                "val_samples": args.val_samples, "eval_every": 1 if average else args.eval_every, **extra}
+    settings = settings_for(args, extra)
     started = time.time()
     summary = train(TrainRequest(data=prepared, out=out, settings=settings))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -124,16 +153,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-samples", type=int, default=1000, help="validation images per evaluation")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (peak)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine")
+    parser.add_argument("--runs-file", type=Path, help="JSON lines of finished runs: those with equal settings are "
+                        "reused, new ones appended (pools seeds over invocations, resumes an interrupted one)")
+    parser.add_argument("--no-average", action="store_true", help="skip the model-averaging run")
     args = parser.parse_args(argv)
     from lambdatrain.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)
+    stored = load_runs(args.runs_file)
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
-        for name, extra in runs_for(args.seeds):
+        for name, extra in runs_for(args.seeds, average=not args.no_average):
+            reused = next((r for r in stored if r["settings"] == settings_for(args, extra)), None)
+            if reused is not None:
+                log(f"{name}: reused from {args.runs_file}")
+                results[name] = reused
+                continue
             log(f"{name}: training")
             results[name] = in_child(run, prepared, Path(tmp) / name, args, extra)
+            if args.runs_file is not None:  # appended as it finishes: an interruption loses one run at most
+                with args.runs_file.open("a") as f:
+                    f.write(json.dumps(results[name], sort_keys=True) + "\n")
             log(f"  {name}: " + ", ".join(f"{p['samples_seen']} samples/{p['train_s']:.0f} s -> "
                                           f"{p['val_accuracy']:.1%}" for p in results[name]["points"]))
     emit({"runs": results, "transport_vs_float32": compare(results, args.seeds),

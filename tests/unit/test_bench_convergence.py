@@ -1,0 +1,83 @@
+"""bench/convergence.py's bookkeeping: paired gaps at equal samples, and runs pooled through a runs file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import convergence
+
+
+
+def argv(seeds: str = "0,1", *extra: str) -> list[str]:
+    return ["--seeds", seeds, "--epochs", "1", "--samples", "512", "--val-samples", "100", "--eval-every", "1",
+            *extra]
+
+
+def fake_run(settings: dict, accuracies: list[float]) -> dict:
+    points = [{"round": i + 1, "samples_seen": 256 * (i + 1), "train_s": float(i), "val_accuracy": a, "val_loss": 1.0}
+              for i, a in enumerate(accuracies)]
+    return {"settings": settings, "points": points, "final_accuracy": accuracies[-1], "wall_s": 1.0,
+            "samples_seen": points[-1]["samples_seen"]}
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """main() with training replaced: each run's accuracies follow from its seed and transport."""
+    calls: list[str] = []
+    base = {0: [0.20, 0.30, 0.40], 1: [0.25, 0.35, 0.45]}
+    shift = {"float32": 0.0, "bfloat16": -0.01, "float16": 0.02}
+
+    def in_child(fn, *args):
+        if fn is convergence.transport_error:
+            return {"bfloat16": 0.002, "float16": 0.0002}
+        _prepared, _out, args_ns, extra = args
+        calls.append(f"{extra['transport']}-{extra['seed']}")
+        return fake_run(convergence.settings_for(args_ns, extra),
+                        [a + shift[extra["transport"]] for a in base[extra["seed"]]])
+
+    monkeypatch.setattr(convergence, "in_child", in_child)
+    monkeypatch.setattr("lambdatrain.data.resolve_dataset", lambda data, cache: data)
+    return calls
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_gaps_are_taken_per_seed_at_equal_samples_and_averaged(trained, capsys):
+    convergence.main(argv("0,1", "--no-average"))
+    report = last_json(capsys)["transport_vs_float32"]
+    assert report["sync-bfloat16"]["final_gap_pp_per_seed"] == [-1.0, -1.0]
+    assert report["sync-float16"]["tail_gap_pp_per_seed"] == [2.0, 2.0]
+    assert report["sync-bfloat16"]["mean_final_gap_pp"] == -1.0 and report["sync-bfloat16"]["final_gap_sem_pp"] == 0.0
+    assert report["float32_final_accuracy_per_seed"] == [40.0, 45.0]
+    assert sorted(trained) == sorted(f"{t}-{s}" for t in convergence.TRANSPORTS for s in (0, 1))
+
+
+def test_a_runs_file_reuses_runs_with_equal_settings_and_appends_only_the_new_ones(trained, capsys, tmp_path):
+    runs_file = tmp_path / "runs.jsonl"
+    convergence.main(argv("0", "--no-average", "--runs-file", str(runs_file)))
+    assert len(runs_file.read_text().splitlines()) == 3
+    trained.clear()
+
+    convergence.main(argv("0,1", "--no-average", "--runs-file", str(runs_file)))
+    assert sorted(trained) == ["bfloat16-1", "float16-1", "float32-1"]  # seed 0 came from the file
+    assert len(runs_file.read_text().splitlines()) == 6
+    assert last_json(capsys)["transport_vs_float32"]["float32_final_accuracy_per_seed"] == [40.0, 45.0]
+
+    trained.clear()  # other settings (a different rate) are other runs: nothing is reused
+    convergence.main(argv("0,1", "--no-average", "--runs-file", str(runs_file), "--lr", "0.1"))
+    assert len(trained) == 6
+
+
+def test_a_damaged_runs_file_stops_the_benchmark_with_the_line_that_is_wrong(trained, tmp_path):
+    runs_file = tmp_path / "runs.jsonl"
+    runs_file.write_text(json.dumps(fake_run({}, [0.1])) + "\n" + '{"settings": {}}\n')
+    with pytest.raises(SystemExit, match=r"runs.jsonl:2: not a finished run \(no final_accuracy, points\)"):
+        convergence.main(argv("0,1", "--runs-file", str(runs_file)))
+    runs_file.write_text("{truncated\n")
+    with pytest.raises(SystemExit, match=r"runs.jsonl:1: not JSON"):
+        convergence.main(argv("0,1", "--runs-file", str(runs_file)))
+    assert trained == []
