@@ -209,8 +209,7 @@ def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: 
             raise CorruptFile(f"{f.path}: holds {pos[i]} elements, the model has {size}")
 
 
-def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int | None = None,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int | None = None) -> np.ndarray:
     """sum_w (n_w / n) * file_w over elements [lo, hi), streaming the files chunk by chunk.
 
     Memory: the accumulator, one scratch chunk and a few chunks per file being read, whatever the
@@ -222,7 +221,7 @@ def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int
     if total <= 0:
         raise ValueError("no samples in any worker result")
     # Uninitialised: the first file's terms are written, not added (see _add_group).
-    acc = np.empty(hi - lo, dtype=np.float32) if out is None else out
+    acc = np.empty(hi - lo, dtype=np.float32)
     tmp = np.empty(min(max(hi - lo, 1), CHUNK_BYTES // 2), dtype=np.float32)  # a chunk of the narrowest dtype
     ordered = sorted(files, key=lambda f: f.worker)
     group = min(_parallel_reads(size, lo, hi), len(ordered))
