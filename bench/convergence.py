@@ -3,7 +3,7 @@ average (local SGD) modes and for float32 against 16-bit worker results.
 
     python -m bench.convergence [--workers 2] [--samples 4000] [--epochs 1] [--seeds 0,1,2]
                                 [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
-                                [--runs-file runs.jsonl] [--no-average]
+                                [--runs-file runs.jsonl] [--no-average] [--control]
 
 Every run is ``local.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
@@ -17,8 +17,14 @@ run's accuracy swinging by points between evaluations; annealing the rate to 0 e
 settled, which shrinks the pair-to-pair spread). For every seed the 16-bit run
 is compared with the float32 run of the same seed at equal samples (same rounds, same data order);
 the report gives each gap (at the last evaluation, and averaged over the last three), their mean
-and its standard error, and the float32 runs' own spread across seeds, the noise floor any single comparison has to beat. ``transport_error`` measures the
-cause directly: the relative L2 error that 16-bit encoding adds to a real gradient of the model.
+and its standard error, and the float32 runs' own spread across seeds. ``transport_error`` measures
+the cause directly: the relative L2 error that 16-bit encoding adds to a real gradient of the model.
+
+``--control`` adds, for every seed, the same float32 run with two threads per worker instead of
+one: its gradients differ from the one-thread run's only in the order of float32 additions
+(about 2e-6 relative, against 2e-4 for float16 and 2e-3 for bfloat16), so its gap to float32 is
+the recipe's own noise floor for a paired comparison. A 16-bit gap no wider than the control's is
+rounding sending two runs apart, not 16-bit transport costing accuracy.
 
 Deciding a 0.5-point gap takes dozens of seeds, more than one sitting: ``--runs-file`` keeps every
 finished run as a JSON line, and a later invocation reuses the runs there whose settings equal its
@@ -41,12 +47,18 @@ from lambdatrain.protocol import LR_SCHEDULES
 
 TRANSPORTS = ("float32", "bfloat16", "float16")
 AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
+# The rounding control: float32 whose worker gradients come from two threads (a different float32
+# summation order). "worker_threads" is the benchmark's, not a start setting: it sizes the worker.
+CONTROL = "sync-float32-2threads"
+CONTROL_RUN = {"mode": "sync", "transport": "float32", "worker_threads": 2}
 TAIL = 3  # evaluations averaged at the end of a run
 
 
-def runs_for(seeds: list[int], average: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    runs = [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed})
-            for seed in seeds for t in TRANSPORTS]
+def runs_for(seeds: list[int], average: bool = True, control: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    runs = []
+    for seed in seeds:  # seed by seed, so an interrupted benchmark leaves whole seeds behind
+        runs += [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed}) for t in TRANSPORTS]
+        runs += [(f"{CONTROL}-seed{seed}", {**CONTROL_RUN, "seed": seed})] if control else []
     return runs + ([(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "seed": seeds[0]})] if average else [])
 
 
@@ -78,11 +90,16 @@ def load_runs(path: Path | None) -> list[dict[str, Any]]:
 
 
 def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    from lambdatrain.local.service import MB_PER_VCPU
+    from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.local.train import TrainRequest, train
 
     settings = settings_for(args, extra)
+    start = {k: v for k, v in settings.items() if k != "worker_threads"}
+    # The local stack gives a worker one thread per 1,769 MB, as Lambda gives a vCPU.
+    stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=MB_PER_VCPU * settings.get("worker_threads", 1))
     started = time.time()
-    summary = train(TrainRequest(data=prepared, out=out, settings=settings))
+    summary = train(TrainRequest(data=prepared, out=out, settings=start, stack=stack))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     clock = 0.0  # seconds of rounds (fan-out to commit): wall time without the stack's start-up
     points = []
@@ -96,32 +113,37 @@ def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, An
 
 
 def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """16-bit minus float32 accuracy (percentage points), per seed at equal samples, and over seeds."""
+    """16-bit (and the control) minus float32 accuracy (percentage points), per seed at equal
+    samples, and over seeds."""
     out: dict[str, Any] = {}
     base_final = [results[f"sync-float32-seed{seed}"]["final_accuracy"] for seed in seeds]
-    for t in TRANSPORTS[1:]:
+    variants = [f"sync-{t}" for t in TRANSPORTS[1:]]
+    variants += [CONTROL] if all(f"{CONTROL}-seed{seed}" in results for seed in seeds) else []
+    for variant in variants:
         finals, tails, max_gaps = [], [], []
         for seed in seeds:
             base = {p["samples_seen"]: p["val_accuracy"] for p in results[f"sync-float32-seed{seed}"]["points"]}
-            run = results[f"sync-{t}-seed{seed}"]
+            run = results[f"{variant}-seed{seed}"]
             gaps = [100 * (p["val_accuracy"] - base[p["samples_seen"]]) for p in run["points"] if p["samples_seen"] in base]
             max_gaps.append(max(map(abs, gaps), default=0.0))
             # The last TAIL evaluations averaged: one evaluation swings by points from round to round.
             tails.append(statistics.fmean(gaps[-TAIL:]) if gaps else 0.0)
             finals.append(100 * (run["final_accuracy"] - results[f"sync-float32-seed{seed}"]["final_accuracy"]))
-        out[f"sync-{t}"] = {"final_gap_pp_per_seed": [round(g, 2) for g in finals],
-                            "tail_gap_pp_per_seed": [round(g, 2) for g in tails],
-                            "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
-                            **_mean_and_sem("final_gap", finals), **_mean_and_sem("tail_gap", tails),
-                            "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5}
+        out[variant] = {"final_gap_pp_per_seed": [round(g, 2) for g in finals],
+                        "tail_gap_pp_per_seed": [round(g, 2) for g in tails],
+                        "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
+                        **_mean_and_sem("final_gap", finals), **_mean_and_sem("tail_gap", tails),
+                        "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5}
     out["float32_final_accuracy_per_seed"] = [round(100 * a, 2) for a in base_final]
     out["float32_seed_spread_pp"] = round(100 * statistics.stdev(base_final), 2) if len(seeds) > 1 else None
     return out
 
 
 def _mean_and_sem(name: str, values: list[float]) -> dict[str, float | None]:
-    sem = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
-    return {f"mean_{name}_pp": round(statistics.fmean(values), 2), f"{name}_sem_pp": None if sem is None else round(sem, 2)}
+    """Mean, the spread of single pairs (sd) and the mean's standard error (sem)."""
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {f"mean_{name}_pp": round(statistics.fmean(values), 2), f"{name}_sd_pp": None if sd is None else round(sd, 2),
+            f"{name}_sem_pp": None if sd is None else round(sd / len(values) ** 0.5, 2)}
 
 
 def transport_error(prepared: Path, samples: int = 64) -> dict[str, float]:
@@ -156,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-file", type=Path, help="JSON lines of finished runs: those with equal settings are "
                         "reused, new ones appended (pools seeds over invocations, resumes an interrupted one)")
     parser.add_argument("--no-average", action="store_true", help="skip the model-averaging run")
+    parser.add_argument("--control", action="store_true",
+                        help="also a float32 run with two threads per worker for every seed (the rounding control)")
     args = parser.parse_args(argv)
     from lambdatrain.data import resolve_dataset
 
@@ -164,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     stored = load_runs(args.runs_file)
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
-        for name, extra in runs_for(args.seeds, average=not args.no_average):
+        for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control):
             reused = next((r for r in stored if r["settings"] == settings_for(args, extra)), None)
             if reused is not None:
                 log(f"{name}: reused from {args.runs_file}")

@@ -33,9 +33,10 @@ def trained(monkeypatch):
         if fn is convergence.transport_error:
             return {"bfloat16": 0.002, "float16": 0.0002}
         _prepared, _out, args_ns, extra = args
-        calls.append(f"{extra['transport']}-{extra['seed']}")
+        control = extra.get("worker_threads") == 2
+        calls.append(f"{'control' if control else extra['transport']}-{extra['seed']}")
         return fake_run(convergence.settings_for(args_ns, extra),
-                        [a + shift[extra["transport"]] for a in base[extra["seed"]]])
+                        [a + (0.005 if control else shift[extra["transport"]]) for a in base[extra["seed"]]])
 
     monkeypatch.setattr(convergence, "in_child", in_child)
     monkeypatch.setattr("lambdatrain.data.resolve_dataset", lambda data, cache: data)
@@ -81,3 +82,33 @@ def test_a_damaged_runs_file_stops_the_benchmark_with_the_line_that_is_wrong(tra
     with pytest.raises(SystemExit, match=r"runs.jsonl:1: not JSON"):
         convergence.main(argv("0,1", "--runs-file", str(runs_file)))
     assert trained == []
+
+
+def test_the_rounding_control_is_compared_with_float32_like_a_transport(trained, capsys):
+    convergence.main(argv("0,1", "--no-average", "--control"))
+    report = last_json(capsys)["transport_vs_float32"]
+    assert sorted(c for c in trained if c.startswith("control")) == ["control-0", "control-1"]
+    assert report[convergence.CONTROL]["final_gap_pp_per_seed"] == [0.5, 0.5]
+    assert report[convergence.CONTROL]["final_gap_sd_pp"] == 0.0
+
+
+def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_settings(monkeypatch, tmp_path):
+    seen = {}
+
+    def train(request):
+        seen["request"] = request
+        (request.out / "metrics.jsonl").write_text(json.dumps({"round": 1, "round_s": 2.0, "samples_seen": 256,
+                                                               "val_accuracy": 0.3, "val_loss": 1.9}) + "\n")
+        return {"val_accuracy": 0.3, "samples_seen": 256}
+
+    monkeypatch.setattr("lambdatrain.local.train.train", train)
+    args = convergence.argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
+                                          val_samples=100, eval_every=1)
+    (tmp_path / "out").mkdir()
+    result = convergence.run(tmp_path, tmp_path / "out", args, {**convergence.CONTROL_RUN, "seed": 3})
+    request = seen["request"]
+    assert request.stack.worker_memory_mb == 2 * 1769  # two threads in the local stack, as two vCPUs on Lambda
+    assert "worker_threads" not in request.settings and request.settings["transport"] == "float32"
+    assert result["settings"]["worker_threads"] == 2  # it identifies the run in a runs file
+    assert result["points"] == [{"round": 1, "samples_seen": 256, "train_s": 2.0, "val_accuracy": 0.3,
+                                 "val_loss": 1.9}]
