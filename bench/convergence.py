@@ -4,6 +4,7 @@ average (local SGD) modes and for float32 against 16-bit worker results.
     python -m bench.convergence [--workers 2] [--samples 4000] [--epochs 1] [--seeds 0,1,2]
                                 [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
                                 [--runs-file runs.jsonl] [--no-average] [--control]
+    python -m bench.convergence --divergence 30 [--seeds 0]
 
 Every run is ``local.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
@@ -25,6 +26,10 @@ one: its gradients differ from the one-thread run's only in the order of float32
 (about 2e-6 relative, against 2e-4 for float16 and 2e-3 for bfloat16), so its gap to float32 is
 the recipe's own noise floor for a paired comparison. A 16-bit gap no wider than the control's is
 rounding sending two runs apart, not 16-bit transport costing accuracy.
+
+``--divergence R`` shows that mechanism instead of accuracy: for the first seed it runs float32, the
+control and both 16-bit transports for R rounds, keeping every round's weights, and reports each
+one's relative L2 distance from the float32 weights after every round.
 
 Deciding a 0.5-point gap takes dozens of seeds, more than one sitting: ``--runs-file`` keeps every
 finished run as a JSON line, and a later invocation reuses the runs there whose settings equal its
@@ -52,6 +57,7 @@ AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
 CONTROL = "sync-float32-2threads"
 CONTROL_RUN = {"mode": "sync", "transport": "float32", "worker_threads": 2}
 TAIL = 3  # evaluations averaged at the end of a run
+BATCH = 256  # global batch: samples per round
 
 
 def runs_for(seeds: list[int], average: bool = True, control: bool = False) -> list[tuple[str, dict[str, Any]]]:
@@ -66,7 +72,7 @@ def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, A
     """The start event's settings of one run: what identifies it in a runs file."""
     average = extra["mode"] == "average"
     return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
-            "batch_size": 256, "micro_batch": 64, "max_train_samples": args.samples,
+            "batch_size": BATCH, "micro_batch": 64, "max_train_samples": args.samples,
             "lr": args.lr, "lr_schedule": args.lr_schedule,
             "val_samples": args.val_samples, "eval_every": 1 if average else args.eval_every, **extra}
 
@@ -108,8 +114,33 @@ def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, An
         if "val_accuracy" in m:
             points.append({"round": m["round"], "samples_seen": m["samples_seen"], "train_s": round(clock, 2),
                            "val_accuracy": m["val_accuracy"], "val_loss": m["val_loss"]})
-    return {"settings": settings, "points": points, "wall_s": time.time() - started,
+    return {"settings": settings, "points": points, "wall_s": time.time() - started, "run_id": summary["run_id"],
             "final_accuracy": summary["val_accuracy"], "samples_seen": summary["samples_seen"]}
+
+
+def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int) -> dict[str, Any]:
+    """Relative L2 distance of each variant's weights from float32's after every one of ``rounds``
+    rounds (one epoch of exactly that many rounds, every round's weights kept)."""
+    import numpy as np
+
+    from lambdatrain.layout import RunLayout
+
+    short = argparse.Namespace(**{**vars(args), "epochs": 1, "samples": rounds * BATCH, "eval_every": 0})
+    variants = {"sync-float32": {"mode": "sync", "transport": "float32"}, CONTROL: CONTROL_RUN,
+                **{f"sync-{t}": {"mode": "sync", "transport": t} for t in TRANSPORTS[1:]}}
+    weights = {}
+    for name, extra in variants.items():
+        log(f"divergence: {name}, {rounds} rounds")
+        out = tmp / f"divergence-{name}"
+        result = in_child(run, prepared, out, short, {**extra, "seed": args.seeds[0], "keep_rounds": 0})
+        paths = RunLayout(out / "stack" / "efs", result["run_id"])
+        weights[name] = [np.load(paths.weights(r), mmap_mode="r") for r in range(1, rounds + 1)]
+    base = weights.pop("sync-float32")
+    distances = {name: [float(np.linalg.norm(w - b) / np.linalg.norm(b)) for w, b in zip(ws, base)]
+                 for name, ws in weights.items()}
+    for name, d in distances.items():
+        log(f"divergence: {name}: " + " ".join(f"{x:.1e}" for x in d))
+    return {"rounds": rounds, "seed": args.seeds[0], "relative_l2_to_float32": distances}
 
 
 def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -180,11 +211,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-average", action="store_true", help="skip the model-averaging run")
     parser.add_argument("--control", action="store_true",
                         help="also a float32 run with two threads per worker for every seed (the rounding control)")
+    parser.add_argument("--divergence", type=int, default=0, metavar="ROUNDS",
+                        help="instead: how far each variant's weights drift from float32's over ROUNDS rounds")
     args = parser.parse_args(argv)
+    if args.divergence < 0:
+        parser.error(f"--divergence must be a number of rounds, not {args.divergence}")
     from lambdatrain.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)
+    if args.divergence:
+        with tempfile.TemporaryDirectory(prefix="lt-bench-divergence-") as tmp:
+            emit({"divergence": divergence(prepared, Path(tmp), args, args.divergence),
+                  "wall_s": time.time() - started, "machine": machine()})
+        return
     stored = load_runs(args.runs_file)
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:

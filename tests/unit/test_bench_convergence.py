@@ -99,7 +99,7 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
         seen["request"] = request
         (request.out / "metrics.jsonl").write_text(json.dumps({"round": 1, "round_s": 2.0, "samples_seen": 256,
                                                                "val_accuracy": 0.3, "val_loss": 1.9}) + "\n")
-        return {"val_accuracy": 0.3, "samples_seen": 256}
+        return {"val_accuracy": 0.3, "samples_seen": 256, "run_id": "run-1"}
 
     monkeypatch.setattr("lambdatrain.local.train.train", train)
     args = convergence.argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
@@ -112,3 +112,37 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
     assert result["settings"]["worker_threads"] == 2  # it identifies the run in a runs file
     assert result["points"] == [{"round": 1, "samples_seen": 256, "train_s": 2.0, "val_accuracy": 0.3,
                                  "val_loss": 1.9}]
+
+
+def test_divergence_measures_each_variants_distance_from_float32_after_every_round(monkeypatch, capsys, tmp_path):
+    import numpy as np
+
+    from lambdatrain.layout import RunLayout
+
+    offsets = {"float32": 0.0, "bfloat16": 1e-3, "float16": 1e-4}
+    started = []
+
+    def in_child(fn, prepared, out, args, extra):
+        assert fn is convergence.run and extra["keep_rounds"] == 0  # every round's weights stay
+        started.append((args.samples, args.epochs, extra.get("worker_threads", 1), extra["transport"]))
+        offset = 1e-6 if extra.get("worker_threads") == 2 else offsets[extra["transport"]]
+        paths = RunLayout(out / "stack" / "efs", "run-x")
+        paths.weights(1).parent.mkdir(parents=True)
+        for r in range(1, 4):
+            np.save(paths.weights(r), np.full(8, 1.0 + r * offset, dtype=np.float32))
+        return {"run_id": "run-x"}
+
+    monkeypatch.setattr(convergence, "in_child", in_child)
+    monkeypatch.setattr("lambdatrain.data.resolve_dataset", lambda data, cache: data)
+    convergence.main(["--divergence", "3", "--seeds", "5"])
+    report = last_json(capsys)["divergence"]
+    assert report["rounds"] == 3 and report["seed"] == 5
+    assert started[0] == (3 * convergence.BATCH, 1, 1, "float32")  # one epoch of exactly 3 rounds
+    assert set(report["relative_l2_to_float32"]) == {convergence.CONTROL, "sync-bfloat16", "sync-float16"}
+    assert np.allclose(report["relative_l2_to_float32"]["sync-bfloat16"], [1e-3, 2e-3, 3e-3], rtol=1e-3)
+    assert np.allclose(report["relative_l2_to_float32"][convergence.CONTROL], [1e-6, 2e-6, 3e-6], rtol=0.2)
+
+
+def test_a_negative_number_of_divergence_rounds_is_refused():
+    with pytest.raises(SystemExit):
+        convergence.main(["--divergence", "-1"])
