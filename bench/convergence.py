@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -102,8 +103,13 @@ def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, An
 
     settings = settings_for(args, extra)
     start = {k: v for k, v in settings.items() if k != "worker_threads"}
-    # The local stack gives a worker one thread per 1,769 MB, as Lambda gives a vCPU.
-    stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=MB_PER_VCPU * settings.get("worker_threads", 1))
+    # The local stack gives a worker one thread per 1,769 MB, as Lambda gives a vCPU. Workers with
+    # more threads run fewer at a time: oversubscribed cores made the control 2x slower here, and
+    # how many run at once changes no number a worker computes.
+    threads = settings.get("worker_threads", 1)
+    stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=MB_PER_VCPU * threads)
+    if threads > 1:
+        stack.worker_concurrency = max(1, (os.cpu_count() or 1) // threads)
     started = time.time()
     summary = train(TrainRequest(data=prepared, out=out, settings=start, stack=stack))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

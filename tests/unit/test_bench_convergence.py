@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -108,6 +109,7 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
     result = convergence.run(tmp_path, tmp_path / "out", args, {**convergence.CONTROL_RUN, "seed": 3})
     request = seen["request"]
     assert request.stack.worker_memory_mb == 2 * 1769  # two threads in the local stack, as two vCPUs on Lambda
+    assert request.stack.worker_concurrency * 2 <= max(2, os.cpu_count() or 1)  # and no more threads than cores
     assert "worker_threads" not in request.settings and request.settings["transport"] == "float32"
     assert result["settings"]["worker_threads"] == 2  # it identifies the run in a runs file
     assert result["points"] == [{"round": 1, "samples_seen": 256, "train_s": 2.0, "val_accuracy": 0.3,
