@@ -82,6 +82,19 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: the child is sent SIGTERM when the benchmark dies, rather than training on
+    for minutes as an orphan after a ``kill`` (Linux's PR_SET_PDEATHSIG; its local stack's
+    sandboxes then exit at the end of their stdin)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such call, and a kill leaves the child running
+        pass
+
+
 def in_child(fn, *args, env: dict[str, str] | None = None):
     """``fn(*args)`` in a fresh 'spawn' process: a clean moto backend (moto keeps its state in
     process memory, so two local stacks in one process collide) and thread settings of its own."""
@@ -90,7 +103,7 @@ def in_child(fn, *args, env: dict[str, str] | None = None):
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:
-        with mp.get_context("spawn").Pool(1) as pool:
+        with mp.get_context("spawn").Pool(1, initializer=_die_with_parent) as pool:
             return pool.apply(fn, args)
     finally:
         for k, v in saved.items():
