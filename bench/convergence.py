@@ -171,6 +171,15 @@ def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, A
                         "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
                         **_mean_and_sem("final_gap", finals), **_mean_and_sem("tail_gap", tails),
                         "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5}
+    if CONTROL in variants:
+        # Both float32 runs of a seed are draws of the same recipe: their mean is a steadier baseline
+        # (variance 1.5x one run's, not 2x, for each 16-bit gap).
+        both = [statistics.fmean(results[f"{v}-seed{seed}"]["final_accuracy"] for v in ("sync-float32", CONTROL))
+                for seed in seeds]
+        for t in TRANSPORTS[1:]:
+            gaps = [100 * (results[f"sync-{t}-seed{seed}"]["final_accuracy"] - b) for seed, b in zip(seeds, both)]
+            out[f"sync-{t}"].update({"final_gap_to_both_float32_pp_per_seed": [round(g, 2) for g in gaps],
+                                     **_mean_and_sem("final_gap_to_both_float32", gaps)})
     out["float32_final_accuracy_per_seed"] = [round(100 * a, 2) for a in base_final]
     out["float32_seed_spread_pp"] = round(100 * statistics.stdev(base_final), 2) if len(seeds) > 1 else None
     return out
