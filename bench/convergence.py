@@ -132,21 +132,21 @@ def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int)
     from lambdatrain.layout import RunLayout
 
     short = argparse.Namespace(**{**vars(args), "epochs": 1, "samples": rounds * BATCH, "eval_every": 0})
-    variants = {"sync-float32": {"mode": "sync", "transport": "float32"}, CONTROL: CONTROL_RUN,
-                **{f"sync-{t}": {"mode": "sync", "transport": t} for t in TRANSPORTS[1:]}}
+    seed = args.seeds[0]
     weights = {}
-    for name, extra in variants.items():
+    for name, extra in runs_for([seed], average=False, control=True):
         log(f"divergence: {name}, {rounds} rounds")
         out = tmp / f"divergence-{name}"
-        result = in_child(run, prepared, out, short, {**extra, "seed": args.seeds[0], "keep_rounds": 0})
+        result = in_child(run, prepared, out, short, {**extra, "keep_rounds": 0})
         paths = RunLayout(out / "stack" / "efs", result["run_id"])
-        weights[name] = [np.load(paths.weights(r), mmap_mode="r") for r in range(1, rounds + 1)]
+        weights[name.removesuffix(f"-seed{seed}")] = [np.load(paths.weights(r), mmap_mode="r")
+                                                     for r in range(1, rounds + 1)]
     base = weights.pop("sync-float32")
     distances = {name: [float(np.linalg.norm(w - b) / np.linalg.norm(b)) for w, b in zip(ws, base)]
                  for name, ws in weights.items()}
     for name, d in distances.items():
         log(f"divergence: {name}: " + " ".join(f"{x:.1e}" for x in d))
-    return {"rounds": rounds, "seed": args.seeds[0], "relative_l2_to_float32": distances}
+    return {"rounds": rounds, "seed": seed, "relative_l2_to_float32": distances}
 
 
 def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
