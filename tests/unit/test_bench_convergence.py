@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -105,8 +106,8 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
         return {"val_accuracy": 0.3, "samples_seen": 256, "run_id": "run-1"}
 
     monkeypatch.setattr("lambdatrain.local.train.train", train)
-    args = convergence.argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
-                                          val_samples=100, eval_every=1)
+    args = argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
+                              val_samples=100, eval_every=1)
     (tmp_path / "out").mkdir()
     result = convergence.run(tmp_path, tmp_path / "out", args, {**convergence.CONTROL_RUN, "seed": 3})
     request = seen["request"]
