@@ -97,9 +97,9 @@ def load_runs(path: Path | None) -> list[dict[str, Any]]:
 
 
 def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
-    from lambdatrain.local.service import MB_PER_VCPU
     from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.local.train import TrainRequest, train
+    from lambdatrain.planner import MB_PER_VCPU
 
     settings = settings_for(args, extra)
     start = {k: v for k, v in settings.items() if k != "worker_threads"}
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
         for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control):
-            reused = next((r for r in stored if r["settings"] == settings_for(args, extra)), None)
+            wanted = settings_for(args, extra)
+            reused = next((r for r in stored if r["settings"] == wanted), None)
             if reused is not None:
                 log(f"{name}: reused from {args.runs_file}")
                 results[name] = reused

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, log, machine
+from lambdatrain.planner import MB_PER_VCPU
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"workers": args.workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1,
@@ -43,7 +44,7 @@ def distributed(prepared: Path, args: argparse.Namespace, out: Path) -> dict[str
     from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.local.train import TrainRequest, train
 
-    stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=1769, worker_concurrency=args.workers)
+    stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=MB_PER_VCPU, worker_concurrency=args.workers)
     summary = train(TrainRequest(data=prepared, out=out, settings=settings(args), stack=stack))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     results = [i for i in json.loads((out / "ledger.json").read_text()) if i.get("kind") == "result"]
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     single_ips = sum(s["samples"] for s in solo) / sum(s["seconds"] for s in solo)
     emit({"distributed_ips": rounds_ips, "distributed_ips_end_to_end": sum(d["samples"] for d in dist) /
           sum(d["wall_s"] for d in dist), "single_ips": single_ips, "ratio": rounds_ips / single_ips,
-          "settings": {**settings(args), "single_threads": args.workers, "worker_memory_mb": 1769},
+          "settings": {**settings(args), "single_threads": args.workers, "worker_memory_mb": MB_PER_VCPU},
           "distributed_runs": dist, "single_runs": solo, "wall_s": time.time() - started, "machine": machine()})
 
 

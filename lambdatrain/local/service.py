@@ -26,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-MB_PER_VCPU = 1769  # Lambda: one vCPU's worth of CPU per 1,769 MB of memory
+from lambdatrain.planner import MB_PER_VCPU  # Lambda: one vCPU's worth of CPU per 1,769 MB
+
 INIT_TIMEOUT_S = 300.0  # a cold start's imports; far beyond Lambda's 10 s, for loaded test machines
 PATH_PREFIX = "/2015-03-31/functions/"
 
@@ -35,7 +36,7 @@ PATH_PREFIX = "/2015-03-31/functions/"
 class FunctionConfig:
     name: str
     handler_path: Path  # functions/<name>/handler.py
-    memory_mb: int = 1769
+    memory_mb: int = MB_PER_VCPU
     timeout_s: float = 900.0
     concurrency: int = 4  # like reserved concurrency: async events beyond it wait in the queue
     retries: int = 2  # Lambda retries a failed asynchronous invocation twice

@@ -22,6 +22,7 @@ from lambdatrain import settings as names
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.service import Delivery, FunctionConfig, InvocationError, LambdaService
+from lambdatrain.planner import MB_PER_VCPU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -33,7 +34,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "
 @dataclass
 class LocalStackConfig:
     state_dir: Path  # holds efs/ (the mount), logs/ and dlq/
-    worker_memory_mb: int = 1769  # 1 thread each (Lambda's 1,769 MB per vCPU)
+    worker_memory_mb: int = MB_PER_VCPU  # 1 thread each (Lambda's 1,769 MB per vCPU)
     worker_timeout_s: float = 900.0
     combiner_memory_mb: int = 3538
     combiner_timeout_s: float = 900.0
