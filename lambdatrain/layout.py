@@ -75,19 +75,20 @@ class RunLayout:
 
     def checkpoint_rounds(self) -> list[int]:
         """Rounds with any weights or momentum file left, whole or not (retention sweeps them)."""
-        rounds = set()
-        for folder in (self.root / "weights", self.root / "optim"):
-            if folder.is_dir():
-                rounds.update(int(p.name[1:7]) for p in folder.glob("r[0-9][0-9][0-9][0-9][0-9][0-9].npy*"))
-        return sorted(rounds)
+        return sorted({r for r, _ in _round_files(self.weights(0).parent, ".npy*")} |
+                      {r for r, _ in _round_files(self.optim(0).parent, ".npy*")})
 
     def committed_rounds(self) -> list[int]:
         """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
-        folder = self.root / "weights"
-        if not folder.is_dir():
-            return []
-        return sorted(int(p.name[1:7]) for p in folder.glob("r??????.npy")
-                      if digest_path(p).exists())
+        return sorted(r for r, p in _round_files(self.weights(0).parent, ".npy") if digest_path(p).exists())
+
+
+def _round_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """(round, path) of the files ``r<6 digits><suffix>`` in folder (the names ``weights`` and
+    ``optim`` give); none if the folder does not exist."""
+    if not folder.is_dir():
+        return []
+    return [(int(p.name[1:7]), p) for p in folder.glob("r" + "[0-9]" * 6 + suffix)]
 
 
 def digest_path(path: Path) -> Path:
