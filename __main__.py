@@ -11,7 +11,7 @@ from components.functions import TrainingFunctions, TrainingFunctionsArgs
 from components.ledger import Ledger, LedgerArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
-from lambdatrain.errors import ConfigError
+from lambdatrain.protocol.errors import ConfigError
 
 config = pulumi.Config()
 

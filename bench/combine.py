@@ -11,7 +11,7 @@ temporary folder on local disk, then for every N:
 * S = 1: one fresh process runs ``weighted_sum(files, P)``;
 * S = 2: S fresh processes start together (a barrier after their imports) and each reduces its
   slice ``[lo, hi)`` from ``iter_slices``, reading and verifying only that slice of every file
-  (the per-slice digests workers record, see lambdatrain/sharding.py), as S combiner shares
+  (the per-slice digests workers record, see lambdatrain/roles/sharding.py), as S combiner shares
   would; ``seconds`` is from the first start to the last finish.
 
 Each process reports its peak resident set (VmHWM) and its resident set after the imports (the
@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from bench._common import drop_page_cache, emit, int_list, log, machine, peak_rss_bytes, rss_bytes
-from lambdatrain.digest import ALGORITHMS, DEFAULT_ALGORITHM
+from lambdatrain.storage.digest import ALGORITHMS, DEFAULT_ALGORITHM
 
 
 def default_params() -> int:
-    from lambdatrain.combine import FlatLayout
-    from lambdatrain.model import ModelSpec, build_model
+    from lambdatrain.training.combine import FlatLayout
+    from lambdatrain.training.model import ModelSpec, build_model
 
     return FlatLayout.of(build_model(ModelSpec("vgg19_cifar", 1.0))).size
 
@@ -50,8 +50,8 @@ def default_params() -> int:
 def write_files(folder: Path, count: int, params: int, shards: list[int], checksum: str) -> list[tuple]:
     """``count`` result files (distinct contents, unequal sample counts) as
     (path, bytes, checksum, samples, {S: per-slice checksums}), as workers write and record them."""
-    from lambdatrain.combine import iter_slices
-    from lambdatrain.layout import range_digests, write_array
+    from lambdatrain.training.combine import iter_slices
+    from lambdatrain.storage.efs import range_digests, write_array
 
     base = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
     files = []
@@ -65,8 +65,8 @@ def write_files(folder: Path, count: int, params: int, shards: list[int], checks
 
 
 def _combine_child(files, params: int, shards: int, shard: int, barrier, results) -> None:
-    from lambdatrain.combine import WorkerFile, iter_slices, weighted_sum
-    from lambdatrain.layout import Digest
+    from lambdatrain.training.combine import WorkerFile, iter_slices, weighted_sum
+    from lambdatrain.storage.efs import Digest
 
     lo, hi = list(iter_slices(params, shards))[shard]
     worker_files = [WorkerFile(i, Path(p), Digest(b, h), n, slices[shards][shard] if shards > 1 else None)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, int_list, log, machine
-from lambdatrain.protocol import LR_SCHEDULES
+from lambdatrain.protocol.events import LR_SCHEDULES
 
 TRANSPORTS = ("float32", "bfloat16", "float16")
 AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
@@ -98,8 +98,8 @@ def load_runs(path: Path | None) -> list[dict[str, Any]]:
 
 def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     from lambdatrain.local.stack import LocalStackConfig
-    from lambdatrain.local.train import TrainRequest, train
-    from lambdatrain.planner import MB_PER_VCPU
+    from lambdatrain.ops.local_train import TrainRequest, train
+    from lambdatrain.planning.planner import MB_PER_VCPU
 
     settings = settings_for(args, extra)
     start = {k: v for k, v in settings.items() if k != "worker_threads"}
@@ -129,7 +129,7 @@ def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int)
     rounds (one epoch of exactly that many rounds, every round's weights kept)."""
     import numpy as np
 
-    from lambdatrain.layout import RunLayout
+    from lambdatrain.storage.efs import RunLayout
 
     short = argparse.Namespace(**{**vars(args), "epochs": 1, "samples": rounds * BATCH, "eval_every": 0})
     seed = args.seeds[0]
@@ -197,9 +197,9 @@ def transport_error(prepared: Path, samples: int = 64) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from lambdatrain.combine import decode_chunk, encode
-    from lambdatrain.data import open_prepared, to_tensor_batch
-    from lambdatrain.model import ModelSpec, build_model
+    from lambdatrain.training.combine import decode_chunk, encode
+    from lambdatrain.training.data import open_prepared, to_tensor_batch
+    from lambdatrain.training.model import ModelSpec, build_model
 
     torch.manual_seed(0)
     data = open_prepared(prepared)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.divergence < 0:
         parser.error(f"--divergence must be a number of rounds, not {args.divergence}")
-    from lambdatrain.data import resolve_dataset
+    from lambdatrain.training.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, log, machine
-from lambdatrain.planner import MB_PER_VCPU
+from lambdatrain.planning.planner import MB_PER_VCPU
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"workers": args.workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1,
@@ -42,7 +42,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def distributed(prepared: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from lambdatrain.local.stack import LocalStackConfig
-    from lambdatrain.local.train import TrainRequest, train
+    from lambdatrain.ops.local_train import TrainRequest, train
 
     stack = LocalStackConfig(state_dir=out / "stack", worker_memory_mb=MB_PER_VCPU, worker_concurrency=args.workers)
     summary = train(TrainRequest(data=prepared, out=out, settings=settings(args), stack=stack))
@@ -71,8 +71,8 @@ def single(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from lambdatrain import trainer
-    from lambdatrain.protocol import parse_config
+    from lambdatrain.training import trainer
+    from lambdatrain.protocol.events import parse_config
 
     config = parse_config(settings(args))
     data = trainer.dataset(str(prepared))
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=448)
     args = parser.parse_args(argv)
-    from lambdatrain.data import resolve_dataset
+    from lambdatrain.training.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)

@@ -1,4 +1,4 @@
-"""The planner check: lambdatrain.planner's prediction against the local stack for N = 1, 2, 4.
+"""The planner check: lambdatrain.planning.planner's prediction against the local stack for N = 1, 2, 4.
 
     python -m bench.planner [--workers 1,2,4] [--samples 2048] [--width 0.125]
 
@@ -32,7 +32,7 @@ from bench._common import add_data_args, emit, in_child, log, machine
 
 def measured(prepared: Path, out: Path, workers: int, args: argparse.Namespace) -> dict[str, Any]:
     from lambdatrain.local.stack import LocalStackConfig
-    from lambdatrain.local.train import TrainRequest, train
+    from lambdatrain.ops.local_train import TrainRequest, train
 
     settings = {"workers": workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1, "batch_size": 256,
                 "micro_batch": 64, "max_train_samples": args.samples, "val_samples": 64, "seed": 0}
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from dataclasses import replace
 
-    from lambdatrain import planner
-    from lambdatrain.calibration import calibrate
-    from lambdatrain.data import resolve_dataset
+    from lambdatrain.planning import planner
+    from lambdatrain.planning.calibration import calibrate
+    from lambdatrain.training.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)

@@ -4,9 +4,9 @@ training split, on a GPU where there is one: the ceiling the distributed modes a
     python -m bench.reference [--epochs 30] [--batch-size 128] [--lr 0.05] [--device cuda]
                               [--samples K] [--width 1.0] [--data PATH]
 
-The recipe is the system's own: the same prepared dataset and validation split (lambdatrain.data,
+The recipe is the system's own: the same prepared dataset and validation split (lambdatrain.training.data,
 10 % of the training tarball held out, stratified, fixed by the seed), the same model
-(``vgg19_cifar`` from lambdatrain.model), the same augmentation (4-pixel zero-padded random crop
+(``vgg19_cifar`` from lambdatrain.training.model), the same augmentation (4-pixel zero-padded random crop
 and horizontal flip) and SGD with momentum and weight decay; one process, one optimizer step per
 batch, cosine learning-rate decay over the epochs. The whole split lives on the device as uint8
 and is augmented there, so the GPU is not starved by a CPU loader. Accuracy is on the full held-
@@ -23,7 +23,7 @@ from typing import Any
 
 from bench._common import DEFAULT_CACHE, DEFAULT_DATA, emit, log, machine
 
-PAD = 4  # as lambdatrain.data._random_crop
+PAD = 4  # as lambdatrain.training.data._random_crop
 
 
 def _augment(x, generator):
@@ -53,8 +53,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from lambdatrain.data import open_prepared, resolve_dataset
-    from lambdatrain.model import ModelSpec, build_model
+    from lambdatrain.training.data import open_prepared, resolve_dataset
+    from lambdatrain.training.model import ModelSpec, build_model
 
     device = torch.device(args.device)
     data = open_prepared(resolve_dataset(args.data, args.cache_dir))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from lambdatrain.errors import ConfigError
+from lambdatrain.protocol.errors import ConfigError
 
 ARCHITECTURES = ("x86_64", "arm64")
 MEMORY_MB = (128, 10240)  # Lambda's limits

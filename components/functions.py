@@ -21,8 +21,8 @@ import pulumi_aws as aws
 
 from components.config import StackSettings
 from components.iam import PolicyRefs, function_role
-from lambdatrain import settings as env
-from lambdatrain.schema import (
+from lambdatrain.roles import settings as env
+from lambdatrain.ledger.schema import (
     STREAM_BATCH_SIZE,
     STREAM_FILTER_PATTERN,
     STREAM_MAX_RECORD_AGE_S,
@@ -30,7 +30,7 @@ from lambdatrain.schema import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME = "python3.12"  # lambdatrain.deps.LAMBDA_PYTHON installs wheels for this one
+RUNTIME = "python3.12"  # lambdatrain.roles.packages.LAMBDA_PYTHON installs wheels for this one
 HANDLER = "handler.handler"
 # Every function logs through Powertools' Logger (lambdatrain/logs.py), which the Lambda runtime
 # lacks; the setup event must run before EFS holds any packages, so it is vendored into each zip.
@@ -90,7 +90,7 @@ class TrainingFunctions(pulumi.ComponentResource):
         )
 
     def environment(self) -> dict[str, pulumi.Input[str]]:
-        """The variables every function gets; names from lambdatrain.settings."""
+        """The variables every function gets; names from lambdatrain.roles.settings."""
         a = self._args
         return {
             env.ENV_TABLE: a.table_name,

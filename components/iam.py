@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from lambdatrain import settings as env
+from lambdatrain.roles import settings as env
 
 # Who may invoke whom. The starter fans out round 0 and, for a duplicate start or a resume,
 # re-drives the current round: its missing workers, or the combiner of a ready round. The combiner

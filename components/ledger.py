@@ -1,6 +1,6 @@
 """Ledger: the DynamoDB table that records every run, round and result, and its stream.
 
-The schema, the stream view and the TTL attribute come from ``lambdatrain.schema``, the same
+The schema, the stream view and the TTL attribute come from ``lambdatrain.ledger.schema``, the same
 definitions the runtime and the local stack use. The stream is what wakes the combiner: the event
 source mapping in ``components/functions.py`` filters it down to rounds turning ready.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from lambdatrain.schema import (
+from lambdatrain.ledger.schema import (
     BILLING_MODE,
     HASH_KEY,
     KEY_ATTRIBUTES,

@@ -1,6 +1,6 @@
 """Storage: the EFS file system the functions share, and the S3 bucket (paper, section 5.C).
 
-EFS holds the packages (torch & co, see lambdatrain/deps.py), the prepared dataset, the model and
+EFS holds the packages (torch & co, see lambdatrain/roles/packages.py), the prepared dataset, the model and
 every round's gradients; the functions reach it through one access point that pins the POSIX user,
 so files written by any function belong to the same uid. The bucket receives the dataset archive,
 the start files that trigger the starter, and exports; it is private, encrypted, versioned and
@@ -10,7 +10,7 @@ The file system policy makes IAM the gate to EFS: without one, any NFS client th
 lets in could mount and write. With it, a client must use TLS, come through a mount target and
 our access point, and hold ``ClientMount``/``ClientWrite`` in its own IAM policy (the grant names
 the account, which delegates to identity policies: only the functions' roles have them). That is
-also why the files' checksums need not be cryptographic (lambdatrain/digest.py): whoever can write
+also why the files' checksums need not be cryptographic (lambdatrain/storage/digest.py): whoever can write
 a file can write the ledger item that records its checksum.
 """
 

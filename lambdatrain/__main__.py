@@ -1,5 +1,5 @@
 """``python -m lambdatrain``: the same as the ``lambdatrain`` console script."""
 
-from lambdatrain.cli import main
+from lambdatrain.cli.app import main
 
 main()

@@ -1,4 +1,4 @@
-"""Small synthetic datasets for tests, in every format ``lambdatrain.data`` reads or writes.
+"""Small synthetic datasets for tests, in every format ``lambdatrain.training.data`` reads or writes.
 
 Images are learnable on purpose: each class has its own colour and stripe direction, plus noise,
 so a tiny model's loss falls within a few dozen steps. Everything is deterministic in ``seed``.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lambdatrain.data import ARRAY_NAMES, CIFAR10_CLASSES, FORMAT_VERSION, META_FILE
+from lambdatrain.training.data import ARRAY_NAMES, CIFAR10_CLASSES, FORMAT_VERSION, META_FILE
 
 NOISE = 40  # amplitude of the uniform per-pixel noise, in uint8 steps
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import boto3
 
-from lambdatrain import schema
-from lambdatrain.faults import Faults, InjectedCrash
-from lambdatrain.handlers import dispatch
-from lambdatrain.ledger import Ledger
+from lambdatrain.ledger import schema
+from lambdatrain.roles.faults import Faults, InjectedCrash
+from lambdatrain.roles.edge import dispatch
+from lambdatrain.ledger.table import Ledger
 from lambdatrain.local.poller import StreamPoller
-from lambdatrain.runtime import Runtime
-from lambdatrain.settings import COMBINER, STARTER, WORKER, load
+from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import COMBINER, STARTER, WORKER, load
 
 
 

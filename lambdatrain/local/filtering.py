@@ -2,7 +2,7 @@
 
 A pattern is a nested dict whose leaves are lists of allowed values, or of ``{"exists": bool}``,
 ``{"prefix": str}`` or ``{"anything-but": [...]}`` matchers; a record matches when every key of the
-pattern matches (AWS's rules). The pattern itself is ``lambdatrain.schema.STREAM_FILTER_PATTERN``,
+pattern matches (AWS's rules). The pattern itself is ``lambdatrain.ledger.schema.STREAM_FILTER_PATTERN``,
 the very one deployed by ``components/functions.py``.
 """
 

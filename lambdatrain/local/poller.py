@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from lambdatrain import schema
+from lambdatrain.ledger import schema
 from lambdatrain.local.filtering import matches
 
 

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.planner import MB_PER_VCPU  # Lambda: one vCPU's worth of CPU per 1,769 MB
+from lambdatrain.planning.planner import MB_PER_VCPU  # Lambda: one vCPU's worth of CPU per 1,769 MB
 
 INIT_TIMEOUT_S = 300.0  # a cold start's imports; far beyond Lambda's 10 s, for loaded test machines
 PATH_PREFIX = "/2015-03-31/functions/"

@@ -17,12 +17,12 @@ from typing import Any
 
 import boto3
 
-from lambdatrain import schema
-from lambdatrain import settings as names
+from lambdatrain.ledger import schema
+from lambdatrain.roles import settings as names
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.service import Delivery, FunctionConfig, InvocationError, LambdaService
-from lambdatrain.planner import MB_PER_VCPU
+from lambdatrain.planning.planner import MB_PER_VCPU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -173,7 +173,7 @@ class LocalStack:
         return self.service.function(function).invoke_sync(event)
 
     def ledger(self):
-        from lambdatrain.ledger import Ledger
+        from lambdatrain.ledger.table import Ledger
 
         return Ledger(self.config.table, resource=boto3.resource("dynamodb", **self.client_kwargs))
 

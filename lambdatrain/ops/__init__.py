@@ -3,5 +3,5 @@
 ``target`` resolves where the stack is and wraps every AWS call in one error mapping; ``source``
 reads a run from the ledger table or from a ``local train --out`` folder; ``views`` renders status,
 runs and watch; ``control`` starts, stops and resumes through the starter; ``plot`` and ``export``
-turn a run's metrics and weights into files. ``lambdatrain.cli_ops`` is the command line over them.
+turn a run's metrics and weights into files. ``lambdatrain.cli.ops`` is the command line over them.
 """

@@ -14,8 +14,8 @@ import uuid
 from typing import Any, Mapping
 
 from lambdatrain.ops.target import Target
-from lambdatrain.protocol import check_run_id, parse_config
-from lambdatrain.settings import START_PREFIX, START_SUFFIX
+from lambdatrain.protocol.events import check_run_id, parse_config
+from lambdatrain.roles.settings import START_PREFIX, START_SUFFIX
 
 
 def start_event(settings: Mapping[str, Any], run: str | None) -> dict[str, Any]:

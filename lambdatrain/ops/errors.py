@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lambdatrain.errors import LambdaTrainError
+from lambdatrain.protocol.errors import LambdaTrainError
 
 
 class OpsError(LambdaTrainError):

@@ -22,20 +22,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from lambdatrain import checkpoint
-from lambdatrain import layout as efs
-from lambdatrain.errors import DataError
-from lambdatrain.model import ModelSpec, build_model, input_size
+from lambdatrain.training import checkpoint
+from lambdatrain.storage import efs as efs
+from lambdatrain.protocol.errors import DataError
+from lambdatrain.training.model import ModelSpec, build_model, input_size
 from lambdatrain.ops.errors import MountUnavailable
 from lambdatrain.ops.source import RunSource
-from lambdatrain.settings import EXPORT_PREFIX
+from lambdatrain.roles.settings import EXPORT_PREFIX
 
 FORMAT = "lambdatrain-export-v1"
 MODEL_FILE, META_FILE = "model.pt", "model.json"
 
 
 def _from_mount(source: RunSource) -> dict[str, Any]:
-    from lambdatrain.combine import FlatLayout
+    from lambdatrain.training.combine import FlatLayout
 
     record = source.ledger.get_run(source.run)
     mount = source.target.mount if source.target else None
@@ -66,7 +66,7 @@ def build_hint(record: dict[str, Any]) -> str:
     """Python that rebuilds the bare module; torchvision's own VGG19 where the shapes are its own."""
     if record["model"] == "vgg19" and float(record["width"]) == 1.0:
         return f"torchvision.models.vgg19(num_classes={record['num_classes']})"
-    return "lambdatrain.model.build_model(lambdatrain.model.ModelSpec(**meta['spec']))"
+    return "lambdatrain.training.model.build_model(lambdatrain.training.model.ModelSpec(**meta['spec']))"
 
 
 def export_meta(record: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def _image(path: Path, size: int) -> np.ndarray:
 
 def predict(model_path: Path, images: Sequence[Path], *, top: int = 3) -> list[dict[str, Any]]:
     """The ``top`` classes and probabilities for each image."""
-    from lambdatrain.data import to_tensor_batch
+    from lambdatrain.training.data import to_tensor_batch
 
     model, meta = load_any(model_path)
     x = np.stack([_image(Path(p), int(meta["input_size"])) for p in images])

@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.errors import DataError
+from lambdatrain.protocol.errors import DataError
 from lambdatrain.ops.source import RunSource
 
 PHASES = (("worker_s", "workers"), ("combine_s", "combine"), ("wait_s", "waiting"))

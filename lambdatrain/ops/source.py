@@ -2,7 +2,7 @@
 
 ``local train`` leaves ``ledger.json`` (every item of the run) beside the checkpoint, so a finished
 local run can be inspected after its stack is gone. ``FolderLedger`` answers the same read calls as
-``lambdatrain.ledger.Ledger`` from that file; the commands do not care which one they hold.
+``lambdatrain.ledger.table.Ledger`` from that file; the commands do not care which one they hold.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.errors import UnknownRun
-from lambdatrain.ledger_items import RunRecord, record_from_meta
+from lambdatrain.protocol.errors import UnknownRun
+from lambdatrain.ledger.items import RunRecord, record_from_meta
 from lambdatrain.ops.errors import MissingSetting
 from lambdatrain.ops.target import Target, TargetOptions, resolve
-from lambdatrain.protocol import RUN_ID_PATTERN
+from lambdatrain.protocol.events import RUN_ID_PATTERN
 
 LEDGER_FILE = "ledger.json"
 

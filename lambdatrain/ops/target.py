@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                  NoCredentialsError, NoRegionError, PartialCredentialsError, ReadTimeoutError)
 
-from lambdatrain import settings as names
+from lambdatrain.roles import settings as names
 from lambdatrain.ops.errors import MissingCredentials, MissingSetting, StackError, StarterFailed, Unreachable
 
 ENV_ENDPOINT = "LAMBDATRAIN_ENDPOINT"
@@ -90,7 +90,7 @@ class Target:
         return boto3.session.Session()
 
     def ledger(self):
-        from lambdatrain.ledger import Ledger
+        from lambdatrain.ledger.table import Ledger
 
         table = self.name("table")  # a missing name is the first thing to report
         resource = self._session().resource("dynamodb", config=_READ_CONFIG, **self._kwargs("dynamodb"))

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lambdatrain.ledger_items import RUNNING, record_from_meta
+from lambdatrain.ledger.items import RUNNING, record_from_meta
 from lambdatrain.ops.source import RunSource
 
 

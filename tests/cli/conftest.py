@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from lambdatrain.cli import app
+from lambdatrain.cli.app import app
 from tests.datagen import make_prepared
 
 # The smallest run that still has several rounds and an evaluation: 128 images, 2 workers,

@@ -15,7 +15,7 @@ import click
 import pytest
 import typer
 
-from lambdatrain.cli import app
+from lambdatrain.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

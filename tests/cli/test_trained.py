@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lambdatrain import checkpoint
-from lambdatrain.data import open_prepared, to_tensor_batch
+from lambdatrain.training import checkpoint
+from lambdatrain.training.data import open_prepared, to_tensor_batch
 
 pytestmark = pytest.mark.slow  # the session's `local train` takes half a minute
 

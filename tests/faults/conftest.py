@@ -12,7 +12,7 @@ import uuid
 import numpy as np
 import pytest
 
-from lambdatrain import layout as efs
+from lambdatrain.storage import efs as efs
 from tests.harness import InlineSystem
 
 # Three rounds per epoch, two epochs: small enough to repeat many times, long enough to matter.

@@ -11,8 +11,8 @@ import random
 
 import numpy as np
 
-from lambdatrain.faults import POINTS
-from lambdatrain.settings import STARTER
+from lambdatrain.roles.faults import POINTS
+from lambdatrain.roles.settings import STARTER
 from tests.faults.conftest import SETTINGS, assert_survived, final_weights
 
 CHAOS = {**SETTINGS, "workers": 3, "epochs": 1, "batch_size": 48, "max_train_samples": 144}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambdatrain import layout as efs
-from lambdatrain.faults import POINTS
-from lambdatrain.settings import COMBINER, STARTER, WORKER
+from lambdatrain.storage import efs as efs
+from lambdatrain.roles.faults import POINTS
+from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
 from tests.faults.conftest import SETTINGS, assert_survived
 from tests.harness import FakeContext, StreamPoller
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lambdatrain import layout as efs
+from lambdatrain.storage import efs as efs
 from lambdatrain.local.service import Delivery
 from lambdatrain.local.stack import LocalStack, LocalStackConfig
-from lambdatrain.local.train import link_dataset
-from lambdatrain.settings import COMBINER, STARTER, WORKER
+from lambdatrain.ops.local_train import link_dataset
+from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
 from tests.faults.conftest import SETTINGS
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,7 @@ def _kill_everything(proc: subprocess.Popen, state_dir: Path) -> None:
 def test_whole_stack_outage_resumes_from_the_last_committed_round(tmp_path, tiny_dataset, reference, monkeypatch):
     import boto3
 
-    from lambdatrain.ledger import Ledger
+    from lambdatrain.ledger.table import Ledger
 
     expected = reference(FAST_RECOVERY)
     state = tmp_path / "stack"

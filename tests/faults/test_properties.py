@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lambdatrain.errors import InvalidEvent, LambdaTrainError, UnknownRun
-from lambdatrain.protocol import (CHECKSUMS, LR_SCHEDULES, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig,
+from lambdatrain.protocol.errors import InvalidEvent, LambdaTrainError, UnknownRun
+from lambdatrain.protocol.events import (CHECKSUMS, LR_SCHEDULES, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig,
                                   parse_config)
 from tests.datagen import make_prepared
 from tests.faults.conftest import SETTINGS
@@ -380,7 +380,7 @@ def train_args(data: Path, out: Path, field: str) -> list[str]:
 def test_local_train_refuses_bad_setting_with_one_error_line_and_creates_nothing(cli_data, tmp_path, field,
                                                                                   monkeypatch, capsys):
     # In-process through cli.main, the console script's entry point: torch is already imported here.
-    from lambdatrain.cli import main
+    from lambdatrain.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["lambdatrain", *train_args(cli_data, tmp_path, field)])
     with pytest.raises(SystemExit) as exit_info:

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lambdatrain import layout as efs
-from lambdatrain import trainer
-from lambdatrain.combine import FlatLayout, learning_rate
-from lambdatrain.model import ModelSpec, build_model
-from lambdatrain.protocol import parse_config
-from lambdatrain.settings import STARTER
+from lambdatrain.storage import efs as efs
+from lambdatrain.training import trainer
+from lambdatrain.training.combine import FlatLayout, learning_rate
+from lambdatrain.training.model import ModelSpec, build_model
+from lambdatrain.protocol.events import parse_config
+from lambdatrain.roles.settings import STARTER
 
 SETTINGS = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 40, "micro_batch": 4, "lr": 0.1,
             "momentum": 0.9, "weight_decay": 5e-4, "seed": 3}

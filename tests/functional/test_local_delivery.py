@@ -8,7 +8,7 @@ from pathlib import Path
 
 import boto3
 
-from lambdatrain import schema
+from lambdatrain.ledger import schema
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.service import FunctionConfig, LambdaService
 

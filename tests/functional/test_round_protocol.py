@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambdatrain import layout as efs
-from lambdatrain import trainer
-from lambdatrain.combine import learning_rate
-from lambdatrain.protocol import parse_config
-from lambdatrain.settings import COMBINER, STARTER, WORKER
+from lambdatrain.storage import efs as efs
+from lambdatrain.training import trainer
+from lambdatrain.training.combine import learning_rate
+from lambdatrain.protocol.events import parse_config
+from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
 
 SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 8, "augment": False}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lambdatrain import checkpoint
-from lambdatrain.errors import ConfigError, DataError
+from lambdatrain.training import checkpoint
+from lambdatrain.protocol.errors import ConfigError, DataError
 from lambdatrain.local.service import FunctionConfig, LambdaService
-from lambdatrain.settings import STARTER, WORKER, load
+from lambdatrain.roles.settings import STARTER, WORKER, load
 
 SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 16, "max_train_samples": 64}
 

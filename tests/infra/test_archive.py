@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from components.functions import POWERTOOLS_VERSION, VENDORED
-from lambdatrain import settings as env
+from lambdatrain.roles import settings as env
 
 # What the Lambda Python runtime ships besides the standard library.
 LAMBDA_RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "urllib3", "dateutil", "six")
@@ -57,7 +57,7 @@ def _run_bare(code: str, paths: list[Path], env_vars: dict[str, str]) -> subproc
 def test_every_archive_holds_handler_package_and_powertools(dev, logical):
     assets = _assets(dev, logical)
     assert assets["handler.py"].path.endswith(f"functions/{logical}/handler.py")
-    assert {"lambdatrain/__init__.py", "lambdatrain/handlers.py", "lambdatrain/setup.py"} <= set(assets)
+    assert {"lambdatrain/__init__.py", "lambdatrain/roles/edge.py", "lambdatrain/roles/setup.py"} <= set(assets)
     assert {"aws_lambda_powertools/__init__.py", "aws_lambda_powertools/logging/logger.py"} <= set(assets)
     assert "typing_extensions.py" in assets
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in assets)
@@ -82,6 +82,6 @@ def test_starter_handler_loads_before_setup_installed_anything(dev, tmp_path):
     runtime = _runtime_packages(tmp_path / "runtime")
     mount = tmp_path / "mnt"
     mount.mkdir()
-    result = _run_bare("import handler, lambdatrain.setup", [archive, runtime],
+    result = _run_bare("import handler, lambdatrain.roles.setup", [archive, runtime],
                        {env.ENV_MOUNT: str(mount), env.ENV_TABLE: "t"})
     assert result.returncode == 0, result.stderr

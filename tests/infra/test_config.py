@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from components.config import FunctionSettings, StackSettings, subnet_cidrs
-from lambdatrain.errors import ConfigError
+from lambdatrain.protocol.errors import ConfigError
 
 
 def settings(**changes) -> StackSettings:

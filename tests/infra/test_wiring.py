@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lambdatrain import schema, settings as env
+from lambdatrain.ledger import schema
+from lambdatrain.roles import settings as env
 
 ESM = "aws:lambda/eventSourceMapping:EventSourceMapping"
 
@@ -119,7 +120,7 @@ def test_worker_size_follows_config(stack, memory, request):
 def test_worker_code_is_its_handler_plus_the_package(plan):
     assets = plan.functions()[env.WORKER].inputs["code"].assets
     assert assets["handler.py"].path.endswith("functions/worker/handler.py")
-    assert "lambdatrain/settings.py" in assets and "lambdatrain/schema.py" in assets
+    assert "lambdatrain/roles/settings.py" in assets and "lambdatrain/ledger/schema.py" in assets
     assert plan.functions()[env.WORKER].inputs["handler"] == "handler.handler"
 
 

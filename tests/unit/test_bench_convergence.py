@@ -41,7 +41,7 @@ def trained(monkeypatch):
                         [a + (0.005 if control else shift[extra["transport"]]) for a in base[extra["seed"]]])
 
     monkeypatch.setattr(convergence, "in_child", in_child)
-    monkeypatch.setattr("lambdatrain.data.resolve_dataset", lambda data, cache: data)
+    monkeypatch.setattr("lambdatrain.training.data.resolve_dataset", lambda data, cache: data)
     return calls
 
 
@@ -105,7 +105,7 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
                                                                "val_accuracy": 0.3, "val_loss": 1.9}) + "\n")
         return {"val_accuracy": 0.3, "samples_seen": 256, "run_id": "run-1"}
 
-    monkeypatch.setattr("lambdatrain.local.train.train", train)
+    monkeypatch.setattr("lambdatrain.ops.local_train.train", train)
     args = argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
                               val_samples=100, eval_every=1)
     (tmp_path / "out").mkdir()
@@ -122,7 +122,7 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
 def test_divergence_measures_each_variants_distance_from_float32_after_every_round(monkeypatch, capsys, tmp_path):
     import numpy as np
 
-    from lambdatrain.layout import RunLayout
+    from lambdatrain.storage.efs import RunLayout
 
     offsets = {"float32": 0.0, "bfloat16": 1e-3, "float16": 1e-4}
     started = []
@@ -138,7 +138,7 @@ def test_divergence_measures_each_variants_distance_from_float32_after_every_rou
         return {"run_id": "run-x"}
 
     monkeypatch.setattr(convergence, "in_child", in_child)
-    monkeypatch.setattr("lambdatrain.data.resolve_dataset", lambda data, cache: data)
+    monkeypatch.setattr("lambdatrain.training.data.resolve_dataset", lambda data, cache: data)
     convergence.main(["--divergence", "3", "--seeds", "5"])
     report = last_json(capsys)["divergence"]
     assert report["rounds"] == 3 and report["seed"] == 5

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lambdatrain import combine
-from lambdatrain import layout as efs
-from lambdatrain.combine import (FlatLayout, WorkerFile, apply_update, decode_chunk, encode, iter_slices,
+from lambdatrain.training import combine
+from lambdatrain.storage import efs as efs
+from lambdatrain.training.combine import (FlatLayout, WorkerFile, apply_update, decode_chunk, encode, iter_slices,
                                  learning_rate, sgd_step, weighted_sum)
-from lambdatrain.errors import CorruptFile
-from lambdatrain.model import ModelSpec, build_model
-from lambdatrain.protocol import parse_config
+from lambdatrain.protocol.errors import CorruptFile
+from lambdatrain.training.model import ModelSpec, build_model
+from lambdatrain.protocol.events import parse_config
 
 
 def _files(tmp_path, vectors, samples):

@@ -1,4 +1,4 @@
-"""Behaviour of lambdatrain.data: preparation from every source format, opening, caching and
+"""Behaviour of lambdatrain.training.data: preparation from every source format, opening, caching and
 download, sharding, and the batch transform."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lambdatrain import data
-from lambdatrain.data import (
+from lambdatrain.training import data
+from lambdatrain.training.data import (
     CIFAR10_CLASSES,
     open_prepared,
     is_prepared,
@@ -27,7 +27,7 @@ from lambdatrain.data import (
     shard_bounds,
     to_tensor_batch,
 )
-from lambdatrain.errors import DataError, InvalidEvent
+from lambdatrain.protocol.errors import DataError, InvalidEvent
 from tests.datagen import (
     make_cifar_python_tarball,
     make_image_arrays,

@@ -1,4 +1,4 @@
-"""lambdatrain.deps: the package folder on the mount and the setup install, with a fake pip."""
+"""lambdatrain.roles.packages: the package folder on the mount and the setup install, with a fake pip."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdatrain import deps
-from lambdatrain.errors import ConfigError
-from lambdatrain.settings import ENV_MOUNT, ENV_PACKAGES, ENV_TABLE, RuntimeSettings, load
+from lambdatrain.roles import packages as deps
+from lambdatrain.protocol.errors import ConfigError
+from lambdatrain.roles.settings import ENV_MOUNT, ENV_PACKAGES, ENV_TABLE, RuntimeSettings, load
 
 
 class FakePip:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambdatrain import layout as efs
-from lambdatrain.errors import CorruptFile, InvalidEvent
+from lambdatrain.storage import efs as efs
+from lambdatrain.protocol.errors import CorruptFile, InvalidEvent
 
 
 def test_written_array_reads_back_verified(tmp_path):

@@ -1,4 +1,4 @@
-"""Behaviour of lambdatrain.model: shapes, width scaling, seeding, errors and pretrained weights."""
+"""Behaviour of lambdatrain.training.model: shapes, width scaling, seeding, errors and pretrained weights."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from lambdatrain.data import to_tensor_batch
-from lambdatrain.errors import InvalidEvent
-from lambdatrain.model import MODELS, ModelSpec, build_model, input_size
+from lambdatrain.training.data import to_tensor_batch
+from lambdatrain.protocol.errors import InvalidEvent
+from lambdatrain.training.model import MODELS, ModelSpec, build_model, input_size
 from tests.datagen import make_image_arrays
 
 
@@ -47,7 +47,7 @@ def test_our_vgg_computes_what_torchvisions_computes_with_the_same_weights(batch
     from torchvision.models.vgg import VGG as TorchvisionVGG
     from torchvision.models.vgg import cfgs, make_layers as torchvision_layers
 
-    from lambdatrain import model as ours
+    from lambdatrain.training import model as ours
 
     assert {k: ours.CONFIGS[k] for k in ours.CONFIGS} == {k: cfgs[k] for k in ours.CONFIGS}
     config = [c if c == "M" else max(4, c // 16) for c in cfgs["E"]]

@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lambdatrain import calibration, planner
-from lambdatrain.data import open_prepared
-from lambdatrain.protocol import RunConfig
-from lambdatrain.trainer import rounds_per_epoch
+from lambdatrain.planning import calibration
+from lambdatrain.planning import planner
+from lambdatrain.training.data import open_prepared
+from lambdatrain.protocol.events import RunConfig
+from lambdatrain.training.trainer import rounds_per_epoch
 
 CAL = planner.Calibration(seconds_per_image=0.01, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.0,
                           cold_start_s=0.0, update_s_per_param=0.0, worker_fixed_s=0.0, combiner_fixed_s=0.0,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lambdatrain.errors import InvalidEvent
-from lambdatrain.protocol import (RunConfig, check_relative_path, check_run_id, event_kind, parse_combine, parse_config,
+from lambdatrain.protocol.errors import InvalidEvent
+from lambdatrain.protocol.events import (RunConfig, check_relative_path, check_run_id, event_kind, parse_combine, parse_config,
                                   parse_stream_records, parse_work)
 
 

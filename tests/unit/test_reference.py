@@ -1,4 +1,4 @@
-"""bench/reference.py's on-device augmentation: the same crop and flip as lambdatrain.data's."""
+"""bench/reference.py's on-device augmentation: the same crop and flip as lambdatrain.training.data's."""
 
 from __future__ import annotations
 

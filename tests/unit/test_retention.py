@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lambdatrain import layout as efs
-from lambdatrain.retention import prune, stale_checkpoints
+from lambdatrain.storage import efs as efs
+from lambdatrain.storage.retention import prune, stale_checkpoints
 
 
 def test_the_newest_rounds_and_every_epoch_boundary_are_kept():

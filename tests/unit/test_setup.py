@@ -1,4 +1,4 @@
-"""lambdatrain.setup: the setup event against moto's in-process S3, a fake pip and a tmp mount."""
+"""lambdatrain.roles.setup: the setup event against moto's in-process S3, a fake pip and a tmp mount."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from lambdatrain import deps
-from lambdatrain.data import open_prepared
-from lambdatrain.errors import ConfigError, DataError, InvalidEvent
-from lambdatrain.runtime import Runtime
-from lambdatrain.settings import load
-from lambdatrain.setup import DEFAULT_DATASET, lambda_architecture, setup
+from lambdatrain.roles import packages as deps
+from lambdatrain.training.data import open_prepared
+from lambdatrain.protocol.errors import ConfigError, DataError, InvalidEvent
+from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import load
+from lambdatrain.roles.setup import DEFAULT_DATASET, lambda_architecture, setup
 from tests.datagen import make_cifar_python_tarball
 
 BUCKET = "lambdatrain-test"  # S3 names need 3 characters or more

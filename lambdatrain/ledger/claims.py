@@ -1,0 +1,149 @@
+"""The combine's side of the ledger: claiming a ready round, its shares, and committing or releasing it.
+
+Every write here is conditioned on the claim token (``claim = :token``), so a combiner whose claim
+was taken over (its lease ran out) can record nothing more: its writes fail with ``ClaimLost``.
+``Ledger`` inherits these methods; they are kept apart because the claim's lifecycle (ready ->
+combining -> committed, or back to ready/open) is a protocol of its own, used only by the combiner.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from lambdatrain.ledger import schema
+from lambdatrain.storage.digest import Digest
+from lambdatrain.protocol.errors import ClaimLost
+from lambdatrain.ledger.items import (failed_condition, from_ddb, metric_sk, open_round_item, pk, result_sk, round_sk,
+                                      to_ddb)
+
+
+class CombineClaims:
+    """The claim's calls: a base of ``Ledger``, which sets the table, its client and the clock."""
+
+    table: Any
+    client: Any
+    clock: Callable[[], float]
+
+    def get_round(self, run: str, r: int) -> dict[str, Any] | None:
+        raise NotImplementedError  # Ledger.get_round: a retried claim or commit reads the round back
+
+    def claim(self, run: str, r: int, token: str, lease_s: float) -> dict[str, Any]:
+        """Claim a READY round for combining (or take over an expired claim); ClaimLost otherwise."""
+        now = self.clock()
+        try:
+            return from_ddb(self.table.update_item(
+                Key={"pk": pk(run), "sk": round_sk(r)},
+                # A new claim starts a sharded combine afresh: shares done under an old one don't count.
+                UpdateExpression="SET #s = :combining, claim = :token, claimed_at = :now, updated_at = :now "
+                                 "REMOVE shards_done",
+                # Either the round is ready and unclaimed, or a combiner claimed it and died: its
+                # lease ran out, so the work is redone (every step of a combine is idempotent).
+                ConditionExpression="#s = :ready OR (#s = :combining AND claimed_at < :expired)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":combining": schema.COMBINING, ":ready": schema.READY,
+                                           ":token": token, ":now": Decimal(repr(now)),
+                                           ":expired": Decimal(repr(now - lease_s))},
+                ReturnValues="ALL_NEW")["Attributes"])
+        except ClientError as exc:
+            if not failed_condition(exc):
+                raise
+            # A retried request whose first attempt succeeded fails its own condition: it is ours.
+            item = self.get_round(run, r) or {}
+            if item.get("claim") == token and item.get("status") == schema.COMBINING:
+                return item
+            raise ClaimLost(f"round {r} of run {run} is not claimable") from exc
+
+    def shard_done(self, run: str, r: int, shard: int, token: str, shards: int) -> bool:
+        """Record one share of a sharded combine; True for the share that completes the set of S."""
+        try:
+            item = self.table.update_item(
+                Key={"pk": pk(run), "sk": round_sk(r)},
+                UpdateExpression="ADD shards_done :s SET updated_at = :now",
+                # Only shares of the current claim count: a share from a taken-over claim is stale.
+                ConditionExpression="#s = :combining AND claim = :token",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {f"{shard:03d}"}, ":combining": schema.COMBINING, ":token": token,
+                                           ":now": Decimal(repr(self.clock()))},
+                ReturnValues="ALL_NEW")["Attributes"]
+        except ClientError as exc:
+            if failed_condition(exc):
+                raise ClaimLost(f"round {r} of run {run} is no longer combined under this claim") from exc
+            raise
+        return len(item.get("shards_done", ())) == shards
+
+    def release(self, run: str, r: int, token: str) -> None:
+        """Give a claimed round back (the combine failed): the next delivery may claim it at once."""
+        try:
+            self.table.update_item(
+                Key={"pk": pk(run), "sk": round_sk(r)},
+                UpdateExpression="SET #s = :ready REMOVE claim",
+                ConditionExpression="#s = :combining AND claim = :token",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":ready": schema.READY, ":combining": schema.COMBINING, ":token": token})
+        except ClientError as exc:
+            if not failed_condition(exc):
+                raise
+
+    def reopen_worker(self, run: str, r: int, worker: int, token: str) -> None:
+        """Drop one worker's (corrupt) result so that worker runs again; the claim is released."""
+        self.client.transact_write_items(TransactItems=[
+            {"Delete": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": result_sk(r, worker)})}},
+            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": round_sk(r)}),
+                        "UpdateExpression": "DELETE reported :w SET #s = :open REMOVE claim",
+                        "ConditionExpression": "#s = :combining AND claim = :token",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_ddb({":w": {f"{worker:05d}"}, ":open": schema.OPEN,
+                                                                ":combining": schema.COMBINING, ":token": token})}},
+        ])
+
+    def commit(self, run: str, r: int, token: str, *, weights: Digest, epoch: int, finished: str | None,
+               metric: dict[str, Any], meta_extra: dict[str, Any]) -> None:
+        """Publish round r's outcome atomically: round committed, run advanced, metric, round r+1.
+
+        ``finished`` is the run's final state when training ends with this round (round r+1 is
+        then not created); otherwise the state is left alone, so a concurrent ``stop`` holds.
+        """
+        now = self.clock()
+        meta_values = {":next": r + 1, ":r": r, ":epoch": epoch, ":wb": weights.bytes,
+                       ":ws": weights.checksum, ":now": now}
+        sets = ["#round = :next", "epoch = :epoch", "weights_bytes = :wb", "weights_checksum = :ws",
+                "updated_at = :now"]
+        if finished:
+            sets.append("#s = :state")
+            meta_values[":state"] = finished
+        for i, (k, v) in enumerate(meta_extra.items()):
+            sets.append(f"{k} = :x{i}")
+            meta_values[f":x{i}"] = v
+        items = [
+            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": round_sk(r)}),
+                        "UpdateExpression": "SET #s = :committed, committed_at = :now, updated_at = :now",
+                        # Only the claim holder commits, and only once.
+                        "ConditionExpression": "#s = :combining AND claim = :token",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": to_ddb({":committed": schema.COMMITTED, ":now": now,
+                                                                ":combining": schema.COMBINING, ":token": token})}},
+            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": "META"}),
+                        "UpdateExpression": "SET " + ", ".join(sets),
+                        # The run is still at round r: a stale combiner can never move it back.
+                        "ConditionExpression": "#round = :r",
+                        "ExpressionAttributeNames": {"#round": "round", **({"#s": "state"} if finished else {})},
+                        "ExpressionAttributeValues": to_ddb(meta_values)}},
+            {"Put": {"TableName": self.table.name, "ConditionExpression": "attribute_not_exists(pk)",
+                     "Item": to_ddb({"pk": pk(run), "sk": metric_sk(r), "kind": "metric", "run": run,
+                                        "round": r, "created_at": now, **metric})}},
+        ]
+        if not finished:
+            items.append({"Put": {"TableName": self.table.name, "ConditionExpression": "attribute_not_exists(pk)",
+                                  "Item": to_ddb(open_round_item(run, r + 1, int(metric["workers"]), epoch, now))}})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if not failed_condition(exc):
+                raise
+            item = self.get_round(run, r) or {}
+            if item.get("claim") == token and item.get("status") == schema.COMMITTED:
+                return  # a retried request whose first attempt committed
+            raise ClaimLost(f"round {r} of run {run} was committed or taken over by another combiner") from exc

@@ -1,0 +1,212 @@
+"""The DynamoDB ledger: the calls to the table for runs, rounds and results, and their conditions.
+
+The ledger is the protocol's source of truth for *what has happened*; EFS holds the bytes. Each
+write that races is conditional, and a failed condition becomes a domain error (``AlreadyDone``,
+``StaleRound``, ``ClaimLost``), never a silent overwrite. ``Ledger`` is the one entry point: it
+inherits the combine's claim calls from ``lambdatrain.ledger.claims``, and the items' keys and
+encoding come from ``lambdatrain.ledger.items``. Item kinds are documented in ``lambdatrain.ledger.schema``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any, Iterable
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from lambdatrain.ledger import schema
+from lambdatrain.storage.digest import Digest
+from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
+from lambdatrain.ledger.claims import CombineClaims
+from lambdatrain.ledger.items import (RUNNING, RunRecord, failed_condition, from_ddb, metric_sk, open_round_item, pk,
+                                      record_from_meta, result_sk, results_prefix, round_sk, to_ddb)
+from lambdatrain.protocol.events import RunConfig
+
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
+
+
+class Ledger(CombineClaims):
+    """The run's items in one DynamoDB table."""
+
+    def __init__(self, table_name: str, *, resource=None, clock=time.time):
+        resource = resource or boto3.resource("dynamodb", config=_BOTO_CONFIG)
+        self.table = resource.Table(table_name)
+        self.client = self.table.meta.client
+        self.clock = clock
+
+    # --- runs --------------------------------------------------------------------------------
+    def create_run(self, run: str, config: RunConfig, rounds_per_epoch: int, weights: Digest, *,
+                   n_params: int, num_classes: int) -> None:
+        """Create the run and its round 0 in one transaction; AlreadyDone if the run exists."""
+        now = self.clock()
+        meta = {"pk": pk(run), "sk": "META", "kind": "run", "run": run, "state": RUNNING,
+                "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
+                "round": 0, "epoch": 0, "rounds_per_epoch": rounds_per_epoch,
+                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "n_params": n_params,
+                "num_classes": num_classes, "samples_seen": 0, "created_at": now, "updated_at": now}
+        try:
+            self.client.transact_write_items(TransactItems=[
+                # The run id is new: a duplicate start delivery must not reset a live run.
+                {"Put": {"TableName": self.table.name, "Item": to_ddb(meta),
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+                {"Put": {"TableName": self.table.name, "Item": to_ddb(open_round_item(run, 0, config.workers, 0, now)),
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+            ])
+        except ClientError as exc:
+            if failed_condition(exc):
+                raise AlreadyDone(f"run {run} already exists") from exc
+            raise
+
+    def restore_run(self, run: str, config: RunConfig, *, round_no: int, rounds_per_epoch: int, weights: Digest,
+                    state: str, meta: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+        """Recreate a run's items from what EFS holds (see recovery.rebuild_from_efs)."""
+        now = self.clock()
+        item = {"pk": pk(run), "sk": "META", "kind": "run", "run": run, "state": state,
+                "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
+                "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
+                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": now, **meta}
+        items = [{"Put": {"TableName": self.table.name, "Item": to_ddb(item),
+                          # Never over a live ledger: rebuilding is for a run whose items are gone.
+                          "ConditionExpression": "attribute_not_exists(pk)"}}]
+        if state == RUNNING:
+            items.append({"Put": {"TableName": self.table.name, "Item": to_ddb(
+                open_round_item(run, round_no, config.workers, round_no // rounds_per_epoch, now))}})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if failed_condition(exc):
+                raise AlreadyDone(f"run {run} already has a ledger") from exc
+            raise
+        # One put per metric, not batch_writer: BatchWriteItem would be one more IAM action for
+        # the starter, for a path that runs once per lost ledger.
+        for m in metrics:
+            self.table.put_item(Item=to_ddb({"pk": pk(run), "sk": metric_sk(m["round"]), "kind": "metric",
+                                              "run": run, "created_at": now, **m}))
+
+    def get_run(self, run: str) -> RunRecord:
+        item = self.table.get_item(Key={"pk": pk(run), "sk": "META"}, ConsistentRead=True).get("Item")
+        if not item:
+            raise UnknownRun(f"unknown run '{run}'")
+        return record_from_meta({"run": run, **from_ddb(item)})
+
+    def find_run(self, run: str) -> RunRecord | None:
+        try:
+            return self.get_run(run)
+        except UnknownRun:
+            return None
+
+    def _all(self, call, **kwargs) -> list[dict[str, Any]]:
+        """Every item of a paginated query or scan."""
+        items = []
+        while True:
+            page = call(**kwargs)
+            items += [from_ddb(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        runs = self._all(self.table.scan, FilterExpression=Attr("kind").eq("run"))
+        return sorted(runs, key=lambda i: i.get("created_at", 0))
+
+    def set_state(self, run: str, state: str, *, expect: Iterable[str], reason: str = "") -> None:
+        """Move a run between states (stop, resume); AlreadyDone if it is not in ``expect``."""
+        names = {"#s": "state"}
+        values = {":new": state, ":now": Decimal(repr(self.clock())), ":why": reason}
+        conds = []
+        for i, old in enumerate(expect):
+            values[f":e{i}"] = old
+            conds.append(f"#s = :e{i}")
+        try:
+            self.table.update_item(
+                Key={"pk": pk(run), "sk": "META"},
+                UpdateExpression="SET #s = :new, updated_at = :now, stop_reason = :why",
+                ConditionExpression=f"attribute_exists(pk) AND ({' OR '.join(conds)})",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if failed_condition(exc):
+                self.get_run(run)  # raises UnknownRun for a missing run
+                raise AlreadyDone(f"run {run} is not in state {list(expect)}") from exc
+            raise
+
+    # --- rounds ------------------------------------------------------------------------------
+    def get_round(self, run: str, r: int) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"pk": pk(run), "sk": round_sk(r)}, ConsistentRead=True).get("Item")
+        return from_ddb(item) if item else None
+
+    def record_result(self, run: str, r: int, worker: int, digest: Digest, stats: dict[str, Any]) -> bool:
+        """Record worker's result of round r; True when this record completed the set of N.
+
+        Safe under duplicate delivery: the RESULT item is written once (a second delivery whose
+        file has the same digest is a no-op), and the worker number is ADDed to a string set, so
+        it counts once however often it is added.
+        """
+        now = self.clock()
+        item = {"pk": pk(run), "sk": result_sk(r, worker), "kind": "result", "run": run, "round": r,
+                "worker": worker, "bytes": digest.bytes, "checksum": digest.checksum, "created_at": now, **stats}
+        try:
+            self.table.put_item(Item=to_ddb(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if not failed_condition(exc):
+                raise
+        try:
+            updated = self.table.update_item(
+                Key={"pk": pk(run), "sk": round_sk(r)},
+                UpdateExpression="ADD reported :w SET updated_at = :now",
+                # Only an open round takes results: once ready, the set of N is final.
+                ConditionExpression="attribute_exists(pk) AND #s = :open",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":w": {f"{worker:05d}"}, ":open": schema.OPEN,
+                                           ":now": Decimal(repr(now))},
+                ReturnValues="ALL_NEW")["Attributes"]
+        except ClientError as exc:
+            if failed_condition(exc):
+                raise AlreadyDone(f"round {r} of run {run} no longer takes results") from exc
+            raise
+        if len(updated.get("reported", ())) < int(updated["workers"]):
+            return False
+        return self.mark_ready(run, r, int(updated["workers"]))
+
+    def mark_ready(self, run: str, r: int, workers: int) -> bool:
+        """Move round r to READY once all N have reported; False if someone else already did."""
+        try:
+            self.table.update_item(
+                Key={"pk": pk(run), "sk": round_sk(r)},
+                UpdateExpression="SET #s = :ready, ready_at = :now, updated_at = :now",
+                # size(reported) = N: every worker has recorded; status = open: the transition
+                # happens once, so the stream (which filters on status = ready) fires once.
+                ConditionExpression="#s = :open AND size(reported) = :n",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":ready": schema.READY, ":open": schema.OPEN, ":n": workers,
+                                           ":now": Decimal(repr(self.clock()))})
+            return True
+        except ClientError as exc:
+            if failed_condition(exc):
+                return False
+            raise
+
+    def results(self, run: str, r: int) -> list[dict[str, Any]]:
+        # Paginated: with many workers (and per-slice digests) the results outgrow one 1 MB page.
+        items = self._all(self.table.query, ConsistentRead=True,
+                          KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").begins_with(results_prefix(r)))
+        return sorted(items, key=lambda i: i["worker"])
+
+    def metrics(self, run: str) -> list[dict[str, Any]]:
+        return self._all(self.table.query, ConsistentRead=True,
+                         KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").begins_with("METRIC#"))
+
+    def items(self, run: str) -> list[dict[str, Any]]:
+        """Every item of a run (for exports and for the operator commands' --out folders)."""
+        return self._all(self.table.query, ConsistentRead=True, KeyConditionExpression=Key("pk").eq(pk(run)))
+
+    def check_current(self, run: str, r: int) -> RunRecord:
+        """The run, if r is its current round and it is running; StaleRound otherwise."""
+        record = self.get_run(run)
+        if record.round != r:
+            raise StaleRound(f"round {r} is not the current round ({record.round}) of run {run}")
+        return record

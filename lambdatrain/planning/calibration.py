@@ -1,0 +1,184 @@
+"""Calibration: the planner's constants measured on this machine (lambdatrain/planning/planner.py predicts
+from them). Each measurement runs the code a worker or combiner runs, not a proxy for it:
+
+* seconds per image and the per-round fixed cost: ``trainer.compute_sync`` on one thread at the
+  run's micro-batch (decode, augment, normalize, forward, backward; weights in, gradients out);
+* cold start: a fresh interpreter importing what a worker imports and building the model;
+* file bandwidth: ``layout.write_array`` / ``layout.stream_array`` (checksum and fsync included).
+
+torch and numpy load only here, so the planner's arithmetic imports neither.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from lambdatrain.planning.planner import Calibration
+
+if TYPE_CHECKING:
+    from lambdatrain.training.data import PreparedData
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread, one vCPU's worth, whatever this machine has; restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def generated_data(images: int, *, seed: int = 0) -> PreparedData:
+    """A CIFAR-shaped stand-in for a prepared dataset (32x32 uint8 images, 10 classes), for when
+    none is at hand: a worker's per-image cost depends on the images' shape, not their pixels."""
+    import numpy as np
+
+    from lambdatrain.training.data import CIFAR10_CLASSES, PreparedData
+
+    x = np.random.default_rng(seed).integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    y = (np.arange(images) % len(CIFAR10_CLASSES)).astype(np.int64)
+    return PreparedData(Path("<generated>"), x, y, x[:0], y[:0], CIFAR10_CLASSES, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _round_fixed(net: Any, layout: Any, weights: Any) -> None:
+    """What compute_sync does once per round whatever its images: the round's weights into the
+    model, the gradients and buffers out into one vector."""
+    import numpy as np
+
+    layout.load(net, weights)
+    np.concatenate([layout.grads(net), layout.flatten(net)[layout.n_params:]])
+
+
+def _median_round_fixed(net: Any, layout: Any, weights: Any, repeats: int) -> float:
+    """Median seconds of ``_round_fixed`` (call inside ``_one_thread``)."""
+    return statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
+
+
+def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats: int = 1,
+                    data: PreparedData | None = None) -> tuple[float, float]:
+    """(seconds per image, fixed seconds per round) of a worker's compute, ``trainer.compute_sync``,
+    on one thread over one micro-batch of ``data``'s first images (generated ones if None)."""
+    import numpy as np
+
+    from lambdatrain.training import trainer
+    from lambdatrain.protocol.events import RunConfig
+
+    data = data if data is not None else generated_data(micro_batch)
+    config = RunConfig(workers=1, model=model, width=width, batch_size=micro_batch, micro_batch=micro_batch)
+    net, layout = trainer.model_for(config, len(data.classes))
+    weights = layout.flatten(net)
+    indices = np.arange(min(micro_batch, len(data.train_y)))
+
+    def one_round(round_no: int) -> float:
+        return trainer.compute_sync(config, data, net, layout, weights, indices, round_no=round_no, worker=0).compute_s
+
+    with _one_thread():
+        one_round(0)  # a new batch shape's first pass sets up kernels that a warm worker already has
+        # The median, not the minimum: the machine is shared, and so are the runs this predicts.
+        total = statistics.median(one_round(r) for r in range(1, repeats + 1))
+        fixed = _median_round_fixed(net, layout, weights, repeats)
+    return max(total - fixed, 0.0) / len(indices), fixed
+
+
+def measure_compute_fixed(model: str, width: float, *, repeats: int = 3) -> float:
+    """The fixed per-round part of ``measure_compute`` alone (no images): for a given seconds per image."""
+    from lambdatrain.training import trainer
+    from lambdatrain.protocol.events import RunConfig
+
+    net, layout = trainer.model_for(RunConfig(workers=1, model=model, width=width), 10)
+    weights = layout.flatten(net)
+    with _one_thread():
+        return _median_round_fixed(net, layout, weights, repeats)
+
+
+# The child prints its own elapsed time once ready: a process that has imported torch takes
+# seconds more to exit, which no worker pays.
+_COLD_START = """\
+import sys, time
+import lambdatrain.roles.edge, lambdatrain.roles.worker  # what functions/worker/handler.py imports at init
+from lambdatrain.training import trainer
+from lambdatrain.training.model import ModelSpec, build_model
+build_model(ModelSpec(sys.argv[2], float(sys.argv[3])))
+if sys.argv[4]:
+    trainer.dataset(sys.argv[4])
+print(time.time() - float(sys.argv[1]))
+"""
+
+
+def measure_cold_start(model: str, width: float, *, data: Path | None = None, timeout_s: float = 600.0) -> float:
+    """Seconds from launching a fresh Python on one thread to a worker ready to compute: the
+    handler's imports (torch among them), the model built, the prepared dataset (if any) opened."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", _COLD_START, repr(time.time()), model, repr(width), str(data or "")]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if child.returncode != 0:
+        raise RuntimeError(f"the cold-start probe failed: {child.stderr.strip()[-2000:]}")
+    return float(child.stdout.split()[-1])
+
+
+def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
+    """(read, write) bytes/s of layout.stream_array / write_array on a ``params``-element file."""
+    import numpy as np
+
+    from lambdatrain.storage import efs as layout
+
+    vector = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
+    path = folder / "planner-calibration.npy"
+    try:
+        t0 = time.perf_counter()
+        digest = layout.write_array(path, vector)
+        write = vector.nbytes / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in layout.stream_array(path, digest):
+            pass
+        return vector.nbytes / (time.perf_counter() - t0), write
+    finally:
+        path.unlink(missing_ok=True)
+        layout.digest_path(path).unlink(missing_ok=True)
+
+
+def model_params(model: str, width: float) -> int:
+    from lambdatrain.training.combine import FlatLayout
+    from lambdatrain.training.model import ModelSpec, build_model
+
+    return FlatLayout.of(build_model(ModelSpec(model, width))).size
+
+
+def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, data: Path | None = None,
+              repeats: int = 1, **overrides: Any) -> tuple[int, Calibration]:
+    """(params, calibration) for ``model`` measured here, on the prepared dataset ``data`` (generated
+    images if None; ``repeats`` timed rounds, the median kept); ``overrides`` that are not None
+    replace fields and skip their measurement."""
+    params = model_params(model, width)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    measured: dict[str, float] = {}
+    if "seconds_per_image" not in given:
+        from lambdatrain.training.data import open_prepared
+
+        prepared = open_prepared(data) if data is not None else None
+        measured["seconds_per_image"], measured["compute_fixed_s"] = measure_compute(
+            model, width, micro_batch=micro_batch, repeats=repeats, data=prepared)
+    elif "compute_fixed_s" not in given:
+        measured["compute_fixed_s"] = measure_compute_fixed(model, width)
+    if "cold_start_s" not in given:
+        measured["cold_start_s"] = measure_cold_start(model, width, data=data)
+    measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(min(params, 50_000_000), folder)
+    return params, Calibration(**{**measured, **given})

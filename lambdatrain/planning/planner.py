@@ -1,0 +1,218 @@
+"""The planner: predicted epoch time and dollar cost of a run for worker counts, memory sizes and
+combine shards, from a few constants measured on this machine and AWS's published limits and prices.
+
+Per round (sync mode, global batch B split over N workers, all workers identical)::
+
+    worker   = fixed + load + compute + write
+      load    = model bytes  / min(client read,  fs read limit / N)   (N workers read at once)
+      compute = (B / N) * seconds per image per vCPU / vCPUs            (perfect intra-op scaling)
+                + per-round compute / min(1, vCPUs)                      (weights in, gradients out)
+      write   = result bytes / min(client write, fs write limit / N)
+    combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
+    epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
+    first epoch = epoch + worker cold start + combiner cold start   (on-demand concurrency)
+
+Assumptions, stated because they decide the answer:
+
+* The combiner is one NFS client: its read bandwidth is the per-client limit, however many files
+  it reads. The workers' aggregate is min(N * per-client, file-system limit).
+* A shard reads only its slice of every file ((N / S) * result bytes): workers record a checksum
+  per slice (``layout.range_digests``) and a shard verifies only the bytes it reads
+  (lambdatrain/roles/sharding.py; bench/combine.py measures the slice reduction).
+* "client read" is the smaller of the EFS per-client limit and what this machine's verified
+  reader (``layout.stream_array``: read + the file's checksum, XXH3-128 by default, see
+  lambdatrain/storage/digest.py) sustains, measured by ``calibrate``. Writes to EFS use the EFS limits
+  only (``lambdatrain plan`` drops the local fsync rate).
+* Seconds per image is the worker's own compute path (``trainer.compute_sync`` on one thread at
+  the run's micro-batch: decode, augment, normalize, forward, backward), so every per-image cost
+  a worker pays is in it. Compute scales perfectly with vCPUs and the worker's CPU is as fast as
+  this machine's core; single-threaded work (the per-round weight copies, a cold start's imports)
+  gains nothing above one vCPU and slows below it.
+* A cold start (a fresh process imports what a worker imports and builds the model) is paid once
+  by the first round's workers, whose N new sandboxes start in parallel, and once more by the
+  combiner, whose first invocation follows them; none with provisioned concurrency (what the
+  local stack's prewarm models). Sandboxes Lambda recycles later are not modelled, and cost is
+  per warm epoch.
+* Lambda gives 1 vCPU per 1,769 MB, up to 6 vCPUs at 10,240 MB
+  (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
+
+Prices (us-east-1, as published on 2025-06-01; check before relying on them):
+
+* Lambda https://aws.amazon.com/lambda/pricing/: x86 $0.0000166667 and arm64 $0.0000133334 per
+  GB-second; $0.20 per 1M requests.
+* EFS https://aws.amazon.com/efs/pricing/: Elastic Throughput reads $0.03/GB, writes $0.06/GB.
+* DynamoDB https://aws.amazon.com/dynamodb/pricing/on-demand/: $0.625 per million write request
+  units (on-demand, after the November 2024 price cut).
+* EFS limits https://docs.aws.amazon.com/efs/latest/ug/performance.html: we assume 500 MiB/s per
+  client and Elastic file-system limits of 10 GiB/s read and 3 GiB/s write (Region-dependent).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+MB_PER_VCPU = 1769
+MAX_VCPUS = 6
+MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
+
+
+@dataclass(frozen=True)
+class Prices:
+    gb_second: float = 0.0000166667  # Lambda x86; arm64 is 0.0000133334
+    request: float = 0.20 / 1e6
+    efs_read_gb: float = 0.03
+    efs_write_gb: float = 0.06
+    dynamodb_wru: float = 0.625 / 1e6
+
+    @classmethod
+    def for_arch(cls, arch: str) -> "Prices":
+        return cls(gb_second=0.0000133334) if arch == "arm64" else cls()
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Bandwidths in bytes/s; EFS() is the AWS assumption, the local stack uses measured ones."""
+
+    client_read: float = 500 * MiB
+    client_write: float = 500 * MiB
+    fs_read: float = 10 * GiB
+    fs_write: float = 3 * GiB
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Constants of this machine (``calibrate``) and of the platform (defaults: AWS estimates)."""
+
+    seconds_per_image: float  # one image through trainer.compute_sync (batch, forward, backward) on one vCPU
+    read_bps: float  # layout.stream_array (read + checksum) of a model-sized file, bytes/s
+    write_bps: float  # layout.write_array (checksum + fsync), bytes/s
+    compute_fixed_s: float  # per round in compute_sync, whatever the images: weights in, gradients out
+    cold_start_s: float  # a fresh process on one vCPU: imports a worker's modules, builds the model
+    update_s_per_param: float = 2e-9  # SGD step and bookkeeping in the combiner, per element
+    worker_fixed_s: float = 0.15  # ledger reads and the conditional write, per invocation
+    combiner_fixed_s: float = 0.2  # claim, ledger reads, weights read, commit (per combiner)
+    invoke_latency_s: float = 0.5  # stream delivery to the combiner + async invoke, per round
+    per_invoke_s: float = 0.03  # the combiner's fan-out calls are made one after another
+
+
+@dataclass(frozen=True)
+class Scenario:
+    params: int  # elements of the flat vector (parameters + buffers)
+    workers: int
+    memory_mb: int
+    shards: int = 1
+    batch_size: int = 256  # global batch: samples per round over all workers
+    train_samples: int = 45_000  # CIFAR-10's training split after the 10 % validation split
+    result_bytes_per_param: int = 4  # 2 for float16/bfloat16 transport
+    combiner_memory_mb: int = 3008
+    provisioned: bool = False  # provisioned concurrency: sandboxes initialised before round 0, no cold start
+
+
+def vcpus(memory_mb: int) -> float:
+    """CPU share: one vCPU per 1,769 MB; the 10,240 MB maximum gets the full 6 (not 5.79)."""
+    return MAX_VCPUS if memory_mb >= 10240 else min(MAX_VCPUS, max(memory_mb, 128) / MB_PER_VCPU)
+
+
+def single_thread_s(seconds_on_one_vcpu: float, memory_mb: int) -> float:
+    """Time of single-threaded work: more vCPUs do not help it, a fraction of one slows it."""
+    return seconds_on_one_vcpu / min(1.0, vcpus(memory_mb))
+
+
+def cold_start(s: Scenario, c: Calibration) -> float:
+    """Seconds the first round adds: the workers' sandboxes start in parallel, so one cold start,
+    then the combiner's, whose first invocation comes once the workers' results are in."""
+    if s.provisioned:
+        return 0.0
+    return single_thread_s(c.cold_start_s, s.memory_mb) + single_thread_s(c.cold_start_s, s.combiner_memory_mb)
+
+
+def rounds_per_epoch(s: Scenario) -> int:
+    """As trainer.rounds_per_epoch: the smallest shard over the per-worker batch."""
+    return max(1, (s.train_samples // s.workers) // max(1, s.batch_size // s.workers))
+
+
+def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
+    """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
+    epoch, of scenario ``s``."""
+    model_bytes, result_bytes = 4 * s.params, s.result_bytes_per_param * s.params
+    n, shards = s.workers, s.shards
+    read = min(storage.client_read, c.read_bps)
+    load = model_bytes / min(read, storage.fs_read / n)
+    compute = (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
+        single_thread_s(c.compute_fixed_s, s.memory_mb)
+    write = result_bytes / min(storage.client_write, c.write_bps, storage.fs_write / n)
+    worker = c.worker_fixed_s + load + compute + write
+    combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
+    update = s.params * c.update_s_per_param / shards + model_bytes / (shards * min(storage.client_write, c.write_bps))
+    combine = c.combiner_fixed_s + combine_read + update
+    invoke = c.invoke_latency_s + c.per_invoke_s * (n + shards)
+    round_s = worker + combine + invoke
+    rounds, cold = rounds_per_epoch(s), cold_start(s, c)
+    gb_s = rounds * (n * worker * s.memory_mb + shards * combine * s.combiner_memory_mb) / 1024
+    efs_read = rounds * (n * model_bytes + n * result_bytes) / GB
+    efs_write = rounds * (n * result_bytes + 2 * model_bytes) / GB  # results, weights, momentum
+    wru = rounds * (2 * n + 4 + shards)  # result record + round update each; claim, commit, metric
+    cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
+            "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
+            "dynamodb": wru * prices.dynamodb_wru}
+    return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "vcpus": vcpus(s.memory_mb),
+            "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
+            "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
+            "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
+            "first_epoch_s": rounds * round_s + cold, "cost_usd": sum(cost.values()),
+            "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
+
+
+def plan(params: int, c: Calibration, storage: Storage, *, workers: Iterable[int], memories: Iterable[int],
+         shards: Iterable[int], prices: Prices = Prices(), **scenario: Any) -> list[dict[str, Any]]:
+    return [predict(Scenario(params=params, workers=n, memory_mb=m, shards=s, **scenario), c, storage, prices)
+            for m in memories for s in shards for n in workers]
+
+
+def best(rows: list[dict[str, Any]], shards: int, memory_mb: int) -> dict[str, Any]:
+    """The fastest row of one (S, memory) line: where adding workers stops paying."""
+    return min((r for r in rows if r["shards"] == shards and r["memory_mb"] == memory_mb), key=lambda r: r["epoch_s"])
+
+
+def calibration_dict(c: Calibration) -> dict[str, Any]:
+    """The calibration as strict JSON (an unlimited bandwidth is null, not Infinity)."""
+    return {k: v if math.isfinite(v) else None for k, v in asdict(c).items()}
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Epoch time and cost per epoch against workers, one line per (S, memory), as a small PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80)
+    for key in sorted({(r["shards"], r["memory_mb"]) for r in rows}):
+        line = sorted((r for r in rows if (r["shards"], r["memory_mb"]) == key), key=lambda r: r["workers"])
+        label = f"S={key[0]}, {key[1]} MB"
+        xs = [r["workers"] for r in line]
+        ax_t.plot(xs, [r["epoch_s"] / 60 for r in line], marker="o", ms=3, label=label)
+        ax_c.plot(xs, [r["cost_usd"] for r in line], marker="o", ms=3, label=label)
+        fastest = min(line, key=lambda r: r["epoch_s"])
+        ax_t.annotate(f"N={fastest['workers']}", (fastest["workers"], fastest["epoch_s"] / 60), fontsize=7,
+                      xytext=(0, 6), textcoords="offset points", ha="center")
+    for ax, label in ((ax_t, "epoch time (min)"), (ax_c, "cost per epoch ($)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("workers N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured if measured else math.nan

@@ -1,0 +1,81 @@
+"""Re-driving lost work: the watchdog, ``stop`` and ``resume``.
+
+Asynchronous invocations and stream records can be lost (retries exhausted) and processes can die.
+The ledger says exactly what a round still needs, so recovery is one function: ``redrive`` invokes
+the workers that have not recorded (open round) or the combine (ready round, or a claim whose lease
+ran out). Every target is idempotent, so re-driving too much is harmless, only wasteful.
+"""
+
+from __future__ import annotations
+
+from lambdatrain.ledger import schema
+from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED
+from lambdatrain.logs import logger
+from lambdatrain.protocol.events import CombineEvent, Outcome, WorkEvent, check_run_id
+from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import COMBINER, WORKER
+
+
+def fan_out(runtime: Runtime, run: str, round_no: int, only: list[int] | None = None) -> list[int]:
+    """Invoke the workers of round_no (all, or ``only`` those) if the run is still running."""
+    record = runtime.ledger.get_run(run)
+    if record.state != RUNNING or record.round != round_no:
+        return []
+    targets = list(range(record.workers)) if only is None else only
+    for w in targets:
+        runtime.invoker.invoke(WORKER, WorkEvent(run=run, round=round_no, workerno=w, workers=record.workers,
+                                                 epochsdone=record.epoch).to_event())
+    return targets
+
+
+def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
+    record = runtime.ledger.get_run(run)
+    if record.state != RUNNING:
+        return Outcome("idle", run=run, round=record.round, detail={"state": record.state})
+    item = runtime.ledger.get_round(run, record.round) or {}
+    status = item.get("status")
+    detail: dict = {"reason": reason, "round_status": status}
+    if status == schema.OPEN:
+        reported = {int(w) for w in item.get("reported", [])}
+        detail["workers"] = fan_out(runtime, run, record.round,
+                                    only=[w for w in range(record.workers) if w not in reported])
+    elif status in (schema.READY, schema.COMBINING):
+        runtime.invoker.invoke(COMBINER, CombineEvent(run=run, round=record.round, workers=record.workers,
+                                                      epochsdone=record.epoch).to_event())
+        detail["combine"] = True
+    logger.info("re-driven", extra={"run": run, "round": record.round, **detail})
+    return Outcome("redriven", run=run, round=record.round, detail=detail)
+
+
+def watchdog(runtime: Runtime) -> Outcome:
+    """Re-drive every running run whose current round made no progress within its deadline."""
+    now = runtime.clock()
+    redriven = []
+    for meta in runtime.ledger.list_runs():
+        if meta.get("state") != RUNNING:
+            continue
+        record = runtime.ledger.get_run(meta["run"])
+        item = runtime.ledger.get_round(record.run, record.round) or {}
+        idle = now - float(item.get("updated_at", meta.get("updated_at", now)))
+        if idle > record.config.round_deadline_s:
+            redrive(runtime, record.run, reason=f"no progress for {idle:.0f} s")
+            redriven.append(record.run)
+    return Outcome("checked", detail={"redriven": redriven})
+
+
+def stop(runtime: Runtime, run: str) -> Outcome:
+    """No new round starts; the weights of the last committed round stay on EFS."""
+    runtime.ledger.set_state(check_run_id(run, "stop"), STOPPED, expect=[RUNNING], reason="stopped by user")
+    return Outcome("stopped", run=run)
+
+
+def resume(runtime: Runtime, run: str) -> Outcome:
+    """Continue a run from its last committed round: stopped, failed, stalled, or ledger lost."""
+    check_run_id(run, "resume")
+    if runtime.ledger.find_run(run) is None:
+        from lambdatrain.roles.rebuild import rebuild_from_efs  # numpy: not needed on the other paths
+
+        rebuild_from_efs(runtime, run)
+    else:
+        runtime.ledger.set_state(run, RUNNING, expect=[STOPPED, FAILED, RUNNING])
+    return redrive(runtime, run, reason="resumed")

@@ -1,0 +1,97 @@
+"""Environment variable names, and the one reader of ``os.environ`` in the runtime.
+
+The Pulumi program sets these variables on every function (``components/functions.py`` imports the
+names from here) and the local stack sets the very same ones on the processes it starts, so the
+handlers never ask whether they run on AWS or on one machine. Endpoints come from boto3's standard
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` variables, which boto3 honours by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from lambdatrain.protocol.errors import ConfigError
+
+# --- names shared by the infrastructure and the runtime -------------------------------------
+ENV_TABLE = "LAMBDATRAIN_TABLE"  # DynamoDB ledger table name
+ENV_MOUNT = "LAMBDATRAIN_MOUNT"  # where the EFS access point is mounted (Lambda: /mnt/lambdatrain)
+ENV_BUCKET = "LAMBDATRAIN_BUCKET"  # S3 bucket for dataset archives, start files and exports
+ENV_STARTER = "LAMBDATRAIN_STARTER_FUNCTION"  # function names, as given to lambda:Invoke
+ENV_WORKER = "LAMBDATRAIN_WORKER_FUNCTION"
+ENV_COMBINER = "LAMBDATRAIN_COMBINER_FUNCTION"
+ENV_DATA = "LAMBDATRAIN_DATA"  # prepared dataset folder, relative to the mount unless absolute
+ENV_PACKAGES = "LAMBDATRAIN_PACKAGES"  # folder on the mount that holds torch & co (see setup)
+ENV_FAULTS = "LAMBDATRAIN_FAULTS"  # fault injection spec; honoured on loopback endpoints only
+ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+
+# The logical function names; deployed names are prefixed by the stack (see components/functions.py).
+STARTER = "starter"
+WORKER = "worker"
+COMBINER = "combiner"
+FUNCTIONS = (STARTER, WORKER, COMBINER)
+
+DEFAULT_MOUNT = "/mnt/lambdatrain"
+DEFAULT_DATA = "datasets/cifar10"
+DEFAULT_PACKAGES = "python"
+
+# The bucket's key prefixes, shared by the IAM grants (components/iam.py) and the code that reads
+# or writes the keys, so a grant cannot drift from what the code does.
+START_PREFIX, START_SUFFIX = "start/", ".json"  # s3://<bucket>/start/<run>.json triggers the starter
+DATASET_PREFIX = "datasets/"  # dataset archives: besides start files, all the starter may read
+EXPORT_PREFIX = "exports/"  # `lambdatrain export --s3` writes <prefix><run>/
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What a handler needs to know about the world it runs in."""
+
+    table: str
+    mount: Path
+    bucket: str | None
+    functions: Mapping[str, str]  # logical name -> deployed name
+    data: Path
+    packages: Path  # folder of third-party packages (torch & co) on the mount
+    faults: str | None
+
+    def function_name(self, logical: str) -> str:
+        return self.functions[logical]
+
+
+def _loopback_endpoint(env: Mapping[str, str]) -> bool:
+    urls = [v for k, v in env.items() if k.startswith("AWS_ENDPOINT_URL") and v]
+    return bool(urls) and all(("127.0.0.1" in u or "localhost" in u) for u in urls)
+
+
+def _below(mount: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else mount / path
+
+
+def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
+    """Read the runtime settings from the environment (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    table = env.get(ENV_TABLE)
+    if not table:
+        raise ConfigError(f"environment variable {ENV_TABLE} is not set (the ledger table name)")
+    mount = Path(env.get(ENV_MOUNT, DEFAULT_MOUNT))
+    faults = env.get(ENV_FAULTS) or None
+    if faults and not _loopback_endpoint(env):
+        # Fault injection must never fire on a real deployment: it is honoured only when every
+        # AWS endpoint is on this machine, which is the local stack's signature.
+        raise ConfigError(f"{ENV_FAULTS} is set but the AWS endpoints are not local; refusing to run")
+    return RuntimeSettings(
+        table=table,
+        mount=mount,
+        bucket=env.get(ENV_BUCKET) or None,
+        functions={
+            STARTER: env.get(ENV_STARTER, STARTER),
+            WORKER: env.get(ENV_WORKER, WORKER),
+            COMBINER: env.get(ENV_COMBINER, COMBINER),
+        },
+        data=_below(mount, env.get(ENV_DATA, DEFAULT_DATA)),
+        packages=_below(mount, env.get(ENV_PACKAGES, DEFAULT_PACKAGES)),
+        faults=faults,
+    )

@@ -1,0 +1,68 @@
+"""The sharded combine: S combiner invocations share one round, each reducing one slice.
+
+The paper's combine stops scaling past about 17 workers because one combiner reads all N files.
+Here the combiner that claims a ready round invokes S shares (``{"combine": true, ..., "shard": s,
+"claim": token}``); share s reads only elements [lo_s, hi_s) of every worker file (verified by
+the slice digests the workers recorded), steps the optimizer on that slice, and writes its slice
+of the new weights. Each share records itself in the round's ``shards_done`` set under the claim;
+the share that completes the set assembles the slices and publishes the round exactly as an
+unsharded combine does. Everything is elementwise, so the result is bit-identical to S = 1.
+
+A share that dies leaves the set incomplete; the claim's lease runs out, the watchdog re-drives
+the combine, and the new claim (which clears ``shards_done``) invokes all S shares again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from lambdatrain.storage import efs as efs
+from lambdatrain.roles.combiner import publish, reduce_slice, reopen
+from lambdatrain.protocol.errors import ClaimLost, CorruptFile
+from lambdatrain.ledger.items import RunRecord
+from lambdatrain.logs import logger
+from lambdatrain.protocol.events import CombineEvent, Outcome
+from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import COMBINER
+
+
+def fan_out_shares(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str) -> Outcome:
+    shards = record.config.combine_shards
+    for s in range(shards):
+        runtime.invoker.invoke(COMBINER, CombineEvent(run=ev.run, round=ev.round, workers=record.workers,
+                                                      epochsdone=record.epoch, shard=s, claim=token).to_event())
+    return Outcome("sharded", run=ev.run, round=ev.round, detail={"shards": shards})
+
+
+def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outcome:
+    if not 0 <= ev.shard < record.config.combine_shards:
+        from lambdatrain.protocol.errors import InvalidEvent
+
+        raise InvalidEvent("shard", f"must be below combine_shards ({record.config.combine_shards})")
+    round_item = runtime.ledger.get_round(ev.run, ev.round) or {}
+    if round_item.get("claim") != ev.claim:
+        raise ClaimLost(f"round {ev.round} of run {ev.run} is no longer combined under this claim")
+    t0 = time.perf_counter()
+    paths = efs.RunLayout(runtime.settings.mount, ev.run)
+    results = runtime.ledger.results(ev.run, ev.round)
+    try:
+        new, momentum = reduce_slice(runtime, record, ev.round, paths, results, shard=ev.shard)
+    except CorruptFile as exc:
+        return reopen(runtime, record, ev, ev.claim, exc)
+    if momentum is not None:
+        efs.write_array(paths.shard_optim(ev.round, ev.shard), momentum, checksum=record.config.checksum)
+    efs.write_array(paths.shard(ev.round, ev.shard), new, checksum=record.config.checksum)
+    logger.info("share combined", extra={"shard": ev.shard, "seconds": time.perf_counter() - t0})
+    if not runtime.ledger.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
+        return Outcome("share", run=ev.run, round=ev.round, detail={"shard": ev.shard})
+    new, momentum = _assemble(paths, ev.round, record.config.combine_shards)
+    return publish(runtime, ev, record, ev.claim, round_item, results, new, momentum, t0)
+
+
+def _assemble(paths: efs.RunLayout, round_no: int, shards: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The S slices, verified by their digests, as the new weights and optimizer state."""
+    new = np.concatenate([efs.read_array(paths.shard(round_no, s)) for s in range(shards)])
+    optim = [paths.shard_optim(round_no, s) for s in range(shards) if paths.shard_optim(round_no, s).exists()]
+    return new, (np.concatenate([efs.read_array(p) for p in optim]) if optim else None)

@@ -1,0 +1,89 @@
+"""The starter: validate a start event, create the run, write round 0's weights, fan out N workers.
+
+Also serves ``stop``/``resume`` (recovery.py) and S3 start files (the paper's S3-started training):
+an object ``start/<name>.json`` in the stack's bucket holds a start event, and ``<name>`` becomes
+the run id, so a re-delivered notification cannot start a second run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from lambdatrain.storage import efs as efs
+from lambdatrain.roles import recovery
+from lambdatrain.protocol.errors import AlreadyDone, DataError, InvalidEvent
+from lambdatrain.logs import bind, logger
+from lambdatrain.protocol.events import Outcome, RunConfig, check_run_id, parse_config
+from lambdatrain.roles.runtime import Runtime
+from lambdatrain.training import trainer
+
+
+def _run_id(event: Mapping[str, Any], request_id: str | None) -> str:
+    if "run" in event:
+        return check_run_id(event["run"])
+    # Lambda keeps the request id across retries of one asynchronous event, so a retried start
+    # maps to the same run id and the ledger's conditional create turns it into a no-op.
+    seed = request_id or uuid.uuid4().hex
+    return "run-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+
+
+def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = None) -> Outcome:
+    """Validate everything first, then write: bad input leaves EFS and the table untouched."""
+    if not isinstance(event, Mapping):
+        raise InvalidEvent("event", "must be a JSON object")
+    run = _run_id(event, request_id)
+    config = parse_config({k: v for k, v in event.items() if k != "run"})
+    bind(run=run)
+    try:
+        data = trainer.dataset(str(runtime.data_root(config)))
+    except DataError as exc:
+        raise InvalidEvent("data", str(exc)) from exc
+    per_epoch = trainer.rounds_per_epoch(config, trainer.train_size(config, data))
+    runs = runtime.ledger
+    if runs.find_run(run) is not None:
+        return recovery.redrive(runtime, run, reason="duplicate start")
+    weights, flat = trainer.initial_weights(config, len(data.classes))
+    paths = efs.RunLayout(runtime.settings.mount, run)
+    efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
+                                  "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
+                                  "n_params": flat.n_params, "created_at": runtime.clock()})
+    digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum)
+    try:
+        runs.create_run(run, config, per_epoch, digest, n_params=flat.n_params, num_classes=len(data.classes))
+    except AlreadyDone:
+        return recovery.redrive(runtime, run, reason="concurrent duplicate start")
+    runtime.faults.point("after_create")
+    recovery.fan_out(runtime, run, 0)
+    logger.info("run started", extra={"workers": config.workers, "rounds_per_epoch": per_epoch})
+    return Outcome("started", run=run, round=0, detail={"workers": config.workers, "rounds_per_epoch": per_epoch})
+
+
+def s3_records(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of an S3 notification, each checked for the fields a start file needs."""
+    records = event.get("Records")
+    if not isinstance(records, list) or not records:
+        raise InvalidEvent("Records", "must be a non-empty list of S3 notification records")
+    for record in records:
+        s3 = record.get("s3") if isinstance(record, dict) else None
+        if (not isinstance(record, dict) or record.get("eventSource") != "aws:s3" or not isinstance(s3, dict)
+                or not isinstance((s3.get("object") or {}).get("key"), str)
+                or not isinstance((s3.get("bucket") or {}).get("name"), str)):
+            raise InvalidEvent("Records", "must hold S3 records with s3.bucket.name and s3.object.key")
+    return records
+
+
+def start_from_s3(runtime: Runtime, record: Mapping[str, Any], read_object) -> Outcome:
+    """A start file uploaded under ``start/``: its JSON body is the start event."""
+    key = record["s3"]["object"]["key"]
+    name = Path(key).stem
+    try:
+        body = json.loads(read_object(record["s3"]["bucket"]["name"], key))
+    except ValueError as exc:
+        raise InvalidEvent("start file", f"{key} is not JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidEvent("start file", "must hold a JSON object")
+    return start(runtime, {**body, "run": check_run_id(name, "start file name")})

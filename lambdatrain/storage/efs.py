@@ -1,0 +1,298 @@
+"""Every path of a run on the shared file system (EFS), and the only code that writes there.
+
+Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
+reader sees a whole file or none; every array file gets a digest (length and checksum, see
+digest.py) that readers check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``).
+
+::
+
+    <mount>/runs/<run>/config.json              the run's settings
+    <mount>/runs/<run>/weights/r000012.npy      flat float32 weights at the start of round 12
+    <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
+    <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
+    <mount>/runs/<run>/rounds/r000012/metric.json what the combiner measured (copy of the ledger's)
+    <mount>/runs/<run>/.../*.digest.json        sidecar: length and checksum of the file beside it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lambdatrain.storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, algorithm_of, checksum_of, finish, new_hasher
+from lambdatrain.protocol.errors import CorruptFile
+from lambdatrain.protocol.events import check_run_id
+
+CHUNK_BYTES = 8 << 20  # streaming read size: large enough for EFS throughput, small for memory
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folder of one run; the run id is validated so no path can leave ``runs/``."""
+
+    mount: Path
+    run: str
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run)
+
+    @property
+    def root(self) -> Path:
+        return self.mount / "runs" / self.run
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def weights(self, round_no: int) -> Path:
+        return self.root / "weights" / f"r{round_no:06d}.npy"
+
+    def optim(self, round_no: int) -> Path:
+        return self.root / "optim" / f"r{round_no:06d}.npy"
+
+    def round_dir(self, round_no: int) -> Path:
+        return self.root / "rounds" / f"r{round_no:06d}"
+
+    def result(self, round_no: int, worker: int) -> Path:
+        return self.round_dir(round_no) / f"w{worker:04d}.npy"
+
+    def metric(self, round_no: int) -> Path:
+        return self.round_dir(round_no) / "metric.json"
+
+    def shard(self, round_no: int, shard: int) -> Path:
+        """A sharded combine's slice of the new weights (see sharding.py)."""
+        return self.round_dir(round_no) / f"combined-s{shard:03d}.npy"
+
+    def shard_optim(self, round_no: int, shard: int) -> Path:
+        """The same slice of the new optimizer state."""
+        return self.round_dir(round_no) / f"optim-s{shard:03d}.npy"
+
+    def checkpoint_rounds(self) -> list[int]:
+        """Rounds with any weights or momentum file left, whole or not (retention sweeps them)."""
+        return sorted({r for r, _ in _round_files(self.weights(0).parent, ".npy*")} |
+                      {r for r, _ in _round_files(self.optim(0).parent, ".npy*")})
+
+    def committed_rounds(self) -> list[int]:
+        """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
+        return sorted(r for r, p in _round_files(self.weights(0).parent, ".npy") if digest_path(p).exists())
+
+
+def _round_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """(round, path) of the files ``r<6 digits><suffix>`` in folder (the names ``weights`` and
+    ``optim`` give); none if the folder does not exist."""
+    if not folder.is_dir():
+        return []
+    return [(int(p.name[1:7]), p) for p in folder.glob("r" + "[0-9]" * 6 + suffix)]
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".digest.json")
+
+
+class _HashingWriter:
+    def __init__(self, f, hasher: Hasher):
+        self._f, self.hash, self.count = f, hasher, 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.count += view.nbytes
+        return self._f.write(view)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORITHM, sidecar: bool = True) -> Digest:
+    """Write ``array`` as .npy atomically and return its digest (also written beside it).
+
+    ``checksum`` is the algorithm (a name in ``digest.ALGORITHMS``); the digest records it.
+    """
+    hasher = new_hasher(checksum)  # an unknown algorithm fails here, before anything is written
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f, hasher)
+            np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = Digest(bytes=writer.count, checksum=finish(checksum, hasher))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sidecar:
+        write_json(digest_path(path), digest.to_dict())
+    _fsync_dir(path.parent)
+    return digest
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_digest(path: Path) -> Digest:
+    try:
+        return Digest.from_dict(read_json(digest_path(path)))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptFile(f"{path}: no readable digest beside it") from exc
+
+
+class _HashingReader:
+    def __init__(self, f, hasher: Hasher | None):
+        self._f, self.hash, self.count = f, hasher, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        if self.hash is not None:
+            self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._f.readinto(buffer)
+        if self.hash is not None:
+            self.hash.update(memoryview(buffer)[:n])
+        self.count += n
+        return n
+
+
+def _open_npy(reader: _HashingReader, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(reader)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read_header(reader)
+    except ValueError as exc:
+        raise CorruptFile(f"{path}: not a valid .npy file ({exc})") from exc
+    if fortran or dtype.hasobject:
+        raise CorruptFile(f"{path}: unsupported array layout")
+    return shape, dtype
+
+
+def _chunks(reader: _HashingReader, remaining: int, dtype: np.dtype, path: Path,
+            chunk_bytes: int, buffers: Iterator[np.ndarray] | None) -> Iterator[np.ndarray]:
+    step = max(dtype.itemsize, chunk_bytes - chunk_bytes % dtype.itemsize)
+    while remaining > 0:
+        if buffers is not None:
+            buf = next(buffers)[: min(step, remaining)]
+        else:
+            # np.empty, not bytearray: no zero-fill under the GIL for bytes read over right away.
+            buf = np.empty(min(step, remaining), dtype=np.uint8)
+        n = reader.readinto(memoryview(buf))
+        if n == 0:
+            raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
+        n -= n % dtype.itemsize
+        remaining -= n
+        yield buf[:n].view(dtype)
+
+
+def _verifier(checksum: str, path: Path) -> tuple[str, Hasher]:
+    try:
+        algorithm = algorithm_of(checksum)
+    except ValueError as exc:
+        raise CorruptFile(f"{path}: its record holds a {exc}") from exc
+    return algorithm, new_hasher(algorithm)
+
+
+def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES,
+                 buffers: Iterator[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and checksum.
+
+    The caller must not commit anything derived from the chunks before the generator finishes:
+    the check runs after the last byte (one pass over the file, no second read for hashing).
+
+    ``buffers`` (uint8 arrays of at least ``chunk_bytes``) are read into instead of a new array
+    per chunk, so a chunk is only valid until the buffer comes round again: a combine passes a
+    ring, which spares it the page faults of fresh memory for every chunk.
+    """
+    algorithm, hasher = _verifier(digest.checksum, path)
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+    with f:
+        reader = _HashingReader(f, hasher)
+        shape, dtype = _open_npy(reader, path)
+        yield from _chunks(reader, int(np.prod(shape)) * dtype.itemsize, dtype, path, chunk_bytes, buffers)
+        reader.read()  # trailing bytes count towards the length check
+    if reader.count != digest.bytes or finish(algorithm, hasher) != digest.checksum:
+        raise CorruptFile(f"{path}: length or checksum does not match its record")
+
+
+def range_digests(array: np.ndarray, slices: list[tuple[int, int]], algorithm: str = DEFAULT_ALGORITHM) -> list[str]:
+    """The checksum of each element range's bytes: what a sharded combine verifies of its slice."""
+    raw = memoryview(np.ascontiguousarray(array)).cast("B")
+    size = array.dtype.itemsize
+    return [checksum_of(raw[lo * size: hi * size], algorithm) for lo, hi in slices]
+
+
+def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: int = CHUNK_BYTES,
+                 buffers: Iterator[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Yield elements [lo, hi) of a 1-D .npy file, reading only those bytes; checks their checksum.
+
+    A sharded combiner reads one slice of every worker file, so it verifies the slice's own
+    digest (recorded by the worker) rather than the whole file's, which it never reads.
+    ``buffers``: as for :func:`stream_array`.
+    """
+    algorithm, hasher = _verifier(checksum, path)
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+    with f:
+        shape, dtype = _open_npy(_HashingReader(f, None), path)
+        data_start = f.tell()
+        if not 0 <= lo <= hi <= int(np.prod(shape)):
+            raise CorruptFile(f"{path}: holds {int(np.prod(shape))} elements, slice [{lo}, {hi}) asked")
+        if os.fstat(f.fileno()).st_size != data_start + int(np.prod(shape)) * dtype.itemsize:
+            raise CorruptFile(f"{path}: truncated or padded")
+        f.seek(data_start + lo * dtype.itemsize)
+        reader = _HashingReader(f, hasher)
+        yield from _chunks(reader, (hi - lo) * dtype.itemsize, dtype, path, chunk_bytes, buffers)
+    if finish(algorithm, hasher) != checksum:
+        raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
+
+
+def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:
+    """Read a whole 1-D array, verified against ``digest`` (or the sidecar beside the file)."""
+    digest = digest or read_digest(path)
+    parts = list(stream_array(path, digest))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete temp files a killed writer left behind; returns how many (for recovery logs)."""
+    count = 0
+    if folder.is_dir():
+        for tmp in folder.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            count += 1
+    return count
