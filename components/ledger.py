@@ -1,6 +1,6 @@
 """Ledger: the DynamoDB table that records every run, round and result, and its stream.
 
-The schema, the stream view and the TTL attribute come from ``lambdatrain.ledger.schema``, the same
+The schema and the stream view come from ``lambdatrain.ledger.schema``, the same
 definitions the runtime and the local stack use. The stream is what wakes the combiner: the event
 source mapping in ``components/functions.py`` filters it down to rounds turning ready.
 """
@@ -18,7 +18,6 @@ from lambdatrain.ledger.schema import (
     KEY_ATTRIBUTES,
     RANGE_KEY,
     STREAM_VIEW_TYPE,
-    TTL_ATTRIBUTE,
 )
 
 
@@ -41,7 +40,6 @@ class Ledger(pulumi.ComponentResource):
             billing_mode=BILLING_MODE,
             stream_enabled=True,
             stream_view_type=STREAM_VIEW_TYPE,
-            ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
             point_in_time_recovery={"enabled": True},
             server_side_encryption={"enabled": True},  # AWS-managed KMS key, not the default owned key
             deletion_protection_enabled=args.protect,

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from lambdatrain.ledger import schema
-from lambdatrain.storage.digest import Digest, normalize
+from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.events import RunConfig
 
 if TYPE_CHECKING:
@@ -110,8 +110,7 @@ class RunRecord:
 
 def record_from_meta(item: dict[str, Any]) -> RunRecord:
     """A run's META item (plain Python values) as a RunRecord."""
-    # Items written before checksums named their algorithm hold a bare SHA-256 as weights_sha256.
-    checksum = normalize(item["weights_checksum"] if "weights_checksum" in item else item["weights_sha256"])
+    checksum = item["weights_checksum"]
     return RunRecord(run=item["run"], state=item["state"], config=RunConfig.from_stored(json.loads(item["config"])),
                      round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
                      weights=Digest(item["weights_bytes"], checksum), item=item)
@@ -119,10 +118,9 @@ def record_from_meta(item: dict[str, Any]) -> RunRecord:
 
 def result_digest(item: dict[str, Any]) -> Digest:
     """The digest a RESULT item records for the worker's file."""
-    return Digest(int(item["bytes"]), normalize(item["checksum"] if "checksum" in item else item["sha256"]))
+    return Digest(int(item["bytes"]), item["checksum"])
 
 
 def result_range_checksum(item: dict[str, Any], shard: int) -> str:
     """The checksum a RESULT item records for the slice ``shard`` of a sharded combine reads."""
-    ranges = item["range_checksums"] if "range_checksums" in item else item["range_sha256"]
-    return normalize(ranges[shard])
+    return item["range_checksums"][shard]

@@ -62,5 +62,3 @@ class Faults:
         if action:
             self.crash(name)
 
-
-NO_FAULTS = Faults(None, "", Path("."))

@@ -56,9 +56,6 @@ class RuntimeSettings:
     packages: Path  # folder of third-party packages (torch & co) on the mount
     faults: str | None
 
-    def function_name(self, logical: str) -> str:
-        return self.functions[logical]
-
 
 def _loopback_endpoint(env: Mapping[str, str]) -> bool:
     urls = [v for k, v in env.items() if k.startswith("AWS_ENDPOINT_URL") and v]

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 ALGORITHMS = ("xxh3_128", "sha256")
 DEFAULT_ALGORITHM = "xxh3_128"
 _CHECKSUM = re.compile(r"^(?P<algorithm>[a-z0-9_]+):(?P<hex>[0-9a-f]+)$")
-_LEGACY_SHA256 = re.compile(r"^[0-9a-f]{64}$")  # records written before checksums named their algorithm
 
 
 class Hasher(Protocol):
@@ -63,11 +62,6 @@ def algorithm_of(checksum: str) -> str:
     return match["algorithm"]
 
 
-def normalize(checksum: str) -> str:
-    """A stored checksum in today's form: a bare 64-hex value is a legacy SHA-256."""
-    return f"sha256:{checksum}" if _LEGACY_SHA256.match(checksum) else checksum
-
-
 @dataclass(frozen=True)
 class Digest:
     bytes: int
@@ -78,4 +72,4 @@ class Digest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Digest":
-        return cls(bytes=int(d["bytes"]), checksum=normalize(str(d["checksum"] if "checksum" in d else d["sha256"])))
+        return cls(bytes=int(d["bytes"]), checksum=str(d["checksum"]))

@@ -43,7 +43,7 @@ def test_ledger_table_uses_the_shared_schema(plan):
     assert (i["hashKey"], i["rangeKey"], i["billingMode"]) == (schema.HASH_KEY, schema.RANGE_KEY, schema.BILLING_MODE)
     assert [(a["name"], a["type"]) for a in i["attributes"]] == list(schema.KEY_ATTRIBUTES)
     assert (i["streamEnabled"], i["streamViewType"]) == (True, schema.STREAM_VIEW_TYPE)
-    assert i["ttl"] == {"attributeName": schema.TTL_ATTRIBUTE, "enabled": True}
+    assert "ttl" not in i  # no item expires: a run's items are its history
     assert i["pointInTimeRecovery"]["enabled"] is True
 
 

@@ -94,8 +94,8 @@ def test_malformed_recorded_checksum_is_a_corrupt_file(tmp_path, checksum):
         efs.read_array(tmp_path / "a.npy", efs.Digest(digest.bytes, checksum))
 
 
-def test_records_from_before_named_checksums_still_verify(tmp_path):
-    # Old sidecars and ledger items held a bare SHA-256 under "sha256".
+def test_sidecar_without_a_named_checksum_is_a_corrupt_file(tmp_path):
+    # Only "<algorithm>:<hex>" under "checksum" was ever deployed; anything else is damage.
     import hashlib
     import json
 
@@ -103,4 +103,5 @@ def test_records_from_before_named_checksums_still_verify(tmp_path):
     efs.write_array(path, np.arange(10, dtype=np.float32), sidecar=False)
     raw = path.read_bytes()
     efs.digest_path(path).write_text(json.dumps({"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}))
-    assert np.array_equal(efs.read_array(path), np.arange(10, dtype=np.float32))
+    with pytest.raises(CorruptFile, match="no readable digest"):
+        efs.read_array(path)
