@@ -23,6 +23,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
                                  NoCredentialsError, NoRegionError, PartialCredentialsError, ReadTimeoutError)
 
 from lambdatrain.roles import settings as names
+from lambdatrain.protocol.endpoints import is_loopback
 from lambdatrain.ops.errors import MissingCredentials, MissingSetting, StackError, StarterFailed, Unreachable
 
 ENV_ENDPOINT = "LAMBDATRAIN_ENDPOINT"
@@ -164,11 +165,6 @@ def _base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
 
 
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
 @contextlib.contextmanager
 def aws_errors() -> Iterator[None]:
     """Turn botocore's exceptions into one-line operator errors (no traceback at the CLI)."""
@@ -181,7 +177,7 @@ def aws_errors() -> Iterator[None]:
         raise MissingSetting("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION) or pass --region") from exc
     except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
         url = _base(str(exc.kwargs.get("endpoint_url", "")))
-        hint = "is `lambdatrain local serve` running?" if _loopback(url) else "check the network and the region"
+        hint = "is `lambdatrain local serve` running?" if is_loopback(url) else "check the network and the region"
         raise Unreachable(f"cannot reach {url}: {hint}") from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})

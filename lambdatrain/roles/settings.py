@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from lambdatrain.protocol.endpoints import is_loopback
 from lambdatrain.protocol.errors import ConfigError
 
 # --- names shared by the infrastructure and the runtime -------------------------------------
@@ -59,7 +60,7 @@ class RuntimeSettings:
 
 def _loopback_endpoint(env: Mapping[str, str]) -> bool:
     urls = [v for k, v in env.items() if k.startswith("AWS_ENDPOINT_URL") and v]
-    return bool(urls) and all(("127.0.0.1" in u or "localhost" in u) for u in urls)
+    return bool(urls) and all(is_loopback(u) for u in urls)
 
 
 def _below(mount: Path, value: str) -> Path:
