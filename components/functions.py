@@ -6,19 +6,19 @@ invoke config (bounded retries, failures to an SQS queue), the EFS access point 
 ``DEFAULT_MOUNT`` and a place in the private subnets. Triggers: S3 start files -> starter, the
 ledger stream (filtered to rounds turning ready) -> combiner, an EventBridge schedule -> combiner's
 watchdog. Function names are fixed (``<project>-<stack>-<logical>``) so that every function's
-environment can name the others without a dependency cycle.
+environment can name the others without a dependency cycle. What each function's zip holds is
+``components/archive.py``'s to decide.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
+from components.archive import code_archive
 from components.config import StackSettings
 from components.iam import PolicyRefs, function_role
 from lambdatrain.roles import settings as env
@@ -29,15 +29,8 @@ from lambdatrain.ledger.schema import (
     STREAM_MAX_RETRIES,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = "python3.12"  # lambdatrain.roles.packages.LAMBDA_PYTHON installs wheels for this one
 HANDLER = "handler.handler"
-# Every function logs through Powertools' Logger (lambdatrain/logs.py), which the Lambda runtime
-# lacks; the setup event must run before EFS holds any packages, so it is vendored into each zip.
-# Powertools needs typing_extensions at import time (utilities/jmespath_utils); jmespath and boto3
-# come with the runtime. The pin is requirements-dev.txt's, which the deploying environment installs.
-POWERTOOLS_VERSION = "3.37.0"
-VENDORED = ("aws_lambda_powertools", "typing_extensions")
 ASYNC_MAX_EVENT_AGE_S = 3600
 FAILURE_RETENTION_S = 14 * 24 * 3600
 
@@ -216,34 +209,3 @@ class TrainingFunctions(pulumi.ComponentResource):
             principal="events.amazonaws.com", source_arn=rule.arn, opts=child,
         )
 
-
-def code_archive(logical: str) -> pulumi.AssetArchive:
-    """The handler folder's files at the zip root, the lambdatrain package and VENDORED (sources only)."""
-    folder = ROOT / "functions" / logical
-    assets: dict[str, pulumi.Asset | pulumi.Archive] = {
-        "handler.py": pulumi.FileAsset(str(folder / "handler.py"))  # listed even before it exists
-    }
-    for path in sorted(folder.glob("*")) if folder.is_dir() else ():
-        if path.is_file() and path.suffix != ".pyc":
-            assets[path.name] = pulumi.FileAsset(str(path))
-    for path in sorted((ROOT / "lambdatrain").rglob("*.py")):
-        assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
-    for name, path in vendored_sources().items():
-        assets[name] = pulumi.FileAsset(str(path))
-    return pulumi.AssetArchive(assets)
-
-
-def vendored_sources() -> dict[str, Path]:
-    """Archive name -> installed file, for every module in VENDORED (from the deploying environment)."""
-    sources: dict[str, Path] = {}
-    for module in VENDORED:
-        spec = importlib.util.find_spec(module)
-        if spec is None:
-            raise RuntimeError(f"{module} is not installed; install requirements-dev.txt before deploying")
-        if spec.submodule_search_locations:
-            package = Path(spec.submodule_search_locations[0])
-            for path in sorted(package.rglob("*.py")):
-                sources[f"{module}/{path.relative_to(package).as_posix()}"] = path
-        else:
-            sources[Path(spec.origin).name] = Path(spec.origin)
-    return sources
