@@ -41,7 +41,7 @@ from lambdatrain.storage.digest import ALGORITHMS, DEFAULT_ALGORITHM
 
 
 def default_params() -> int:
-    from lambdatrain.training.combine import FlatLayout
+    from lambdatrain.training.flat import FlatLayout
     from lambdatrain.training.model import ModelSpec, build_model
 
     return FlatLayout.of(build_model(ModelSpec("vgg19_cifar", 1.0))).size
@@ -50,7 +50,7 @@ def default_params() -> int:
 def write_files(folder: Path, count: int, params: int, shards: list[int], checksum: str) -> list[tuple]:
     """``count`` result files (distinct contents, unequal sample counts) as
     (path, bytes, checksum, samples, {S: per-slice checksums}), as workers write and record them."""
-    from lambdatrain.training.combine import iter_slices
+    from lambdatrain.training.flat import iter_slices
     from lambdatrain.storage.efs import range_digests, write_array
 
     base = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
@@ -65,7 +65,8 @@ def write_files(folder: Path, count: int, params: int, shards: list[int], checks
 
 
 def _combine_child(files, params: int, shards: int, shard: int, barrier, results) -> None:
-    from lambdatrain.training.combine import WorkerFile, iter_slices, weighted_sum
+    from lambdatrain.training.flat import iter_slices
+    from lambdatrain.training.reduce import WorkerFile, weighted_sum
     from lambdatrain.storage.efs import Digest
 
     lo, hi = list(iter_slices(params, shards))[shard]

@@ -197,7 +197,7 @@ def transport_error(prepared: Path, samples: int = 64) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from lambdatrain.training.combine import decode_chunk, encode
+    from lambdatrain.training.codec import decode_chunk, encode
     from lambdatrain.training.data import open_prepared, to_tensor_batch
     from lambdatrain.training.model import ModelSpec, build_model
 

@@ -35,7 +35,7 @@ MODEL_FILE, META_FILE = "model.pt", "model.json"
 
 
 def _from_mount(source: RunSource) -> dict[str, Any]:
-    from lambdatrain.training.combine import FlatLayout
+    from lambdatrain.training.flat import FlatLayout
 
     record = source.ledger.get_run(source.run)
     mount = source.target.mount if source.target else None

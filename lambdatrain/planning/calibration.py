@@ -156,7 +156,7 @@ def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
 
 
 def model_params(model: str, width: float) -> int:
-    from lambdatrain.training.combine import FlatLayout
+    from lambdatrain.training.flat import FlatLayout
     from lambdatrain.training.model import ModelSpec, build_model
 
     return FlatLayout.of(build_model(ModelSpec(model, width))).size

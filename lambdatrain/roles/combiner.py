@@ -17,7 +17,9 @@ import numpy as np
 from lambdatrain.storage import efs as efs
 from lambdatrain.storage import retention
 from lambdatrain.training import trainer
-from lambdatrain.training.combine import WorkerFile, apply_update, iter_slices, learning_rate, weighted_sum
+from lambdatrain.training.flat import iter_slices
+from lambdatrain.training.reduce import WorkerFile, weighted_sum
+from lambdatrain.training.step import apply_update, learning_rate
 from lambdatrain.protocol.errors import ClaimLost, CorruptFile, StaleRound
 from lambdatrain.ledger.items import DONE, RunRecord, result_digest, result_range_checksum
 from lambdatrain.logs import bind, logger

@@ -13,7 +13,9 @@ from typing import Any, Mapping
 from lambdatrain.storage import efs as efs
 from lambdatrain.ledger import schema
 from lambdatrain.training import trainer
-from lambdatrain.training.combine import encode, iter_slices, learning_rate
+from lambdatrain.training.codec import encode
+from lambdatrain.training.flat import iter_slices
+from lambdatrain.training.step import learning_rate
 from lambdatrain.protocol.errors import AlreadyDone, InvalidEvent, StaleRound
 from lambdatrain.ledger.items import RUNNING
 from lambdatrain.logs import bind, logger

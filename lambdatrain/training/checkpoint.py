@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lambdatrain.training.combine import FlatLayout
+from lambdatrain.training.flat import FlatLayout
 from lambdatrain.protocol.errors import DataError
 from lambdatrain.training.model import ModelSpec, build_model, input_size
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lambdatrain.training.combine import FlatLayout
+from lambdatrain.training.flat import FlatLayout
 from lambdatrain.training.data import PreparedData, open_prepared, shard_bounds, to_tensor_batch
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import ModelSpec, build_model, input_size

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from lambdatrain.storage import efs as efs
 from lambdatrain.training import trainer
-from lambdatrain.training.combine import FlatLayout, learning_rate
+from lambdatrain.training.flat import FlatLayout
+from lambdatrain.training.step import learning_rate
 from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.protocol.events import parse_config
 from lambdatrain.roles.settings import STARTER

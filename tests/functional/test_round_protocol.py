@@ -7,7 +7,7 @@ import pytest
 
 from lambdatrain.storage import efs as efs
 from lambdatrain.training import trainer
-from lambdatrain.training.combine import learning_rate
+from lambdatrain.training.step import learning_rate
 from lambdatrain.protocol.events import parse_config
 from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
 

@@ -1,4 +1,5 @@
-"""The combine math: flat vectors, streaming weighted sums, the optimizer step, transports."""
+"""The combine math: flat vectors (flat.py), streaming weighted sums (reduce.py), the optimizer step
+(step.py), transports (codec.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lambdatrain.training import combine
 from lambdatrain.storage import efs as efs
-from lambdatrain.training.combine import (FlatLayout, WorkerFile, apply_update, decode_chunk, encode, iter_slices,
-                                 learning_rate, sgd_step, weighted_sum)
+from lambdatrain.training import reduce
+from lambdatrain.training.codec import decode_chunk, encode
+from lambdatrain.training.flat import FlatLayout, iter_slices
+from lambdatrain.training.reduce import WorkerFile, weighted_sum
+from lambdatrain.training.step import apply_update, learning_rate, sgd_step
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.protocol.events import parse_config
@@ -51,8 +54,8 @@ def test_many_chunk_files_in_groups_sum_exactly_as_one_file_at_a_time(tmp_path, 
     # 4 KB chunks and groups of three files: every file spans several chunks, so each ring of read
     # buffers comes round many times and is reused by the next group; the first file's terms are
     # written into the accumulator, the others added, all in worker order.
-    monkeypatch.setattr(combine, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(combine, "_parallel_reads", lambda size, lo, hi: 3)
+    monkeypatch.setattr(reduce, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(reduce, "_parallel_reads", lambda size, lo, hi: 3)
     rng = np.random.default_rng(4)
     size, samples = 10_007, [3, 5, 2, 7, 1, 4, 6]
     vectors = [decode_chunk(encode(rng.standard_normal(size).astype(np.float32), transport)) for _ in samples]

@@ -1,0 +1,79 @@
+"""The optimizer step of a round: the learning-rate schedule and the update of the flat weights.
+
+Parameter-server update (sync mode, the paper's mini-batch scheme): worker w returns the mean
+gradient g_w over its n_w samples; the combiner forms g = sum_w (n_w / n) g_w (reduce.py) and takes
+one SGD step. This equals one step of a single process that accumulates gradients over the same
+micro-batches.
+
+Batch-norm running statistics drift apart on the workers (each sees only its micro-batches); the
+combiner replaces them with their sample-weighted average, the same weighted sum as the gradients.
+
+Average mode (local SGD / federated averaging): worker w returns delta_w = w_end - w_start after K
+local steps; the new weights are w + sum_w (n_w / n) delta_w.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from lambdatrain.protocol.events import RunConfig
+
+
+def learning_rate(config: RunConfig, round_no: int, rounds_per_epoch: int) -> float:
+    """The learning rate of round ``round_no`` (one optimizer step per round in sync mode).
+
+    ``constant``: ``lr``. ``cosine``: torch's CosineAnnealingLR (eta_min 0) over the run's
+    T = epochs * rounds_per_epoch rounds, lr * (1 + cos(pi * t / T)) / 2 at round t, so the last
+    rounds take tiny steps and a run ends settled rather than wherever its last large step left
+    it. Warm-up (W = warmup_epochs * rounds_per_epoch rounds, rounded): lr * (t + 1) / W for t < W,
+    then the schedule over the remaining T - W rounds (Goyal et al. 2017, for the large global
+    batches many workers make). A pure function of the round, so a resumed or re-driven round
+    steps exactly as the first attempt did.
+    """
+    lr, schedule = config.lr, config.lr_schedule
+    total = config.epochs * rounds_per_epoch
+    warmup = min(total, round(config.warmup_epochs * rounds_per_epoch))
+    if round_no < warmup:
+        return lr * (round_no + 1) / warmup
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        t, span = round_no - warmup, max(1, total - warmup)
+        return lr * (1 + math.cos(math.pi * min(t, span) / span)) / 2
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
+def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
+             momentum: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """One torch.optim.SGD step on a flat vector; returns (new params, new momentum buffer).
+
+    torch's own optimizer does the arithmetic, so the step is exactly what a single-process
+    PyTorch loop would take. A zero momentum buffer equals torch's "first step" initialisation.
+    """
+    p = torch.nn.Parameter(torch.from_numpy(np.array(params, dtype=np.float32)))
+    p.grad = torch.from_numpy(np.asarray(grad, dtype=np.float32))
+    opt = torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if momentum and momentum_buf is not None:
+        opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(momentum_buf, dtype=np.float32))
+    opt.step()
+    buf = opt.state[p].get("momentum_buffer") if momentum else None
+    new_buf = buf.detach().numpy() if buf is not None else np.zeros_like(params)
+    return p.detach().numpy(), new_buf
+
+
+def apply_update(weights: np.ndarray, average: np.ndarray, momentum_buf: np.ndarray | None, *, mode: str,
+                 n_params: int, lr: float, momentum: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """New flat weights (and optimizer state) from the round's weights and the weighted average."""
+    new = np.empty_like(weights)
+    if mode == "sync" and n_params > 0:
+        new[:n_params], momentum_buf = sgd_step(weights[:n_params], average[:n_params], momentum_buf,
+                                                lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        new[:n_params] = weights[:n_params] + average[:n_params]
+    new[n_params:] = average[n_params:]  # batch-norm statistics: the workers' weighted average
+    return new, momentum_buf
