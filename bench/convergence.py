@@ -198,7 +198,8 @@ def transport_error(prepared: Path, samples: int = 64) -> dict[str, float]:
     import torch
 
     from lambdatrain.training.codec import decode_chunk, encode
-    from lambdatrain.training.data import open_prepared, to_tensor_batch
+    from lambdatrain.training.batches import to_tensor_batch
+    from lambdatrain.training.data import open_prepared
     from lambdatrain.training.model import ModelSpec, build_model
 
     torch.manual_seed(0)

@@ -125,7 +125,7 @@ def _image(path: Path, size: int) -> np.ndarray:
 
 def predict(model_path: Path, images: Sequence[Path], *, top: int = 3) -> list[dict[str, Any]]:
     """The ``top`` classes and probabilities for each image."""
-    from lambdatrain.training.data import to_tensor_batch
+    from lambdatrain.training.batches import to_tensor_batch
 
     model, meta = load_any(model_path)
     x = np.stack([_image(Path(p), int(meta["input_size"])) for p in images])

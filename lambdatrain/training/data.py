@@ -1,4 +1,4 @@
-"""The dataset: preparation into four arrays, memory-mapped access, sharding and batch transforms.
+"""The prepared dataset: decoding a source into four arrays once, finding or caching it, opening it.
 
 A dataset is decoded once (``datasources.py`` reads and downloads the raw formats) into a *prepared directory*::
 
@@ -7,8 +7,7 @@ A dataset is decoded once (``datasources.py`` reads and downloads the raw format
     meta.json    classes, counts, per-channel mean/std of train, source, split settings
 
 Workers memory-map the arrays read-only (many Lambdas share one copy on EFS, each touching only its
-shard's pages) and turn uint8 batches into normalized, optionally augmented tensors batch-wise, as
-KellerJordan/cifar10-airbench does. Nothing here ever invents data: a dataset that cannot be found,
+shard's pages); ``batches.py`` turns their uint8 batches into tensors. Nothing here ever invents data: a dataset that cannot be found,
 downloaded or read is a ``DataError`` that says what to pass instead.
 """
 
@@ -23,18 +22,13 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lambdatrain.training.datasources import Fetch, RawDataset, download, fetch_verified, read_source, verify_md5
 from lambdatrain.protocol.errors import DataError, InvalidEvent
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel over the 50,000 training images, 0..1 scale
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
@@ -271,54 +265,3 @@ def _resolve_cifar10(cache_dir: Path, val_fraction: float, seed: int, fetch: Fet
     else:
         fetch_verified(CIFAR10_URL, tarball, CIFAR10_MD5, fetch, DATA_HINT)
     return prepare_dataset(tarball, dest, val_fraction=val_fraction, seed=seed)
-
-
-# --- sharding and batches -----------------------------------------------------------------------
-def shard_bounds(n: int, workers: int, worker: int) -> tuple[int, int]:
-    """Contiguous ``[start, stop)`` of ``worker``'s shard; shards are disjoint, cover ``range(n)``
-    and differ in size by at most one (the first ``n % workers`` shards get the extra item)."""
-    if workers < 1:
-        raise InvalidEvent("workers", f"must be at least 1, got {workers}")
-    if not 0 <= worker < workers:
-        raise InvalidEvent("worker", f"must be in [0, {workers}), got {worker}")
-    base, extra = divmod(n, workers)
-    start = worker * base + min(worker, extra)
-    return start, start + base + (1 if worker < extra else 0)
-
-
-def to_tensor_batch(
-    x: np.ndarray,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    size: int | None = None,
-    augment: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """uint8 NHWC images -> float32 NCHW, augmented (crop + flip), resized to ``size``, normalized."""
-    # Copy: the input is usually a read-only memmap slice, which torch refuses to share.
-    batch = torch.from_numpy(np.array(x, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
-    if augment:
-        batch = _random_flip(_random_crop(batch, 4, generator), generator)
-    if size is not None and size != batch.shape[-1]:
-        batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((batch - mean_t) / std_t).contiguous()
-
-
-def _random_crop(batch: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Per-image random crop of the zero-padded (black) batch, back to the original size."""
-    n, _, h, w = batch.shape
-    padded = F.pad(batch, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-    rows = (dy + torch.arange(h)).view(n, h, 1)
-    cols = (dx + torch.arange(w)).view(n, 1, w)
-    # Advanced indices around a slice put their dimensions first: (N, H, W, C).
-    return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
-
-
-def _random_flip(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    flip = torch.rand(batch.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)

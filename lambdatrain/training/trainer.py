@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from lambdatrain.training.flat import FlatLayout
-from lambdatrain.training.data import PreparedData, open_prepared, shard_bounds, to_tensor_batch
+from lambdatrain.training.batches import shard_bounds, to_tensor_batch
+from lambdatrain.training.data import PreparedData, open_prepared
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import ModelSpec, build_model, input_size
 from lambdatrain.protocol.events import RunConfig

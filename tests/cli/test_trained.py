@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from lambdatrain.training import checkpoint
-from lambdatrain.training.data import open_prepared, to_tensor_batch
+from lambdatrain.training.batches import to_tensor_batch
+from lambdatrain.training.data import open_prepared
 
 pytestmark = pytest.mark.slow  # the session's `local train` takes half a minute
 

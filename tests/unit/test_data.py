@@ -24,9 +24,8 @@ from lambdatrain.training.data import (
     is_prepared,
     prepare_dataset,
     resolve_dataset,
-    shard_bounds,
-    to_tensor_batch,
 )
+from lambdatrain.training.batches import shard_bounds, to_tensor_batch
 from lambdatrain.protocol.errors import DataError, InvalidEvent
 from tests.datagen import (
     make_cifar_python_tarball,

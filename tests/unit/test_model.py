@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lambdatrain.training.data import to_tensor_batch
+from lambdatrain.training.batches import to_tensor_batch
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import MODELS, ModelSpec, build_model, input_size
 from tests.datagen import make_image_arrays
