@@ -99,7 +99,7 @@ def load_runs(path: Path | None) -> list[dict[str, Any]]:
 def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.ops.local_train import TrainRequest, train
-    from lambdatrain.planning.planner import MB_PER_VCPU
+    from lambdatrain.protocol.limits import MB_PER_VCPU
 
     settings = settings_for(args, extra)
     start = {k: v for k, v in settings.items() if k != "worker_threads"}

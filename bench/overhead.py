@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, log, machine
-from lambdatrain.planning.planner import MB_PER_VCPU
+from lambdatrain.protocol.limits import MB_PER_VCPU
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"workers": args.workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1,

@@ -17,6 +17,7 @@ import typer
 
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate
+from lambdatrain.planning.plot import plot_plan
 
 
 def _ints(text: str) -> list[int]:
@@ -79,8 +80,8 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
                         result_bytes_per_param=4 if transport == "float32" else 2, provisioned=provisioned)
     fastest = {f"S={s},{m}MB": planner.best(rows, s, m)["workers"] for s in shards for m in memories}
     if png is not None:
-        planner.plot(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), batch {batch_size}, "
-                                f"{storage}, {arch}")
+        plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), batch {batch_size}, "
+                             f"{storage}, {arch}")
     return {"model": model, "width": width, "params": params, "calibration": planner.calibration_dict(calibration),
             "storage": storage, "rows": rows, "fastest_workers": fastest, "png": str(png) if png else None}
 

@@ -26,9 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.planning.planner import MB_PER_VCPU  # Lambda: one vCPU's worth of CPU per 1,769 MB
+from lambdatrain.protocol.limits import ASYNC_RETRIES, INIT_TIMEOUT_S as LAMBDA_INIT_TIMEOUT_S, MAX_TIMEOUT_S, MB_PER_VCPU
 
-INIT_TIMEOUT_S = 300.0  # a cold start's imports; far beyond Lambda's 10 s, for loaded test machines
+# A cold start's imports: 30 times Lambda's limit, for loaded test machines.
+INIT_TIMEOUT_S = 30 * LAMBDA_INIT_TIMEOUT_S
 PATH_PREFIX = "/2015-03-31/functions/"
 
 
@@ -37,10 +38,10 @@ class FunctionConfig:
     name: str
     handler_path: Path  # functions/<name>/handler.py
     memory_mb: int = MB_PER_VCPU
-    timeout_s: float = 900.0
+    timeout_s: float = MAX_TIMEOUT_S
     concurrency: int = 4  # like reserved concurrency: async events beyond it wait in the queue
-    retries: int = 2  # Lambda retries a failed asynchronous invocation twice
-    retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda waits about 1 and 2 minutes
+    retries: int = ASYNC_RETRIES
+    retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda's 1 and 2 minutes, in seconds
 
 
 @dataclass

@@ -22,7 +22,7 @@ from lambdatrain.roles import settings as names
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.service import Delivery, FunctionConfig, InvocationError, LambdaService
-from lambdatrain.planning.planner import MB_PER_VCPU
+from lambdatrain.protocol.limits import MAX_TIMEOUT_S, MB_PER_VCPU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -35,14 +35,14 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "
 class LocalStackConfig:
     state_dir: Path  # holds efs/ (the mount), logs/ and dlq/
     worker_memory_mb: int = MB_PER_VCPU  # 1 thread each (Lambda's 1,769 MB per vCPU)
-    worker_timeout_s: float = 900.0
-    combiner_memory_mb: int = 3538
-    combiner_timeout_s: float = 900.0
+    worker_timeout_s: float = MAX_TIMEOUT_S
+    combiner_memory_mb: int = 2 * MB_PER_VCPU  # 2 threads
+    combiner_timeout_s: float = MAX_TIMEOUT_S
     worker_concurrency: int = 8
     watchdog_interval_s: float = 10.0  # how often the watchdog event fires (EventBridge on AWS)
     lambda_port: int = 0  # 0: any free port
     moto_port: int = 0
-    retry_delays_s: tuple[float, ...] = (1.0, 2.0)
+    retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda's 1 and 2 minutes, in seconds
     delivery: Delivery = field(default_factory=Delivery)  # fault injection: invoke service
     stream_duplicate_rate: float = 0.0  # fault injection: stream poller
     stream_drop_rate: float = 0.0

@@ -33,8 +33,7 @@ Assumptions, stated because they decide the answer:
   combiner, whose first invocation follows them; none with provisioned concurrency (what the
   local stack's prewarm models). Sandboxes Lambda recycles later are not modelled, and cost is
   per warm epoch.
-* Lambda gives 1 vCPU per 1,769 MB, up to 6 vCPUs at 10,240 MB
-  (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
+* Lambda gives 1 vCPU per 1,769 MB, up to 6 vCPUs at 10,240 MB (lambdatrain/protocol/limits.py).
 
 Prices (us-east-1, as published on 2025-06-01; check before relying on them):
 
@@ -51,11 +50,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
-MB_PER_VCPU = 1769
-MAX_VCPUS = 6
+from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
+
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
 
 
@@ -113,7 +111,9 @@ class Scenario:
 
 def vcpus(memory_mb: int) -> float:
     """CPU share: one vCPU per 1,769 MB; the 10,240 MB maximum gets the full 6 (not 5.79)."""
-    return MAX_VCPUS if memory_mb >= 10240 else min(MAX_VCPUS, max(memory_mb, 128) / MB_PER_VCPU)
+    if memory_mb >= MAX_MEMORY_MB:
+        return MAX_VCPUS
+    return min(MAX_VCPUS, max(memory_mb, MIN_MEMORY_MB) / MB_PER_VCPU)
 
 
 def single_thread_s(seconds_on_one_vcpu: float, memory_mb: int) -> float:
@@ -180,38 +180,6 @@ def best(rows: list[dict[str, Any]], shards: int, memory_mb: int) -> dict[str, A
 def calibration_dict(c: Calibration) -> dict[str, Any]:
     """The calibration as strict JSON (an unlimited bandwidth is null, not Infinity)."""
     return {k: v if math.isfinite(v) else None for k, v in asdict(c).items()}
-
-
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Epoch time and cost per epoch against workers, one line per (S, memory), as a small PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80)
-    for key in sorted({(r["shards"], r["memory_mb"]) for r in rows}):
-        line = sorted((r for r in rows if (r["shards"], r["memory_mb"]) == key), key=lambda r: r["workers"])
-        label = f"S={key[0]}, {key[1]} MB"
-        xs = [r["workers"] for r in line]
-        ax_t.plot(xs, [r["epoch_s"] / 60 for r in line], marker="o", ms=3, label=label)
-        ax_c.plot(xs, [r["cost_usd"] for r in line], marker="o", ms=3, label=label)
-        fastest = min(line, key=lambda r: r["epoch_s"])
-        ax_t.annotate(f"N={fastest['workers']}", (fastest["workers"], fastest["epoch_s"] / 60), fontsize=7,
-                      xytext=(0, 6), textcoords="offset points", ha="center")
-    for ax, label in ((ax_t, "epoch time (min)"), (ax_c, "cost per epoch ($)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("workers N")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def relative_error(predicted: float, measured: float) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
+from lambdatrain.planning.plot import plot_plan
 from lambdatrain.training.data import open_prepared
 from lambdatrain.protocol.events import RunConfig
 from lambdatrain.training.trainer import rounds_per_epoch
@@ -122,7 +123,7 @@ def test_best_finds_the_fastest_worker_count():
 
 def test_plot_writes_a_small_png(tmp_path):
     rows = planner.plan(1_000_000, CAL, FAST, workers=[1, 2, 4], memories=[1769], shards=[1, 4])
-    path = planner.plot(rows, tmp_path / "plan.png", "test")
+    path = plot_plan(rows, tmp_path / "plan.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size < 200_000
 

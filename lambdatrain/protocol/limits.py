@@ -1,0 +1,37 @@
+"""AWS Lambda's documented limits and platform facts, defined once.
+
+The cost planner, the local stack (which sizes its sandboxes as Lambda does) and the stack settings
+read them from here; each cites the AWS page that states it. Check them when AWS changes a quota.
+"""
+
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html: CPU is allocated in
+# proportion to memory; "at 1,769 MB, a function has the equivalent of one vCPU".
+MB_PER_VCPU = 1769
+# Same page: memory is 128 MB to 10,240 MB, in 1 MB steps; 10,240 MB gets up to 6 vCPUs.
+MIN_MEMORY_MB = 128
+MAX_MEMORY_MB = 10240
+MAX_VCPUS = 6
+
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html: at most 900 s (15 min).
+MAX_TIMEOUT_S = 900
+
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-ephemeral-storage.html: /tmp is
+# 512 MB to 10,240 MB.
+MIN_EPHEMERAL_MB = 512
+MAX_EPHEMERAL_MB = 10240
+
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html: Lambda keeps 100
+# units of the account's concurrency unreserved, so reservations add up to the limit minus 100;
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html: the default limit is
+# 1,000 per Region.
+UNRESERVED_CONCURRENCY = 100
+DEFAULT_ACCOUNT_CONCURRENCY = 1000
+
+# https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html: a failed
+# asynchronous invocation is retried twice (0 to 2 configurable), about 1 and then 2 minutes later.
+ASYNC_RETRIES = 2
+ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+
+# https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html: the Init phase
+# (imports, module-level code) is limited to 10 s on on-demand functions.
+INIT_TIMEOUT_S = 10.0
