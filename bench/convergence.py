@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, int_list, log, machine
-from lambdatrain.protocol.events import LR_SCHEDULES
+from lambdatrain.protocol.config import LR_SCHEDULES
 
 TRANSPORTS = ("float32", "bfloat16", "float16")
 AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}

@@ -72,7 +72,7 @@ def single(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from lambdatrain.training import trainer
-    from lambdatrain.protocol.events import parse_config
+    from lambdatrain.protocol.config import parse_config
 
     config = parse_config(settings(args))
     data = trainer.dataset(str(prepared))

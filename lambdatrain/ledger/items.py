@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambdatrain.ledger import schema
 from lambdatrain.storage.digest import Digest
-from lambdatrain.protocol.events import RunConfig
+from lambdatrain.protocol.config import RunConfig
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -111,7 +111,7 @@ class RunRecord:
 def record_from_meta(item: dict[str, Any]) -> RunRecord:
     """A run's META item (plain Python values) as a RunRecord."""
     checksum = item["weights_checksum"]
-    return RunRecord(run=item["run"], state=item["state"], config=RunConfig.from_stored(json.loads(item["config"])),
+    return RunRecord(run=item["run"], state=item["state"], config=RunConfig(**json.loads(item["config"])),
                      round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
                      weights=Digest(item["weights_bytes"], checksum), item=item)
 

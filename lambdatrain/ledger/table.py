@@ -25,7 +25,7 @@ from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import CombineClaims
 from lambdatrain.ledger.items import (RUNNING, RunRecord, failed_condition, from_ddb, metric_sk, open_round_item, pk,
                                       record_from_meta, result_sk, results_prefix, round_sk, to_ddb)
-from lambdatrain.protocol.events import RunConfig
+from lambdatrain.protocol.config import RunConfig
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
 

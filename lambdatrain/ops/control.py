@@ -14,7 +14,8 @@ import uuid
 from typing import Any, Mapping
 
 from lambdatrain.ops.target import Target
-from lambdatrain.protocol.events import check_run_id, parse_config
+from lambdatrain.protocol.config import parse_config
+from lambdatrain.protocol.events import check_run_id
 from lambdatrain.roles.settings import START_PREFIX, START_SUFFIX
 
 

@@ -75,7 +75,7 @@ def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats:
     import numpy as np
 
     from lambdatrain.training import trainer
-    from lambdatrain.protocol.events import RunConfig
+    from lambdatrain.protocol.config import RunConfig
 
     data = data if data is not None else generated_data(micro_batch)
     config = RunConfig(workers=1, model=model, width=width, batch_size=micro_batch, micro_batch=micro_batch)
@@ -97,7 +97,7 @@ def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats:
 def measure_compute_fixed(model: str, width: float, *, repeats: int = 3) -> float:
     """The fixed per-round part of ``measure_compute`` alone (no images): for a given seconds per image."""
     from lambdatrain.training import trainer
-    from lambdatrain.protocol.events import RunConfig
+    from lambdatrain.protocol.config import RunConfig
 
     net, layout = trainer.model_for(RunConfig(workers=1, model=model, width=width), 10)
     weights = layout.flatten(net)

@@ -11,7 +11,7 @@ from lambdatrain.protocol.errors import CorruptFile, UnknownRun
 from lambdatrain.storage.efs import RunLayout, read_array, read_digest, read_json
 from lambdatrain.ledger.items import DONE, RUNNING
 from lambdatrain.logs import logger
-from lambdatrain.protocol.events import RunConfig
+from lambdatrain.protocol.config import RunConfig
 from lambdatrain.roles.runtime import Runtime
 
 
@@ -27,7 +27,7 @@ def rebuild_from_efs(runtime: Runtime, run: str) -> None:
     if not paths.config.exists():
         raise UnknownRun(f"unknown run '{run}': no ledger items and no {paths.config} on the mount")
     meta = read_json(paths.config)
-    config = RunConfig.from_stored(meta["config"])
+    config = RunConfig(**meta["config"])
     last, digest = _last_complete_round(paths)
     metrics = [read_json(paths.metric(r)) for r in range(last) if paths.metric(r).exists()]
     evaluated = [m for m in metrics if "val_accuracy" in m]

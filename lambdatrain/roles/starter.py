@@ -17,7 +17,8 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.roles import recovery
 from lambdatrain.protocol.errors import AlreadyDone, DataError, InvalidEvent
 from lambdatrain.logs import bind, logger
-from lambdatrain.protocol.events import Outcome, RunConfig, check_run_id, parse_config
+from lambdatrain.protocol.config import RunConfig, parse_config
+from lambdatrain.protocol.events import Outcome, check_run_id
 from lambdatrain.roles.runtime import Runtime
 from lambdatrain.training import trainer
 

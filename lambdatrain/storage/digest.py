@@ -23,8 +23,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-ALGORITHMS = ("xxh3_128", "sha256")
-DEFAULT_ALGORITHM = "xxh3_128"
+from lambdatrain.protocol.config import CHECKSUMS, DEFAULTS
+
+ALGORITHMS = CHECKSUMS  # the names a run may choose, declared by the protocol
+DEFAULT_ALGORITHM = DEFAULTS["checksum"]
 _CHECKSUM = re.compile(r"^(?P<algorithm>[a-z0-9_]+):(?P<hex>[0-9a-f]+)$")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from lambdatrain.protocol.events import RunConfig
+    from lambdatrain.protocol.config import RunConfig
 
 
 def learning_rate(config: RunConfig, round_no: int, rounds_per_epoch: int) -> float:

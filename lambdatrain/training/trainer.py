@@ -27,7 +27,7 @@ from lambdatrain.training.batches import shard_bounds, to_tensor_batch
 from lambdatrain.training.data import PreparedData, open_prepared
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import ModelSpec, build_model, input_size
-from lambdatrain.protocol.events import RunConfig
+from lambdatrain.protocol.config import RunConfig
 
 EVAL_BATCH = 256
 

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lambdatrain.protocol.errors import InvalidEvent, LambdaTrainError, UnknownRun
-from lambdatrain.protocol.events import (CHECKSUMS, LR_SCHEDULES, MAX_WORKERS, MODES, RUN_ID_PATTERN, TRANSPORTS, RunConfig,
-                                  parse_config)
+from lambdatrain.protocol.config import CHECKSUMS, LR_SCHEDULES, MAX_WORKERS, MODES, TRANSPORTS, RunConfig, parse_config
+from lambdatrain.protocol.events import RUN_ID_PATTERN
 from tests.datagen import make_prepared
 from tests.faults.conftest import SETTINGS
 from tests.harness import InlineSystem

@@ -17,7 +17,7 @@ from lambdatrain.training import trainer
 from lambdatrain.training.flat import FlatLayout
 from lambdatrain.training.step import learning_rate
 from lambdatrain.training.model import ModelSpec, build_model
-from lambdatrain.protocol.events import parse_config
+from lambdatrain.protocol.config import parse_config
 from lambdatrain.roles.settings import STARTER
 
 SETTINGS = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 40, "micro_batch": 4, "lr": 0.1,

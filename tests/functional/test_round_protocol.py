@@ -8,7 +8,7 @@ import pytest
 from lambdatrain.storage import efs as efs
 from lambdatrain.training import trainer
 from lambdatrain.training.step import learning_rate
-from lambdatrain.protocol.events import parse_config
+from lambdatrain.protocol.config import parse_config
 from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
 
 SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 8, "augment": False}

@@ -15,7 +15,7 @@ from lambdatrain.training.reduce import WorkerFile, weighted_sum
 from lambdatrain.training.step import apply_update, learning_rate, sgd_step
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.training.model import ModelSpec, build_model
-from lambdatrain.protocol.events import parse_config
+from lambdatrain.protocol.config import parse_config
 
 
 def _files(tmp_path, vectors, samples):

@@ -12,7 +12,7 @@ from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.training.data import open_prepared
-from lambdatrain.protocol.events import RunConfig
+from lambdatrain.protocol.config import RunConfig
 from lambdatrain.training.trainer import rounds_per_epoch
 
 CAL = planner.Calibration(seconds_per_image=0.01, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.0,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lambdatrain.protocol.errors import InvalidEvent
-from lambdatrain.protocol.events import (RunConfig, check_relative_path, check_run_id, event_kind, parse_combine, parse_config,
-                                  parse_stream_records, parse_work)
+from lambdatrain.protocol.config import CHECKSUMS, MODELS, RunConfig, parse_config
+from lambdatrain.protocol.events import (check_relative_path, check_run_id, event_kind, parse_combine,
+                                         parse_stream_records, parse_work)
 
 
 def test_paper_start_event_parses_with_defaults():
@@ -94,7 +97,15 @@ def test_event_kind_refuses_unknown_events():
     assert event_kind({"workerno": 0}) == "work"
 
 
-def test_a_run_stored_before_retention_existed_keeps_every_file():
-    stored = {k: v for k, v in parse_config({"workers": 2}).to_dict().items() if k != "keep_rounds"}
-    assert RunConfig.from_stored(stored).keep_rounds == 0
-    assert RunConfig.from_stored(parse_config({"workers": 2}).to_dict()).keep_rounds == 3
+def test_a_stored_config_rebuilds_the_same_run():
+    config = parse_config({"workers": 2, "keep_rounds": 0, "target_accuracy": 0.5})
+    assert RunConfig(**json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_the_protocol_accepts_exactly_the_models_and_checksums_that_exist():
+    from lambdatrain.storage.digest import new_hasher
+    from lambdatrain.training.model import MODELS as BUILT
+
+    assert set(BUILT) == set(MODELS)
+    for algorithm in CHECKSUMS:
+        new_hasher(algorithm).update(b"x")
