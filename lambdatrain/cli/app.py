@@ -58,7 +58,7 @@ def local_train(
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.ops.progress import console_progress
     from lambdatrain.ops.local_train import TrainRequest, train
-    from lambdatrain.protocol.events import parse_config
+    from lambdatrain.protocol.config import parse_config
 
     settings = _settings(workers=workers, epochs=epochs, model=model, width=width, batch_size=batch_size,
                          micro_batch=micro_batch, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
