@@ -1,12 +1,12 @@
 """The lambdatrain stack: read the configuration once, wire the four components, export outputs.
 
-Every key below is ``lambdatrain:<key>`` in Pulumi.<stack>.yaml, with its default beside the read;
-``components.config.StackSettings`` validates them and a bad value stops the program with one line.
+Every key is ``lambdatrain:<key>`` in Pulumi.<stack>.yaml; ``components.config`` declares each one
+(type, default, check, meaning) and a bad value stops the program with one line naming the key.
 """
 
 import pulumi
 
-from components.config import FunctionSettings, StackSettings
+from components.config import StackSettings
 from components.functions import TrainingFunctions, TrainingFunctionsArgs
 from components.ledger import Ledger, LedgerArgs
 from components.network import Network, NetworkArgs
@@ -14,35 +14,8 @@ from components.storage import Storage, StorageArgs
 from lambdatrain.protocol.errors import ConfigError
 
 config = pulumi.Config()
-
-
-def _function(logical: str, memory_mb: int, timeout_s: int, ephemeral_mb: int = 512) -> FunctionSettings:
-    return FunctionSettings(
-        memory_mb=config.get_int(f"{logical}Memory", memory_mb),
-        timeout_s=config.get_int(f"{logical}Timeout", timeout_s),
-        reserved_concurrency=config.get_int(f"{logical}Concurrency"),  # unset: unreserved
-        ephemeral_mb=config.get_int(f"{logical}EphemeralStorage", ephemeral_mb),
-    )
-
-
 try:
-    settings = StackSettings(
-        project=pulumi.get_project(),
-        stack=pulumi.get_stack(),
-        workers=config.get_int("workers", 4),
-        architecture=config.get("architecture", "x86_64"),
-        starter=_function("starter", 2048, 900, ephemeral_mb=2048),  # setup downloads torch
-        worker=_function("worker", 10240, 900),
-        combiner=_function("combiner", 4096, 900),
-        az_count=config.get_int("azCount", 2),
-        nat_per_az=config.get_bool("natPerAz", False),
-        vpc_cidr=config.get("vpcCidr", "10.0.0.0/16"),
-        log_retention_days=config.get_int("logRetentionDays", 14),
-        watchdog_minutes=config.get_int("watchdogMinutes", 5),
-        async_retries=config.get_int("asyncRetries", 2),
-        log_level=config.get("logLevel", "INFO"),
-        protect=config.get_bool("protect", False),
-    )
+    settings = StackSettings.from_config(config.get, project=pulumi.get_project(), stack=pulumi.get_stack())
 except ConfigError as exc:
     raise pulumi.RunError(str(exc)) from None  # one line, no traceback
 

@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pulumi
-import yaml
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from components.config import stack_config, stack_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "__main__.py"
@@ -148,20 +149,6 @@ def is_taggable(type_: str) -> bool:
     return "tags" in inspect.signature(getattr(module, class_name)._internal_init).parameters
 
 
-def stack_config(stack: str) -> dict[str, str]:
-    """The config of ``Pulumi.<stack>.yaml`` as the engine hands it to a program: strings."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
-    return {key: _as_config_string(value) for key, value in (document.get("config") or {}).items()}
-
-
-def _as_config_string(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
-
-
 def build(stack: str, config: dict[str, str] | None = None) -> Plan:
     """Run the program for ``stack`` under mocks; ``config`` replaces the stack file's when given."""
     config = stack_config(stack) if config is None else config
@@ -206,7 +193,7 @@ def render(plan: Plan) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__.splitlines()[0])
-    parser.add_argument("stack", choices=sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
+    parser.add_argument("stack", choices=stack_names())
     parser.add_argument("--json", action="store_true", help="one JSON object per resource: type, name, parent")
     options = parser.parse_args(argv)
     plan = build(options.stack)

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: components/, __main__.py
 
+from components.config import stack_config  # noqa: E402
 from components.plan import Plan, build  # noqa: E402
 
 
@@ -37,8 +38,6 @@ def prod() -> Plan:
 @pytest.fixture
 def build_with():
     """Build a stack with its example config changed: ``build_with("dev", workers="0")``."""
-    from components.plan import stack_config
-
     def _build(stack: str, **changes: str) -> Plan:
         config = stack_config(stack) | {f"lambdatrain:{k}": v for k, v in changes.items()}
         return quiet_build(stack, config)

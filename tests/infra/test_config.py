@@ -1,4 +1,4 @@
-"""Stack settings: defaults, and one clear line for each bad value (with and without Pulumi)."""
+"""Stack settings: defaults, reading, one clear line for each bad value (with and without Pulumi), the docs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import dataclasses
 import pulumi
 import pytest
 
-from components.config import FunctionSettings, StackSettings, subnet_cidrs
+from components.config import (
+    ROOT,
+    FunctionSettings,
+    StackSettings,
+    settings_table,
+    stack_config,
+    stack_names,
+    subnet_cidrs,
+)
 from lambdatrain.protocol.errors import ConfigError
 
 
@@ -74,6 +82,8 @@ def test_subnets_do_not_overlap():
         ("workerMemory", "20000", "lambdatrain:workerMemory must be 128..10240 MB"),
         ("workerTimeout", "1200", "lambdatrain:workerTimeout must be 1..900 s"),
         ("architecture", "sparc", "lambdatrain:architecture must be one of x86_64|arm64"),
+        ("workers", "four", "lambdatrain:workers must be an integer, got 'four'"),
+        ("natPerAz", "yes", "lambdatrain:natPerAz must be true or false, got 'yes'"),
     ],
 )
 def test_program_stops_on_bad_config_with_one_line(build_with, key, value, problem):
@@ -86,3 +96,44 @@ def test_arm64_reaches_every_function(build_with):
     plan = build_with("dev", architecture="arm64", workers="2")
     assert {tuple(f.inputs["architectures"]) for f in plan.functions().values()} == {("arm64",)}
     assert plan.functions()["worker"].inputs["reservedConcurrentExecutions"] == 2
+
+
+# A valid value other than the default for every key, as the stack file would hold it.
+EVERY_KEY_CHANGED = {
+    "workers": "3", "architecture": "arm64", "azCount": "3", "natPerAz": "true", "vpcCidr": "10.1.0.0/16",
+    "logRetentionDays": "30", "watchdogMinutes": "10", "asyncRetries": "0", "logLevel": "DEBUG", "protect": "True",
+    **{f"{fn}{key}": value for fn in ("starter", "worker", "combiner")
+       for key, value in (("Memory", "1024"), ("Timeout", "60"), ("Concurrency", "5"), ("EphemeralStorage", "1024"))},
+}
+
+
+def _declared_keys() -> set[str]:
+    return {line.split("`")[1] for line in settings_table({}).splitlines()[2:]}
+
+
+def test_from_config_reads_every_declared_key():
+    assert set(EVERY_KEY_CHANGED) == _declared_keys()
+    s = StackSettings.from_config(EVERY_KEY_CHANGED.get, project="lambdatrain", stack="test")
+    assert (s.workers, s.architecture, s.az_count, s.nat_per_az, s.vpc_cidr) == (3, "arm64", 3, True, "10.1.0.0/16")
+    assert (s.log_retention_days, s.watchdog_minutes, s.async_retries) == (30, 10, 0)
+    assert (s.log_level, s.protect) == ("DEBUG", True)
+    for sizing in (s.starter, s.worker, s.combiner):
+        assert sizing == FunctionSettings(memory_mb=1024, timeout_s=60, reserved_concurrency=5, ephemeral_mb=1024)
+
+
+def test_from_config_with_nothing_set_is_the_defaults():
+    assert StackSettings.from_config({}.get, project="lambdatrain", stack="test") == settings()
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_stack_files_set_only_declared_keys(stack):
+    keys = {k.removeprefix("lambdatrain:") for k in stack_config(stack) if k.startswith("lambdatrain:")}
+    assert keys <= _declared_keys()
+
+
+def test_deploy_doc_table_is_the_declaration():
+    expected = settings_table({name: stack_config(name) for name in stack_names()})
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    start = doc.index("| key (`lambdatrain:`)")
+    table = doc[start:].split("\n\n", 1)[0]  # the table ends at the first blank line
+    assert table == expected, f"docs/deploy.md's table differs; `python -m components.config` prints:\n{expected}"
