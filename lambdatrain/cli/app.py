@@ -56,7 +56,7 @@ def local_train(
 ) -> None:
     """Train on the local stack (moto + local Lambda service), the same handlers as on AWS."""
     from lambdatrain.training.data import resolve_dataset
-    from lambdatrain.ops.progress import console_progress
+    from lambdatrain.ops.progress import ConsoleDisplay
     from lambdatrain.ops.local_train import TrainRequest, train
     from lambdatrain.protocol.config import parse_config
 
@@ -68,10 +68,8 @@ def local_train(
     parse_config(settings)  # bad settings stop here, before anything starts
     prepared = resolve_dataset(data, cache_dir)
     console.print(f"dataset: {prepared}")
-    summary = train(TrainRequest(data=prepared, out=out, settings=settings), console_progress(console))
-    console.print(f"finished run {summary['run_id']}: {summary['rounds']} rounds, {summary['epochs_done']} epochs, "
-                  f"val accuracy {summary['val_accuracy']:.2%}, {summary['wall_s']:.0f} s; "
-                  f"checkpoint {summary['checkpoint']}", highlight=False)
+    summary = train(TrainRequest(data=prepared, out=out, settings=settings), ConsoleDisplay(console))
+    console.print(f"checkpoint {summary['checkpoint']}", highlight=False)  # the display printed the rest
 
 
 @local_app.command("serve")

@@ -155,7 +155,7 @@ def watch(
 ) -> None:
     """Follow a run live (a progress bar on a terminal, one line a round elsewhere) until it ends."""
     from lambdatrain.ops.source import open_run
-    from lambdatrain.ops.views import watch as follow
+    from lambdatrain.ops.progress import watch as follow
 
     out = _console()
     follow(open_run(run, target, default_newest=True), out, interval=interval, timeout=timeout)

@@ -25,34 +25,24 @@ import torch
 from lambdatrain.training import checkpoint
 from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.errors import DataError
-from lambdatrain.training.model import ModelSpec, build_model, input_size
+from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.ops.errors import MountUnavailable
 from lambdatrain.ops.source import RunSource
-from lambdatrain.roles.settings import EXPORT_PREFIX
+from lambdatrain.roles.settings import DEFAULT_MOUNT, EXPORT_PREFIX
 
 FORMAT = "lambdatrain-export-v1"
 MODEL_FILE, META_FILE = "model.pt", "model.json"
 
 
 def _from_mount(source: RunSource) -> dict[str, Any]:
-    from lambdatrain.training.flat import FlatLayout
-
     record = source.ledger.get_run(source.run)
     mount = source.target.mount if source.target else None
-    paths = efs.RunLayout(mount or Path("/mnt/lambdatrain"), source.run)
+    paths = efs.RunLayout(mount or Path(DEFAULT_MOUNT), source.run)
     if mount is None or not paths.weights(record.round).is_file():
         raise MountUnavailable(
             f"the weights of run {source.run} are on EFS ({paths.weights(record.round)} is not here): run export "
             f"where the file system is mounted and pass --mount PATH, or export a `local train --out` folder")
-    meta = efs.read_json(paths.config)
-    spec = ModelSpec(name=meta["config"]["model"], width=meta["config"]["width"], num_classes=len(meta["classes"]))
-    flat = efs.read_array(paths.weights(record.round), record.weights)
-    metrics = sorted(source.ledger.metrics(source.run), key=lambda m: m["round"])
-    last = next((m for m in reversed(metrics) if "val_accuracy" in m), {})
-    return {"model": spec.name, "width": spec.width, "num_classes": spec.num_classes,
-            "input_size": input_size(spec.name), "classes": meta["classes"], "mean": meta["mean"],
-            "std": meta["std"], "run": source.run, "round": record.round, "config": meta["config"],
-            "metrics": last, "state_dict": FlatLayout.of(build_model(spec)).state_dict(flat)}
+    return checkpoint.final_model(mount, source.run, record.round, record.weights, source.ledger.metrics(source.run))
 
 
 def _from_folder(source: RunSource) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A run's curves and round timings as one PNG, and its raw metrics as CSV.
 
-Top rows: training loss, validation loss and accuracy, against epoch and against wall time since
-the run was created. Bottom row: one stacked bar per round of the seconds spent in workers
+Top rows: training loss, validation loss and accuracy, against epoch and against the run's elapsed
+time (seconds since it was created, as ``status`` counts it). Bottom row: one stacked bar per
+round, numbered from 0 as the ledger and metrics.jsonl number it, of the seconds spent in workers
 (``worker_s``, the slowest worker), combining (``combine_s``) and waiting for the slowest result
 to be recorded and the stream to deliver it (``wait_s``), all as the combiner measured them.
 """
@@ -64,9 +65,10 @@ def plot(source: RunSource, path: Path, *, dpi: int = 100) -> Path:
     fig = plt.figure(figsize=(12, 12), dpi=dpi)
     grid = fig.add_gridspec(3, 2)
     epochs = [float(m["epoch"]) for m in metrics]
-    wall = [float(m["created_at"]) - start for m in metrics]
+    elapsed = [float(m["created_at"]) - start for m in metrics]  # at each round's commit
     _curves(fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), epochs, metrics, "epoch")
-    _curves(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), wall, metrics, "wall time (s)")
+    _curves(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), elapsed, metrics,
+            "seconds since the run was created")
     bars = fig.add_subplot(grid[2, :])
     rounds = [m["round"] for m in metrics]
     bottom = [0.0] * len(metrics)
@@ -75,7 +77,7 @@ def plot(source: RunSource, path: Path, *, dpi: int = 100) -> Path:
         bars.bar(rounds, values, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values)]
     bars.xaxis.get_major_locator().set_params(integer=True)
-    bars.set_xlabel("round")
+    bars.set_xlabel("round (from 0)")
     bars.set_ylabel("seconds")
     bars.legend(loc="best", fontsize="small")
     bars.grid(alpha=0.3, axis="y")

@@ -1,4 +1,10 @@
-"""Checkpoints a user keeps: a state_dict plus everything needed to use it, loadable safely.
+"""A run's final model: built once from the run's folder, saved as a checkpoint a user keeps.
+
+``final_model`` is the one builder: the weights of the run's current round (checked against the
+ledger's digest), the settings, classes and normalization from the run's ``config.json``, and the
+last evaluation the combiner measured. ``local train`` saves it as ``checkpoint.pt`` and
+``lambdatrain export`` writes it as ``model.pt`` + ``model.json``; it lives here, in a package
+that ships in the Lambda archive, so the combiner can write it too.
 
 A checkpoint is one ``torch.save`` of a dict of tensors and plain values (model name, width,
 classes, normalization, input size, the run's settings, round and metrics), so it loads with
@@ -8,30 +14,55 @@ classes, normalization, input size, the run's settings, round and metrics), so i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from lambdatrain.training.flat import FlatLayout
 from lambdatrain.protocol.errors import DataError
+from lambdatrain.storage import efs
+from lambdatrain.storage.digest import Digest
+from lambdatrain.training.flat import FlatLayout
 from lambdatrain.training.model import ModelSpec, build_model, input_size
 
 FORMAT = "lambdatrain-checkpoint-v1"
 
 
-def save(path: Path, *, flat: np.ndarray, config: dict[str, Any], classes: list[str], mean, std,
-         run: str, round_no: int, metrics: dict[str, Any] | None = None) -> Path:
+def last_evaluation(metrics: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The metric of the last round that was evaluated (empty when none was)."""
+    evaluated = [m for m in metrics if "val_accuracy" in m]
+    return max(evaluated, key=lambda m: m["round"]) if evaluated else {}
+
+
+def record_of(flat: np.ndarray, *, config: dict[str, Any], classes: list[str], mean, std, run: str,
+              round_no: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint record of flat weights: the state_dict plus everything needed to use it."""
     spec = ModelSpec(name=config["model"], width=config["width"], num_classes=len(classes))
-    layout = FlatLayout.of(build_model(spec))
-    record = {"format": FORMAT, "model": spec.name, "width": spec.width, "num_classes": spec.num_classes,
-              "input_size": input_size(spec.name), "classes": list(classes), "mean": list(mean),
-              "std": list(std), "run": run, "round": round_no, "config": dict(config),
-              "metrics": dict(metrics or {}), "state_dict": layout.state_dict(flat)}
+    return {"format": FORMAT, "model": spec.name, "width": spec.width, "num_classes": spec.num_classes,
+            "input_size": input_size(spec.name), "classes": list(classes), "mean": list(mean),
+            "std": list(std), "run": run, "round": round_no, "config": dict(config),
+            "metrics": dict(metrics or {}), "state_dict": FlatLayout.of(build_model(spec)).state_dict(flat)}
+
+
+def final_model(mount: Path, run: str, round_no: int, weights: Digest,
+                metrics: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The run's model at the start of ``round_no`` (for a finished run: after its last round).
+
+    ``weights`` is the ledger's digest of that round's weights file; ``metrics`` are the run's
+    METRIC items, of which the last evaluated one is kept with the model.
+    """
+    paths = efs.RunLayout(mount, run)
+    meta = efs.read_json(paths.config)
+    flat = efs.read_array(paths.weights(round_no), weights)
+    return record_of(flat, config=meta["config"], classes=meta["classes"], mean=meta["mean"], std=meta["std"],
+                     run=run, round_no=round_no, metrics=last_evaluation(metrics))
+
+
+def save(path: Path, record: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(record, tmp)
-    tmp.replace(path)
+    tmp.replace(path)  # a reader sees the old checkpoint or the new one, never half of one
     return path
 
 

@@ -32,7 +32,7 @@ def test_start_status_watch_and_export_a_run(cli, live, tmp_path):
 
     watched = cli("watch", "live-a", "--interval", "0.2", "--timeout", "180", *_target(live))
     assert watched.exit_code == 0, watched.output
-    assert "round 4/4: train loss" in watched.stdout
+    assert "round 3 (4 of 4 done, epoch 1.00): train loss" in watched.stdout  # the ledger's round 3, the 4th
     assert watched.stdout.strip().splitlines()[-1].startswith("run live-a done (max epochs) after 4 rounds")
 
     exported = cli("export", "live-a", "--out", tmp_path / "export", "--s3", *_target(live))
