@@ -203,11 +203,13 @@ def export(
 ) -> None:
     """Export the run's final model as a plain state_dict (model.pt) and its description (model.json)."""
     from lambdatrain.ops.export import export as export_run
+    from lambdatrain.ops.views import plural
     from lambdatrain.ops.source import open_run
 
     result = export_run(open_run(run, target), out_dir, to_s3=to_s3)
     out = _console()
-    out.print(f"exported run {result['run']} (round {result['round']}): {', '.join(result['files'])}")
+    # "round" is the ledger's: the weights at the start of that round, i.e. after that many rounds.
+    out.print(f"exported run {result['run']} (after {plural(result['round'], 'round')}): {', '.join(result['files'])}")
     if "s3" in result:
         out.print(f"uploaded to {result['s3']}")
 
