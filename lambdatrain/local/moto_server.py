@@ -16,8 +16,10 @@ import logging
 import threading
 from typing import Callable
 
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+# moto.server is the module behind moto's own `moto_server` command: its WSGI app and request
+# handler, served here by a werkzeug server of ours (moto's ThreadedMotoServer offers no way to
+# wrap the app short of overriding its private _server_entry).
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
 
@@ -42,19 +44,29 @@ class _Serialized:
         return body
 
 
-class MotoServer(ThreadedMotoServer):
+class MotoServer:
+    """moto on 127.0.0.1 (never other interfaces), serving one request at a time."""
+
     def __init__(self, port: int = 0):
-        super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, a line a call
         self.write_listeners: list[Callable[[], None]] = []  # called after each DynamoDB write
-
-    def _server_entry(self) -> None:
         app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners)
-        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
-        self._server_ready_event.set()
-        self._server.serve_forever()
+        # Threaded, so a slow client cannot hold the others up while it sends; the app's lock
+        # still runs one request at a time.
+        self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="moto")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
 
     @property
     def url(self) -> str:
-        host, port = self.get_host_and_port()
+        host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"

@@ -1,22 +1,18 @@
-"""The local Lambda service: the Invoke HTTP API, warm execution environments, async retries.
+"""The local Lambda service: the Invoke HTTP API, pools of warm execution environments, async retries.
 
 ``POST /2015-03-31/functions/{name}/invocations`` with ``X-Amz-Invocation-Type`` ``Event`` (202,
 queued, retried twice on failure, then written to the function's dead-letter file) or
 ``RequestResponse`` (200 with the payload; a failure sets ``X-Amz-Function-Error`` and returns
-Lambda's error document). Each invocation runs in an execution environment (a process, see
-sandbox.py) with the function's timeout and a thread count derived from its memory as Lambda
-derives vCPUs; an environment that outlives its timeout is killed. Listens on 127.0.0.1 only.
+Lambda's error document). Each invocation runs in an execution environment (environment.py) of
+its function, reused while warm; at most the function's concurrency run at once. Listens on
+127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import queue
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -26,22 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.protocol.limits import ASYNC_RETRIES, INIT_TIMEOUT_S as LAMBDA_INIT_TIMEOUT_S, MAX_TIMEOUT_S, MB_PER_VCPU
+from lambdatrain.local.environment import Environment, FunctionConfig, InvocationError
 
-# A cold start's imports: 30 times Lambda's limit, for loaded test machines.
-INIT_TIMEOUT_S = 30 * LAMBDA_INIT_TIMEOUT_S
 PATH_PREFIX = "/2015-03-31/functions/"
-
-
-@dataclass(frozen=True)
-class FunctionConfig:
-    name: str
-    handler_path: Path  # functions/<name>/handler.py
-    memory_mb: int = MB_PER_VCPU
-    timeout_s: float = MAX_TIMEOUT_S
-    concurrency: int = 4  # like reserved concurrency: async events beyond it wait in the queue
-    retries: int = ASYNC_RETRIES
-    retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda's 1 and 2 minutes, in seconds
 
 
 @dataclass
@@ -55,76 +38,6 @@ class Delivery:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-
-
-class InvocationError(Exception):
-    def __init__(self, document: dict[str, Any]):
-        self.document = document
-        super().__init__(document.get("errorMessage", "function error"))
-
-
-class Environment:
-    """One warm process of a function."""
-
-    def __init__(self, fn: FunctionConfig, env: dict[str, str], log_dir: Path):
-        read_fd, write_fd = os.pipe()
-        threads = str(max(1, min(os.cpu_count() or 1, round(fn.memory_mb / MB_PER_VCPU))))
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(log_dir / f"{fn.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lambdatrain.local.sandbox", fn.name, str(fn.handler_path), str(fn.memory_mb)],
-            stdin=subprocess.PIPE, stdout=self.log, stderr=self.log, pass_fds=(write_fd,),
-            env={**env, "LAMBDATRAIN_SANDBOX_REPLY_FD": str(write_fd), "OMP_NUM_THREADS": threads,
-                 "MKL_NUM_THREADS": threads, "AWS_LAMBDA_FUNCTION_NAME": fn.name,
-                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb)},
-            start_new_session=True)
-        os.close(write_fd)
-        self.replies = os.fdopen(read_fd, "r")
-        self.fn = fn
-        # Lambda runs a function's init (imports, here torch) before, and apart from, the
-        # invocation's timeout; a cold start slower than the timeout must not kill every attempt.
-        ready = self._read_reply(INIT_TIMEOUT_S)
-        if not ready or not json.loads(ready).get("ready"):
-            self.kill()
-            raise InvocationError({"errorMessage": f"Init failed for {fn.name} (see its log)",
-                                   "errorType": "Runtime.InitError"})
-
-    def _read_reply(self, timeout_s: float) -> str | None:
-        box: list = []
-        reader = threading.Thread(target=lambda: box.append(self.replies.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout_s)
-        return None if reader.is_alive() else (box[0] if box else "")
-
-    def invoke(self, event: Any, request_id: str) -> Any:
-        deadline = time.time() + self.fn.timeout_s
-        self.proc.stdin.write((json.dumps({"event": event, "request_id": request_id, "deadline": deadline}) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self._read_reply(self.fn.timeout_s)
-        if line is None:
-            self.proc.send_signal(signal.SIGUSR1)  # the stacks of the stuck invocation, into its log
-            time.sleep(0.5)
-            self.kill()
-            raise InvocationError({"errorMessage": f"Task timed out after {self.fn.timeout_s:.2f} seconds",
-                                   "errorType": "TimeoutError"})
-        if not line:
-            code = self.proc.wait()
-            raise InvocationError({"errorMessage": f"Runtime exited with error: exit status {code}",
-                                   "errorType": "Runtime.ExitError"})
-        reply = json.loads(line)
-        if "error" in reply:
-            raise InvocationError(reply["error"])
-        return reply["ok"]
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive:
-            self.proc.kill()
-        self.proc.wait()
-        self.log.close()
 
 
 class Function:
@@ -206,7 +119,6 @@ class Function:
         copies = 2 if delivery.duplicate_rate and delivery.rng.random() < delivery.duplicate_rate else 1
         for _ in range(copies):
             self.events.put((event, request_id, 0))
-            self.service.pending_add(1)
         return request_id
 
     def _dispatch(self) -> None:
@@ -224,13 +136,11 @@ class Function:
         except InvocationError as exc:
             if attempt < self.fn.retries and not self.service.stopping:
                 delay = self.fn.retry_delays_s[min(attempt, len(self.fn.retry_delays_s) - 1)]
-                threading.Timer(delay, lambda: (self.events.put((event, request_id, attempt + 1)),
-                                                self.service.pending_add(1))).start()
+                threading.Timer(delay, self.events.put, args=((event, request_id, attempt + 1),)).start()
             else:
                 self.service.dead_letter(self.fn.name, event, request_id, exc.document)
         finally:
             self.slots.release()
-            self.service.pending_add(-1)
 
     def stop(self) -> None:
         with self.lock:
@@ -257,19 +167,8 @@ class LambdaService:
         self.log_dir = state_dir / "logs"
         self.delivery = delivery or Delivery()
         self.stopping = False
-        self._pending = 0
-        self._pending_lock = threading.Lock()
         self.functions = {fn.name: Function(fn, self) for fn in functions}
         self.server: ThreadingHTTPServer | None = None
-
-    def pending_add(self, n: int) -> None:
-        with self._pending_lock:
-            self._pending += n
-
-    @property
-    def pending(self) -> int:
-        """Asynchronous events queued, running or waiting for a retry."""
-        return self._pending
 
     def dead_letter(self, function: str, event: Any, request_id: str, error: dict[str, Any]) -> None:
         folder = self.state_dir / "dlq"

@@ -10,7 +10,8 @@ import boto3
 
 from lambdatrain.ledger import schema
 from lambdatrain.local.poller import StreamPoller
-from lambdatrain.local.service import FunctionConfig, LambdaService
+from lambdatrain.local.environment import FunctionConfig
+from lambdatrain.local.service import LambdaService
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

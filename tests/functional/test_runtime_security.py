@@ -9,7 +9,8 @@ import torch
 
 from lambdatrain.training import checkpoint
 from lambdatrain.protocol.errors import ConfigError, DataError
-from lambdatrain.local.service import FunctionConfig, LambdaService
+from lambdatrain.local.environment import FunctionConfig
+from lambdatrain.local.service import LambdaService
 from lambdatrain.roles.settings import STARTER, WORKER, load
 
 SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 16, "max_train_samples": 64}
