@@ -16,6 +16,7 @@ from lambdatrain.ops.export import export, load_any
 from lambdatrain.ops.progress import ConsoleDisplay, Display, follow, watch
 from lambdatrain.ops.source import RunSource
 from lambdatrain.ops.target import Target
+from lambdatrain.ops.views import elapsed_s, plural, status_table
 from lambdatrain.protocol.errors import LambdaTrainError
 from lambdatrain.roles.settings import STARTER
 from lambdatrain.storage import efs
@@ -65,6 +66,17 @@ def test_follow_returns_the_running_status_when_the_timeout_passes(system):
     s = follow(_source(system), recorder, interval=0, timeout=0, sleep=_step(system))
     assert s["state"] == "running" and s["remaining_rounds"] == 4
     assert recorder.events == [("start", 4), ("stop",)]  # no end: the run has not ended
+    out = io.StringIO()
+    Console(file=out, width=120).print(status_table(s))
+    assert "0: 0 of 2 workers reported (open); missing: 0, 1" in out.getvalue()  # round 0, nobody ran yet
+    assert "0 of 4 (4 per epoch)" in out.getvalue() and "(4 rounds)" in out.getvalue()
+
+
+def test_elapsed_time_runs_to_now_while_running_and_to_the_last_update_after():
+    meta = {"created_at": 100.0, "updated_at": 140.0}
+    assert elapsed_s({**meta, "state": "running"}, now=157.0) == 57.0
+    assert elapsed_s({**meta, "state": "done"}, now=157.0) == elapsed_s({**meta, "state": "stopped"}, now=999) == 40.0
+    assert [plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
 
 
 def test_follow_gives_up_when_the_check_raises_and_still_stops_the_display(system):
