@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lambdatrain.ledger.items import RUNNING
 from lambdatrain.ops.source import RunSource
-from lambdatrain.ops.views import duration, plural, read_run, reported_line, status_from
+from lambdatrain.ops.views import duration, pct, plural, read_run, reported_line, status_from
 
 
 class Display:
@@ -56,10 +56,9 @@ def start_line(s: dict[str, Any]) -> str:
 
 
 def end_line(s: dict[str, Any]) -> str:
-    accuracy = "-" if s["val_accuracy"] is None else f"{s['val_accuracy']:.2%}"
     return (f"run {s['run']} {s['state']}" + (f" ({s['stop_reason']})" if s["stop_reason"] else "")
             + f" after {plural(s['round'], 'round')} (epoch {s['epoch']:.2f}), {duration(s['elapsed_s'])}; "
-            f"val accuracy {accuracy}")
+            f"val accuracy {pct(s['val_accuracy'])}")
 
 
 class ConsoleDisplay(Display):

@@ -88,7 +88,7 @@ def status_from(record: RunRecord, metrics: list[dict[str, Any]], current: Round
     }
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
@@ -118,7 +118,7 @@ def status_table(s: dict[str, Any]) -> Table:
         ("epoch", f"{s['epoch']:.2f} of {s['epochs']}"),
         ("current round", "-" if s["reported"] is None else f"{s['round']}: {reported_line(s)}"),
         ("train loss", _num(s["train_loss"])),
-        ("val loss / accuracy", f"{_num(s['val_loss'])} / {_pct(s['val_accuracy'])} (best {_pct(s['best_accuracy'])})"),
+        ("val loss / accuracy", f"{_num(s['val_loss'])} / {pct(s['val_accuracy'])} (best {pct(s['best_accuracy'])})"),
         ("elapsed", duration(s["elapsed_s"])),
         ("time per round", "-" if s["mean_round_s"] is None else f"{s['mean_round_s']:.2f} s"),
         ("time in workers / combine / waiting",
@@ -140,5 +140,5 @@ def runs_table(metas: list[dict[str, Any]], now: float | None = None) -> Table:
         record = record_from_meta(meta)
         started = datetime.fromtimestamp(float(meta.get("created_at", 0))).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(record.run, record.state, str(record.workers), f"{record.epoch} of {record.config.epochs}",
-                      _pct(meta.get("best_accuracy")), started, duration(elapsed_s(meta, now)))
+                      pct(meta.get("best_accuracy")), started, duration(elapsed_s(meta, now)))
     return table
