@@ -4,8 +4,13 @@
 
 No Pulumi CLI and no AWS: ``build`` loads ``Pulumi.<stack>.yaml`` into the runtime's config, runs
 ``__main__.py`` exactly as ``pulumi up`` would, answers each resource registration with fake
-outputs, and records type, name, inputs, parent, ``protect`` and dependencies of every resource.
+outputs, and records type, name, inputs, parent, ``protect`` and ``depends_on`` of every resource.
 tests/infra use the same ``build``; this module's ``main`` prints the result as a tree.
+
+Public Pulumi APIs only, as in pulumi/examples' testing-unit-py: ``set_mocks`` with a ``Mocks``
+subclass (which sees each resource's inputs as sent), ``pulumi.runtime.test`` to run the program
+to completion, and a stack transformation (which sees each resource's options) for parent,
+``protect`` and ``depends_on``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pulumi
-from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from components.config import stack_config, stack_names
 
@@ -44,7 +44,7 @@ class Record:
     parent: str
     custom: bool
     protect: bool
-    dependencies: list[str]
+    depends_on: list[str]  # URNs of the resources in its depends_on (not those its inputs imply)
     inputs: dict = field(repr=False)
 
 
@@ -61,17 +61,14 @@ class Plan:
         (found,) = [r for r in self.of_type(type_) if r.name == name]
         return found
 
-    def by_urn(self, urn: str) -> Record:
-        (found,) = [r for r in self.resources if r.urn == urn]
-        return found
-
     def functions(self) -> dict[str, Record]:
         """Logical name (starter/worker/combiner) -> the Lambda function's record."""
         return {r.name.removeprefix("functions-"): r for r in self.of_type("aws:lambda/function:Function")}
 
     def policies(self) -> dict[str, list[dict]]:
         """IAM inline policy name -> its statements, parsed."""
-        return {r.name: json.loads(r.inputs["policy"])["Statement"] for r in self.of_type("aws:iam/rolePolicy:RolePolicy")}
+        policies = self.of_type("aws:iam/rolePolicy:RolePolicy")
+        return {r.name: json.loads(r.inputs["policy"])["Statement"] for r in policies}
 
 
 class FakeCloud(pulumi.runtime.Mocks):
@@ -79,8 +76,10 @@ class FakeCloud(pulumi.runtime.Mocks):
 
     def __init__(self, region: str):
         self.region = region
+        self.inputs: dict[tuple[str, str], dict] = {}  # (type, name) -> inputs as sent
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.inputs[args.typ, args.name] = args.inputs
         return f"{args.name}-id", {**args.inputs, **self._computed(args.typ, args.name, args.inputs)}
 
     def _computed(self, type_: str, name: str, inputs: dict) -> dict:
@@ -117,29 +116,36 @@ class FakeCloud(pulumi.runtime.Mocks):
         return answers.get(args.token, {}), []
 
 
-class RecordingMonitor(MockMonitor):
-    """The mock monitor, also keeping each registration's options (parent, protect, depends_on)."""
+class OptionsRecorder:
+    """A stack transformation that notes each resource's options; ``records`` resolves them to URNs."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks):
-        super().__init__(mocks)
-        self.records: list[Record] = []
+    def __init__(self) -> None:
+        self.seen: list[tuple[pulumi.ResourceTransformationArgs, bool]] = []  # with its protect
+        self._protect: dict[int, bool] = {}  # id(resource) -> protect, for children that inherit it
 
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            self.records.append(
-                Record(
-                    type=request.type,
-                    name=request.name,
-                    urn=response.urn,
-                    parent=request.parent,
-                    custom=request.custom,
-                    protect=request.protect,
-                    dependencies=list(request.dependencies),
-                    inputs=rpc.deserialize_properties(request.object),
+    def __call__(self, args: pulumi.ResourceTransformationArgs) -> None:
+        opts, parent = args.opts, args.opts.parent
+        # Unset protect is inherited from the parent, as pulumi.Resource does after transformations.
+        protect = opts.protect if opts.protect is not None else self._protect.get(id(parent), False)
+        self._protect[id(args.resource)] = bool(protect)
+        self.seen.append((args, bool(protect)))
+        return None  # the resource is left as declared
+
+    def records(self, inputs: dict[tuple[str, str], dict]) -> pulumi.Output[list[Record]]:
+        def record(args: pulumi.ResourceTransformationArgs, protect: bool) -> pulumi.Output[Record]:
+            resource = args.resource
+            parent = (args.opts.parent or pulumi.runtime.get_root_resource()).urn
+            depends_on = args.opts.depends_on or []
+            depends_on = [depends_on] if isinstance(depends_on, pulumi.Resource) else depends_on
+            return pulumi.Output.all(resource.urn, parent, *[d.urn for d in depends_on]).apply(
+                lambda urns: Record(
+                    type=args.type_, name=args.name, urn=urns[0], parent=urns[1],
+                    custom=isinstance(resource, pulumi.CustomResource), protect=protect,
+                    depends_on=list(urns[2:]), inputs=inputs.get((args.type_, args.name), {}),
                 )
             )
-        return response
+
+        return pulumi.Output.all(*[record(*seen) for seen in self.seen])
 
 
 def is_taggable(type_: str) -> bool:
@@ -155,19 +161,28 @@ def build(stack: str, config: dict[str, str] | None = None) -> Plan:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     cloud = FakeCloud(config.get("aws:region", "us-east-1"))
-    monitor = RecordingMonitor(cloud)
-    pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.reset_options()  # drops the last build's root stack, so set_mocks makes this stack's
+    pulumi.runtime.set_mocks(cloud, project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
-    root = get_root_resource()
-    root.outputs.clear()  # the mocks keep one root stack per process; drop the last build's exports
-    outputs: dict = {}
+    root = pulumi.runtime.get_root_resource()
+    recorder = OptionsRecorder()
+    pulumi.runtime.register_stack_transformation(recorder)
+    found: dict = {}
 
-    async def program() -> None:
+    @pulumi.runtime.test
+    def run() -> pulumi.Output:
         runpy.run_path(str(PROGRAM), run_name="__main__")
-        outputs.update(await pulumi.Output.from_input(dict(root.outputs)).future() or {})
+        exports = pulumi.Output.from_input(dict(root.outputs))
+        return pulumi.Output.all(exports, recorder.records(cloud.inputs)).apply(
+            lambda done: found.update(outputs=done[0] or {}, resources=done[1])
+        )
 
-    _sync_await(run_pulumi_func(program))
-    return Plan(stack=stack, resources=list(monitor.records), outputs=outputs)
+    run()
+    resources = found["resources"]
+    missed = set(cloud.inputs) - {(r.type, r.name) for r in resources}
+    if missed:  # registered later than the program's own run, e.g. inside an apply: not recorded
+        raise RuntimeError(f"resources registered without their options recorded: {sorted(missed)}")
+    return Plan(stack=stack, resources=resources, outputs=found["outputs"])
 
 
 def render(plan: Plan) -> str:

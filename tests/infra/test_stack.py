@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
+from pathlib import Path
 
+import pulumi
 import pytest
 
+import components.plan
 from components.plan import build, is_taggable, render
 
 # type -> how many the dev stack (2 AZs, one NAT) declares.
@@ -123,3 +127,26 @@ def test_plan_lists_every_resource_type_and_name(dev):
     text = render(dev)
     assert all(f"{r.type}  {r.name}" in text for r in dev.resources)
     assert text.splitlines()[0] == f"stack lambdatrain/dev: {len(dev.resources)} resources"
+
+
+def test_plan_uses_only_public_pulumi_apis():
+    """components/plan.py imports nothing from pulumi's submodules and uses only exported names."""
+    tree = ast.parse(Path(components.plan.__file__).read_text())
+    imported = [(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+    imported += [(a.name, None) for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [i for i in imported if i[0].startswith("pulumi.") or (i[0] == "pulumi" and i[1])]
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "pulumi"}
+    runtime = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+               and n.value.attr == "runtime"}
+    assert not [name for name in used | runtime if name.startswith("_")]
+    assert runtime <= set(pulumi.runtime.__all__)  # what the SDK exports as its runtime API
+    assert used <= set(pulumi.__all__) | {"runtime"}
+
+
+def test_protect_parent_and_depends_on_are_recorded(prod):
+    (table,) = prod.of_type("aws:dynamodb/table:Table")
+    ledger = prod.one("lambdatrain:ledger:Ledger", "ledger")
+    assert (table.protect, table.parent, ledger.protect) == (True, ledger.urn, False)
+    assert ledger.parent.endswith("pulumi:pulumi:Stack::lambdatrain-prod")
+    assert all(r.custom for r in prod.of_type("aws:lambda/function:Function")) and not ledger.custom

@@ -60,7 +60,7 @@ def test_every_function_depends_on_all_mount_targets(plan):
     mount_targets = {r.urn for r in plan.of_type("aws:efs/mountTarget:MountTarget")}
     assert len(mount_targets) == 2
     for fn in plan.functions().values():
-        assert mount_targets <= set(fn.dependencies), fn.name
+        assert mount_targets <= set(fn.depends_on), fn.name
 
 
 def test_a_mount_target_in_every_private_subnet(plan):
@@ -140,7 +140,7 @@ def test_start_files_in_the_bucket_trigger_the_starter(plan):
     assert target["events"] == ["s3:ObjectCreated:*"]
     permission = plan.one("aws:lambda/permission:Permission", "functions-starter-s3-permission")
     assert permission.inputs["principal"] == "s3.amazonaws.com"
-    assert permission.urn in notification.dependencies
+    assert permission.urn in notification.depends_on
 
 
 def test_watchdog_schedule_invokes_the_combiner(plan):
