@@ -1,14 +1,17 @@
-"""The user's commands: ``lambdatrain local train|serve``, ``evaluate`` and the operator commands.
+"""The user's commands: ``lambdatrain local train|serve``, ``evaluate``, the operator commands
+(cli/ops.py) and ``plan`` (cli/plan.py).
 
-Each command parses its options and delegates to a keyword-only function; domain errors are caught
-here, at the edge, and become one line on stderr and exit code 1 (no traceback).
+Each command parses its options and delegates to a keyword-only function. ``main`` is the one
+entry point (console script and ``python -m lambdatrain``): click runs standalone there, so a usage
+error is its usage line and one error line (exit 2), and a domain error is one line (exit 1,
+edge.Command).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,55 +19,50 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from lambdatrain.cli.edge import domain_errors, report
-from lambdatrain.protocol.errors import LambdaTrainError
+from lambdatrain.cli import ops, plan
+from lambdatrain.cli.edge import Command, show_help_without_command, with_groups
+from lambdatrain.cli.settings import settings_group
+from lambdatrain.protocol.config import LOCAL_TRAIN
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
-local_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run the system on this machine.")
+# Plain help and errors (rich_markup_mode=None): click's own usage errors, no boxes, and no
+# docstring markup shown raw. Locals stay out of a bug's traceback (they may hold credentials).
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_show_locals=False)
+local_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 app.add_typer(local_app, name="local")
 console = Console()
 
 DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
 
 
-def _settings(**values) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
+@app.callback(invoke_without_command=True)
+def lambdatrain(ctx: typer.Context) -> None:
+    """Data-parallel training on AWS Lambda, and the same system on this machine."""
+    show_help_without_command(ctx)
 
 
-@local_app.command("train")
-@domain_errors
+@local_app.callback(invoke_without_command=True)
+def local(ctx: typer.Context) -> None:
+    """Run the system on this machine."""
+    show_help_without_command(ctx)
+
+
+@local_app.command("train", cls=with_groups(settings_group(LOCAL_TRAIN)))
 def local_train(
-    data: Annotated[Optional[Path], typer.Option(help="cifar-10-python.tar.gz, an image folder (or .tar/.tar.gz of one) or a prepared directory; default: the cache, else the official download")] = None,
-    workers: Annotated[int, typer.Option(help="worker invocations per round (N)")] = 4,
-    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 1,
-    model: Annotated[str, typer.Option(help="vgg19_cifar, vgg11_cifar or vgg19")] = "vgg19_cifar",
-    width: Annotated[float, typer.Option(help="channel multiplier of the model")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="global batch: samples per optimizer step")] = 128,
-    micro_batch: Annotated[int, typer.Option(help="samples per forward/backward pass")] = 64,
-    lr: Annotated[float, typer.Option(help="SGD learning rate (the peak, under a schedule)")] = 0.02,
-    lr_schedule: Annotated[str, typer.Option(help="constant, or cosine (annealed to 0 by the last round)")] = "constant",
-    warmup_epochs: Annotated[float, typer.Option(help="linear learning-rate warm-up over this many epochs")] = 0.0,
-    seed: Annotated[int, typer.Option(help="seeds weights, shards and augmentation")] = 0,
-    max_train_samples: Annotated[Optional[int], typer.Option(help="use only the first K training samples")] = None,
-    val_samples: Annotated[Optional[int], typer.Option(help="evaluate on the first K validation samples")] = None,
-    target_accuracy: Annotated[Optional[float], typer.Option(help="stop at this validation accuracy (0..1)")] = None,
-    mode: Annotated[str, typer.Option(help="sync (gradient averaging) or average (local SGD)")] = "sync",
-    local_steps: Annotated[int, typer.Option(help="average mode: local steps per round")] = 1,
-    transport: Annotated[str, typer.Option(help="float32, float16 or bfloat16 worker results")] = "float32",
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="folder for checkpoint, metrics and summary.json")] = Path("out/train"),
     cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
 ) -> None:
-    """Train on the local stack (moto + local Lambda service), the same handlers as on AWS."""
+    """Train on the local stack (moto + local Lambda service), the same handlers as on AWS.
+
+    Every run setting is an option (see the README's settings table).
+    """
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.ops.progress import ConsoleDisplay
     from lambdatrain.ops.local_train import TrainRequest, train
     from lambdatrain.protocol.config import parse_config
 
-    settings = _settings(workers=workers, epochs=epochs, model=model, width=width, batch_size=batch_size,
-                         micro_batch=micro_batch, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                         seed=seed, max_train_samples=max_train_samples,
-                         val_samples=val_samples, target_accuracy=target_accuracy, mode=mode,
-                         local_steps=local_steps, transport=transport)
+    settings = dataclasses.asdict(ctx.meta["settings"])
+    data = settings.pop("data")  # a dataset on this machine, linked into the mount as the stack's
     parse_config(settings)  # bad settings stop here, before anything starts
     prepared = resolve_dataset(data, cache_dir)
     console.print(f"dataset: {prepared}")
@@ -72,15 +70,14 @@ def local_train(
     console.print(f"checkpoint {summary['checkpoint']}", highlight=False)  # the display printed the rest
 
 
-@local_app.command("serve")
-@domain_errors
+@local_app.command("serve", cls=Command)
 def local_serve(
     state_dir: Annotated[Path, typer.Option(help="the stack's folder (efs/, logs/, dlq/)")] = Path("out/stack"),
     port: Annotated[int, typer.Option(help="Lambda API port on 127.0.0.1 (0: any free port)")] = 9001,
     data: Annotated[Optional[Path], typer.Option(help="dataset to link into the mount as the default")] = None,
     cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
 ) -> None:
-    """Keep the local stack up and print its endpoints, for aws-cli or `lambdatrain start`."""
+    """Keep the local stack up and print its endpoints, for aws-cli or 'lambdatrain start'."""
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.local.stack import LocalStack, LocalStackConfig
     from lambdatrain.ops.local_train import link_dataset
@@ -107,8 +104,7 @@ def local_serve(
         stack.stop()
 
 
-@app.command("evaluate")
-@domain_errors
+@app.command("evaluate", cls=Command)
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="a checkpoint.pt written by a run")],
     data: Annotated[Path, typer.Option(help="dataset in any supported format")],
@@ -128,22 +124,10 @@ def evaluate(
 
 
 def main() -> None:
-    try:
-        code = app(standalone_mode=False)  # without standalone mode click returns Exit codes
-        sys.exit(code if isinstance(code, int) else 0)
-    except LambdaTrainError as exc:  # a command without the decorator: the same one line
-        report(exc)
-        sys.exit(1)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - click's usage errors and friends
-        import click
+    """The console script: click standalone, under the name users type."""
+    app(prog_name="lambdatrain")
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-from lambdatrain.cli.ops import register as _register_ops; _register_ops(app)
-from lambdatrain.cli.plan import register as _register_plan; _register_plan(app)
+
+# Registered after this module's own commands: --help lists them in this order.
+ops.register(app)
+plan.register(app)

@@ -1,14 +1,19 @@
-"""The CLI's edge: a domain error becomes one line on stderr and exit status 1.
+"""The CLI's edge: the command class every command uses, so a domain error becomes one line on stderr
+and exit status 1, and a group of options declared once (a dataclass) can join any command.
 
-Shared by every command module (cli.py, cli_ops.py), so there is one way an error reaches a user.
+Usage errors (an unknown option or command, a bad type, a missing argument) never reach this
+module: click reports them itself (usage line, error line, exit 2) from the app's standalone entry.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable
+import contextlib
+import dataclasses
+from typing import Any, ContextManager
 
+import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from lambdatrain.protocol.errors import LambdaTrainError
 
@@ -19,17 +24,60 @@ def report(exc: LambdaTrainError) -> None:
     err.print(f"error: {exc}", markup=False)
 
 
-def domain_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a command so a domain error exits 1 with one line, however the app is invoked."""
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """Options shared by several commands: ``spec`` is a dataclass whose fields Typer reads as
+    options (``Annotated[type, typer.Option(...)]``); a command finds the filled-in instance in
+    ``ctx.meta[key]``.
 
-    @functools.wraps(fn)
-    def command(*args, **kwargs) -> None:
+    Typer builds options from a callable's signature; a dataclass's ``__init__`` has one, written
+    by the standard library from the fields, so a group (even one made with
+    ``dataclasses.make_dataclass`` from a declaration) needs no signature surgery.
+    """
+
+    key: str
+    spec: type
+
+    def command(self) -> TyperCommand:
+        probe = typer.Typer(add_completion=False)
+        probe.command()(self.spec)
+        return typer.main.get_command(probe)  # Typer's bridge to click: a one-command app is that command
+
+
+class Command(TyperCommand):
+    """Every lambdatrain command: its option groups' values in ctx.meta, domain errors as one line."""
+
+    groups: tuple[OptionGroup, ...] = ()
+
+    def __init__(self, *args: Any, params: list | None = None, **kwargs: Any) -> None:
+        self._group_commands = {group.key: group.command() for group in self.groups}
+        shared = [p for command in self._group_commands.values() for p in command.params]
+        super().__init__(*args, params=[*(params or []), *shared], **kwargs)
+
+    def guard(self) -> ContextManager[None]:
+        """Where a subclass turns a library's exceptions into domain errors (see cli/ops.py)."""
+        return contextlib.nullcontext()
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        for key, command in self._group_commands.items():
+            # The group's own callback converts the values as Typer does and returns the spec.
+            ctx.meta[key] = command.callback(**{p.name: ctx.params.pop(p.name) for p in command.params})
         try:
-            fn(*args, **kwargs)
+            with self.guard():
+                return super().invoke(ctx)
         except LambdaTrainError as exc:
             report(exc)
-            # SystemExit, not typer.Exit: under main()'s standalone_mode=False click returns an
-            # Exit's code instead of raising it, and the process would exit 0.
-            raise SystemExit(1) from None
+            raise typer.Exit(1) from None
 
-    return command
+
+def with_groups(*groups: OptionGroup, base: type[Command] = Command) -> type[Command]:
+    """A command class that adds ``groups``' options after the command's own."""
+    return type(base.__name__, (base,), {"groups": groups})
+
+
+def show_help_without_command(ctx: typer.Context) -> None:
+    """A group's callback: bare ``lambdatrain`` (or ``lambdatrain local``) prints its help and exits 0."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+

@@ -15,9 +15,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from lambdatrain.cli.edge import Command
+from lambdatrain.cli.settings import setting_option
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate
 from lambdatrain.planning.plot import plot_plan
+from lambdatrain.protocol.config import DEFAULTS
 
 
 def _ints(text: str) -> list[int]:
@@ -25,15 +28,15 @@ def _ints(text: str) -> list[int]:
 
 
 def plan_command(
-    model: Annotated[str, typer.Option(help="vgg19_cifar, vgg11_cifar or vgg19")] = "vgg19_cifar",
-    width: Annotated[float, typer.Option(help="channel multiplier of the model")] = 1.0,
+    model: Annotated[str, setting_option("model")] = DEFAULTS["model"],
+    width: Annotated[float, setting_option("width")] = DEFAULTS["width"],
     workers: Annotated[str, typer.Option(help="comma-separated worker counts N")] = "1,2,4,8,17,32,64",
     memory: Annotated[str, typer.Option(help="comma-separated worker memory sizes (MB)")] = "10240",
     shards: Annotated[str, typer.Option(help="comma-separated combine shard counts S")] = "1,4",
-    batch_size: Annotated[int, typer.Option(help="global batch: samples per round")] = 256,
-    micro_batch: Annotated[int, typer.Option(help="samples per forward/backward (calibration runs two)")] = 64,
+    batch_size: Annotated[int, setting_option("batch_size")] = DEFAULTS["batch_size"],
+    micro_batch: Annotated[int, setting_option("micro_batch", "calibration runs two")] = DEFAULTS["micro_batch"],
     train_samples: Annotated[int, typer.Option(help="training samples per epoch")] = 45_000,
-    transport: Annotated[str, typer.Option(help="float32, float16 or bfloat16 worker results")] = "float32",
+    transport: Annotated[str, setting_option("transport")] = DEFAULTS["transport"],
     arch: Annotated[str, typer.Option(help="x86_64 or arm64 (prices)")] = "x86_64",
     storage: Annotated[str, typer.Option(help="efs (AWS limits) or local (this machine's disk only)")] = "efs",
     client_read_mbps: Annotated[float, typer.Option(help="EFS per-client read limit, MiB/s")] = 500.0,
@@ -46,7 +49,11 @@ def plan_command(
     png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
-    """Predict epoch time and cost of a run on Lambda for ranges of N, memory and S."""
+    """Predict epoch time and cost on Lambda for ranges of N, memory and S.
+
+    Calibrates on this machine unless the constants are given. The run's settings (model, width,
+    batch size, micro-batch, transport) default as a run's do.
+    """
     result = run_plan(model=model, width=width, workers=_ints(workers), memories=_ints(memory), shards=_ints(shards),
                       batch_size=batch_size, micro_batch=micro_batch, train_samples=train_samples,
                       transport=transport, arch=arch, storage=storage, client_read_mbps=client_read_mbps,
@@ -99,9 +106,12 @@ def _print_table(result: dict) -> None:
                       f"{r['epoch_s'] / 60:.1f}", f"{r['cost_usd']:.3f}")
     console = Console()
     console.print(table)
-    console.print(f"epoch: warm rounds; the first epoch adds the cold start. fastest N per line: "
-                  f"{result['fastest_workers']}" + (f"; plot: {result['png']}" if result["png"] else ""), highlight=False)
+    lines = dict.fromkeys((r["shards"], r["memory_mb"]) for r in result["rows"])  # in the table's order
+    fastest = "; ".join(f"N = {planner.best(result['rows'], s, m)['workers']} with S = {s} and {m} MB workers"
+                        for s, m in lines)
+    console.print(f"An epoch is warm rounds; the first adds the cold start. Fastest: {fastest}."
+                  + (f" Plot: {result['png']}" if result["png"] else ""), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan_command)
+    app.command("plan", cls=Command)(plan_command)

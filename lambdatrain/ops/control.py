@@ -21,9 +21,8 @@ from lambdatrain.roles.settings import START_PREFIX, START_SUFFIX
 
 def start_event(settings: Mapping[str, Any], run: str | None) -> dict[str, Any]:
     """The start payload; bad settings raise InvalidEvent here, before anything is sent."""
-    values = {k: v for k, v in settings.items() if v is not None}
-    parse_config(values)
-    event: dict[str, Any] = {"start": True, **values}
+    parse_config(settings)
+    event: dict[str, Any] = {"start": True, **settings}
     if run is not None:
         event["run"] = check_run_id(run)
     return event

@@ -42,19 +42,24 @@ _READ_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_t
 _INVOKE_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=900)
 
 
+def _option(help_: str) -> Any:
+    return field(default=None, metadata={"help": help_})
+
+
 @dataclass(frozen=True)
 class TargetOptions:
-    """What the user passed; any of it may be None."""
+    """What the user passed; any of it may be None. Each field is an option of every operator
+    command (lambdatrain/cli/ops.py), with the help written here."""
 
-    endpoint: str | None = None
-    lambda_endpoint: str | None = None
-    local_state: Path | None = None
-    stack_outputs: Path | None = None
-    table: str | None = None
-    starter: str | None = None
-    bucket: str | None = None
-    mount: Path | None = None
-    region: str | None = None
+    local_state: Path | None = _option(f"the local stack's --state-dir (reads endpoints.json; env {ENV_LOCAL_STATE})")
+    endpoint: str | None = _option(f"send every AWS call to this URL (env {ENV_ENDPOINT})")
+    lambda_endpoint: str | None = _option("the Lambda API's URL, when it differs from --endpoint")
+    stack_outputs: Path | None = _option("the JSON of 'pulumi stack output --json'")
+    table: str | None = _option(f"ledger table name (env {names.ENV_TABLE})")
+    starter: str | None = _option(f"starter function name (env {names.ENV_STARTER})")
+    bucket: str | None = _option(f"stack bucket name (env {names.ENV_BUCKET})")
+    mount: Path | None = _option(f"where the EFS file system is mounted here (env {names.ENV_MOUNT})")
+    region: str | None = _option("AWS region (default: boto3's)")
 
 
 @dataclass(frozen=True)
