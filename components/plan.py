@@ -166,6 +166,8 @@ def build(stack: str, config: dict[str, str] | None = None) -> Plan:
     pulumi.runtime.set_all_config(config)
     root = pulumi.runtime.get_root_resource()
     recorder = OptionsRecorder()
+    # A transformation, not the newer register_stack_transform: the SDK runs transformations itself,
+    # while transforms go through the monitor, and the mock monitor does not run them.
     pulumi.runtime.register_stack_transformation(recorder)
     found: dict = {}
 

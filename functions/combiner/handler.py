@@ -1,8 +1,9 @@
 """Combiner Lambda: sums a ready round's results and steps the optimizer; also the watchdog.
 
-A thin adapter: the logic lives in the lambdatrain package shipped beside this file. torch and
-numpy live on the EFS mount (see lambdatrain/roles/packages.py), so the mount's package folder goes on the
-path before anything imports them.
+A thin adapter: the logic lives in lambdatrain's runtime packages, shipped beside this file (what
+the zip holds: components/archive.py). torch and numpy live on the EFS mount (see
+lambdatrain/roles/packages.py), so the mount's package folder goes on the path before anything
+imports them.
 """
 
 import os

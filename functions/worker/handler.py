@@ -1,8 +1,9 @@
 """Worker Lambda: one round of training on one data shard, result written to EFS and recorded.
 
-A thin adapter: the logic lives in the lambdatrain package shipped beside this file. torch and
-numpy live on the EFS mount (see lambdatrain/roles/packages.py), so the mount's package folder goes on the
-path before anything imports them.
+A thin adapter: the logic lives in lambdatrain's runtime packages, shipped beside this file (what
+the zip holds: components/archive.py). torch and numpy live on the EFS mount (see
+lambdatrain/roles/packages.py), so the mount's package folder goes on the path before anything
+imports them.
 """
 
 import os
