@@ -52,9 +52,10 @@ def local_train(
     out: Annotated[Path, typer.Option(help="folder for checkpoint, metrics and summary.json")] = Path("out/train"),
     cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
 ) -> None:
-    """Train on the local stack (moto + local Lambda service), the same handlers as on AWS.
+    """Train on the local stack.
 
-    Every run setting is an option (see the README's settings table).
+    The local stack is moto and a local Lambda service running the same handlers as on AWS. Every
+    run setting is an option (see the README's settings table).
     """
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.ops.progress import ConsoleDisplay
@@ -77,7 +78,10 @@ def local_serve(
     data: Annotated[Optional[Path], typer.Option(help="dataset to link into the mount as the default")] = None,
     cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
 ) -> None:
-    """Keep the local stack up and print its endpoints, for aws-cli or 'lambdatrain start'."""
+    """Keep the local stack up and print its endpoints.
+
+    For aws-cli or 'lambdatrain start' (--local-state DIR); Ctrl-C stops it.
+    """
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.local.stack import LocalStack, LocalStackConfig
     from lambdatrain.ops.local_train import link_dataset

@@ -67,9 +67,10 @@ def start(
     run: Annotated[Optional[str], typer.Option(help="run id (default: the starter picks one)")] = None,
     via_s3: Annotated[bool, typer.Option("--via-s3", help="upload start/<run>.json to the bucket instead")] = False,
 ) -> None:
-    """Start a run: invoke the deployed starter with the start payload (or upload a start file).
+    """Start a run through the deployed starter.
 
-    Every run setting is an option (see the README's settings table).
+    Invokes the starter with the start payload (or, with --via-s3, uploads a start file). Every
+    run setting is an option (see the README's settings table).
     """
     from lambdatrain.ops import control
     from lambdatrain.ops.views import plural
@@ -96,7 +97,10 @@ def runs(
     ctx: typer.Context,
     source: Annotated[Optional[str], typer.Argument(help="a 'local train --out' folder (default: the stack's table)")] = None,
 ) -> None:
-    """List the runs: id, state, workers, epoch, best accuracy, start time, elapsed time."""
+    """List the runs.
+
+    Id, state, workers, epoch, best accuracy, start time and elapsed time of each.
+    """
     from lambdatrain.ops.source import open_ledger
     from lambdatrain.ops.views import runs_table
 
@@ -110,7 +114,10 @@ def status(
     run: RunArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """A run's state, round, reported workers, losses, timings and estimated time to finish."""
+    """Show a run's state.
+
+    Round, reported workers, losses, timings and the estimated time to finish.
+    """
     from lambdatrain.ops.source import open_run
     from lambdatrain.ops.views import status_of, status_table
 
@@ -128,7 +135,10 @@ def watch(
     interval: Annotated[float, typer.Option(help="seconds between polls of the ledger")] = 2.0,
     timeout: Annotated[Optional[float], typer.Option(help="stop watching after this many seconds")] = None,
 ) -> None:
-    """Follow a run live (a progress bar on a terminal, one line a round elsewhere) until it ends."""
+    """Follow a run live until it ends.
+
+    A progress bar on a terminal, one line a round elsewhere.
+    """
     from lambdatrain.ops.source import open_run
     from lambdatrain.ops.progress import watch as follow
 
@@ -137,7 +147,10 @@ def watch(
 
 
 def stop(ctx: typer.Context, run: Annotated[str, typer.Argument(help="run id")]) -> None:
-    """Stop a run through the starter: no new round starts; the last weights stay on EFS."""
+    """Stop a run: no new round starts.
+
+    Through the starter; the last weights stay on EFS.
+    """
     from lambdatrain.ops import control
 
     out = _console()
@@ -145,7 +158,10 @@ def stop(ctx: typer.Context, run: Annotated[str, typer.Argument(help="run id")])
 
 
 def resume(ctx: typer.Context, run: Annotated[str, typer.Argument(help="run id")]) -> None:
-    """Resume a stopped or failed run through the starter, from its current round."""
+    """Resume a stopped or failed run.
+
+    Through the starter, from its current round.
+    """
     from lambdatrain.ops import control
 
     out = _console()
@@ -159,7 +175,10 @@ def plot(
     out_file: Annotated[Path, typer.Option("--out", help="the PNG to write")] = Path("run.png"),
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="also write the raw metrics as CSV")] = None,
 ) -> None:
-    """Plot losses and accuracy against epoch and wall time, and per-round time in each phase."""
+    """Plot a run's losses, accuracy and round times.
+
+    Losses and accuracy against epoch and wall time, and each round's time in each phase.
+    """
     from lambdatrain.ops import plot as plots
     from lambdatrain.ops.source import open_run
 
@@ -176,7 +195,10 @@ def export(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for model.pt and model.json")] = Path("export"),
     to_s3: Annotated[bool, typer.Option("--s3", help="also upload both files to s3://BUCKET/exports/RUN/")] = False,
 ) -> None:
-    """Export the run's final model as a plain state_dict (model.pt) and its description (model.json)."""
+    """Export a run's final model.
+
+    A plain state_dict (model.pt) and its description (model.json).
+    """
     from lambdatrain.ops.export import export as export_run
     from lambdatrain.ops.views import plural
     from lambdatrain.ops.source import open_run
@@ -195,7 +217,10 @@ def predict(
     top: Annotated[int, typer.Option(help="how many classes to show per image")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON list")] = False,
 ) -> None:
-    """The most likely classes of each image, with probabilities."""
+    """Classify images with a trained model.
+
+    The most likely classes of each image, with probabilities.
+    """
     from lambdatrain.ops.export import predict as classify
 
     out = _console()

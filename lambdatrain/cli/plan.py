@@ -49,7 +49,9 @@ def plan_command(
     png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
-    """Predict epoch time and cost on Lambda for ranges of N, memory and S.
+    """Predict epoch time and cost on Lambda.
+
+    For ranges of worker counts N, memory sizes and combine shards S.
 
     Calibrates on this machine unless the constants are given. The run's settings (model, width,
     batch size, micro-batch, transport) default as a run's do.

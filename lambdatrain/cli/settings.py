@@ -74,8 +74,11 @@ def _row(name: str, spec: Setting) -> str:
     meaning = spec.help + (f" {spec.note}" if spec.note and spec.note[0] == "(" else spec.note)
     if meanings:
         meaning = "; ".join([f"`start`: {meaning}", *(f"`{c}`: {m}" for c, m in meanings.items())])
-    accepted = spec.accepted() if not spec.choices else ", ".join(f"`{c}`" for c in spec.choices)
-    return f"| `{name}` | `{option_name(name)}` | {default} | {accepted} | {meaning} |"
+    accepted = ", ".join(f"`{c}`" for c in spec.choices) if spec.choices else spec.accepted()
+    option = f"`{option_name(name)}`"
+    if value_type(name)[0] is bool:  # a flag: --augment / --no-augment
+        accepted, option = "true or false", f"{option} / `--no-{option_name(name)[2:]}`"
+    return f"| `{name}` | {option} | {default} | {accepted} | {meaning} |"
 
 
 def markdown_table() -> str:

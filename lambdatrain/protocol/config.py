@@ -149,7 +149,8 @@ class RunConfig:
                                                   "watchdog", low=0, high=86_400, low_open=True)
     eval_every: int = setting(0, help="also evaluate every K rounds (0: at epoch boundaries only)", low=0,
                               high=10**6)
-    keep_rounds: int = setting(3, help="weights kept on EFS: the newest K rounds' and every epoch's (0: all)",
+    keep_rounds: int = setting(3, help="weights and momentum kept on EFS: the newest K rounds' and every epoch "
+                                       "boundary's (0: all)",
                                low=0, high=10**6, note="; worker results only of the last committed round "
                                                       "(`lambdatrain/storage/retention.py`)")
 
