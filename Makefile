@@ -1,5 +1,6 @@
-# Two commands a user needs (README Quickstart): `make train` and `make test`.
-# Every install step lives here and in requirements-dev.txt, so a fresh clone needs nothing else.
+# Two commands a user needs (README Quickstart): `make train` and `make test`; `make test-fast` while editing.
+# Every install step lives here and in requirements-dev.txt (every version pinned), so a fresh
+# clone needs nothing else.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,8 +13,15 @@ EPOCHS ?= 1
 OUT ?= out/train
 STACK ?= dev
 TRAIN_ARGS ?= --model vgg19_cifar --width 0.125 --max-train-samples 4000
+# Extra pytest arguments for test and test-fast, e.g. ARGS="-k combine -x".
+ARGS ?=
+# Tests in parallel, one worker per core (pytest-xdist). --dist loadgroup keeps the tests of one
+# xdist_group on one worker: tests/cli's session `local train` then starts once, not per worker.
+# pytest's exit status is make's: 5 (no test collected) fails like a failed test, so a selection
+# that matches nothing never passes.
+PYTEST := $(PY) -m pytest -q -n auto --dist loadgroup
 
-.PHONY: venv train test graph bench clean
+.PHONY: venv train test test-fast graph bench clean
 
 venv: $(STAMP)
 
@@ -29,8 +37,13 @@ train: venv
 	$(VENV)/bin/lambdatrain local train $(if $(DATA),--data $(DATA)) --workers $(WORKERS) \
 		--epochs $(EPOCHS) --out $(OUT) $(TRAIN_ARGS)
 
+# Every test, the local stack's end-to-end runs included (what CI runs): about 3 minutes on 2 cores.
 test: venv
-	$(PY) -m pytest -q
+	$(PYTEST) $(ARGS)
+
+# Unit and functional tests, without the local stack's end-to-end runs (marker `slow`): under a minute.
+test-fast: venv
+	$(PYTEST) -m "not slow" tests/unit tests/functional $(ARGS)
 
 # What `pulumi up` would create, offline (no credentials, no Pulumi CLI needed).
 graph: venv
