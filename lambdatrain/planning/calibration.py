@@ -4,7 +4,7 @@ from them). Each measurement runs the code a worker or combiner runs, not a prox
 * seconds per image and the per-round fixed cost: ``trainer.compute_sync`` on one thread at the
   run's micro-batch (decode, augment, normalize, forward, backward; weights in, gradients out);
 * cold start: a fresh interpreter importing what a worker imports and building the model;
-* file bandwidth: ``layout.write_array`` / ``layout.stream_array`` (checksum and fsync included).
+* file bandwidth: ``efs.write_array`` / ``efs.stream_array`` (checksum and fsync included).
 
 torch and numpy load only here, so the planner's arithmetic imports neither.
 """
@@ -135,24 +135,24 @@ def measure_cold_start(model: str, width: float, *, data: Path | None = None, ti
 
 
 def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
-    """(read, write) bytes/s of layout.stream_array / write_array on a ``params``-element file."""
+    """(read, write) bytes/s of efs.stream_array / write_array on a ``params``-element file."""
     import numpy as np
 
-    from lambdatrain.storage import efs as layout
+    from lambdatrain.storage import efs
 
     vector = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
     path = folder / "planner-calibration.npy"
     try:
         t0 = time.perf_counter()
-        digest = layout.write_array(path, vector)
+        digest = efs.write_array(path, vector)
         write = vector.nbytes / (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        for _ in layout.stream_array(path, digest):
+        for _ in efs.stream_array(path, digest):
             pass
         return vector.nbytes / (time.perf_counter() - t0), write
     finally:
         path.unlink(missing_ok=True)
-        layout.digest_path(path).unlink(missing_ok=True)
+        efs.digest_path(path).unlink(missing_ok=True)
 
 
 def model_params(model: str, width: float) -> int:

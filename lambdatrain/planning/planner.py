@@ -17,10 +17,10 @@ Assumptions, stated because they decide the answer:
 * The combiner is one NFS client: its read bandwidth is the per-client limit, however many files
   it reads. The workers' aggregate is min(N * per-client, file-system limit).
 * A shard reads only its slice of every file ((N / S) * result bytes): workers record a checksum
-  per slice (``layout.range_digests``) and a shard verifies only the bytes it reads
+  per slice (``efs.range_digests``) and a shard verifies only the bytes it reads
   (lambdatrain/roles/sharding.py; bench/combine.py measures the slice reduction).
 * "client read" is the smaller of the EFS per-client limit and what this machine's verified
-  reader (``layout.stream_array``: read + the file's checksum, XXH3-128 by default, see
+  reader (``efs.stream_array``: read + the file's checksum, XXH3-128 by default, see
   lambdatrain/storage/digest.py) sustains, measured by ``calibrate``. Writes to EFS use the EFS limits
   only (``lambdatrain plan`` drops the local fsync rate).
 * Seconds per image is the worker's own compute path (``trainer.compute_sync`` on one thread at
@@ -85,8 +85,8 @@ class Calibration:
     """Constants of this machine (``calibrate``) and of the platform (defaults: AWS estimates)."""
 
     seconds_per_image: float  # one image through trainer.compute_sync (batch, forward, backward) on one vCPU
-    read_bps: float  # layout.stream_array (read + checksum) of a model-sized file, bytes/s
-    write_bps: float  # layout.write_array (checksum + fsync), bytes/s
+    read_bps: float  # efs.stream_array (read + checksum) of a model-sized file, bytes/s
+    write_bps: float  # efs.write_array (checksum + fsync), bytes/s
     compute_fixed_s: float  # per round in compute_sync, whatever the images: weights in, gradients out
     cold_start_s: float  # a fresh process on one vCPU: imports a worker's modules, builds the model
     update_s_per_param: float = 2e-9  # SGD step and bookkeeping in the combiner, per element
