@@ -4,6 +4,11 @@ Only the CLI (and the handlers' outermost edge) catch broadly; everything else r
 so a caller can tell bad input from a lost race from a broken file.
 """
 
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
 
 class LambdaTrainError(Exception):
     """Base of every error lambdatrain raises on purpose."""
@@ -40,7 +45,21 @@ class ClaimLost(LambdaTrainError):
 
 
 class CorruptFile(LambdaTrainError):
-    """A file on the shared file system does not match the length and checksum recorded for it."""
+    """A file on the shared file system does not match the length and checksum recorded for it.
+
+    ``path`` is the file (or the round's folder, when a round lacks files); ``worker`` is the
+    worker whose result it is, when the reader knows (the combine does, and re-runs that worker).
+    """
+
+    def __init__(self, path: PathLike, problem: str, *, worker: int | None = None):
+        self.path = Path(path)
+        self.problem = problem
+        self.worker = worker
+        super().__init__(f"{path}: {problem}")
+
+    def of_worker(self, worker: int) -> "CorruptFile":
+        """The same error, naming the worker whose result the file is."""
+        return CorruptFile(self.path, self.problem, worker=worker)
 
 
 class ConfigError(LambdaTrainError):

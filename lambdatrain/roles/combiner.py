@@ -102,11 +102,17 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), result_digest(r),
                         r["samples"], None if shard is None else result_range_checksum(r, shard)) for r in results]
     if sorted(f.worker for f in files) != list(range(record.workers)):
-        raise CorruptFile(f"round {round_no} of run {record.run} is ready but has results of workers "
-                          f"{[f.worker for f in files]}")
+        raise CorruptFile(paths.round_dir(round_no), f"round {round_no} of run {record.run} is ready but has "
+                          f"results of workers {[f.worker for f in files]}")
     weights = efs.read_array(paths.weights(round_no), record.weights)
     lo, hi = (0, weights.size) if shard is None else list(iter_slices(weights.size, record.config.combine_shards))[shard]
-    average = weighted_sum(files, weights.size, lo=lo, hi=hi)
+    try:
+        average = weighted_sum(files, weights.size, lo=lo, hi=hi)
+    except CorruptFile as exc:
+        worker = next((f.worker for f in files if f.path == exc.path), None)
+        if worker is None:
+            raise
+        raise exc.of_worker(worker) from exc
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
     c = record.config
@@ -134,8 +140,8 @@ def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
 
 def reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:
     """A result failed its checksum: drop it and run that worker again (its bytes are reproducible)."""
-    bad = next((w for w in range(record.workers) if f"w{w:04d}.npy" in str(exc)), None)
-    if bad is None:
+    bad = exc.worker
+    if bad is None:  # not a worker's file (the weights, a missing result): nothing to re-run
         raise exc
     logger.warning("corrupt result; re-running its worker", extra={"worker": bad, "error": str(exc)})
     runtime.ledger.reopen_worker(ev.run, ev.round, bad, token)

@@ -160,7 +160,7 @@ def read_digest(path: Path) -> Digest:
     try:
         return Digest.from_dict(read_json(digest_path(path)))
     except (OSError, ValueError, KeyError) as exc:
-        raise CorruptFile(f"{path}: no readable digest beside it") from exc
+        raise CorruptFile(path, "no readable digest beside it") from exc
 
 
 class _HashingReader:
@@ -191,9 +191,9 @@ def _open_npy(reader: _HashingReader, path: Path) -> tuple[tuple[int, ...], np.d
             raise ValueError(f"unsupported .npy version {version}")
         shape, fortran, dtype = read_header(reader)
     except ValueError as exc:
-        raise CorruptFile(f"{path}: not a valid .npy file ({exc})") from exc
+        raise CorruptFile(path, f"not a valid .npy file ({exc})") from exc
     if fortran or dtype.hasobject:
-        raise CorruptFile(f"{path}: unsupported array layout")
+        raise CorruptFile(path, "unsupported array layout")
     return shape, dtype
 
 
@@ -208,7 +208,7 @@ def _chunks(reader: _HashingReader, remaining: int, dtype: np.dtype, path: Path,
             buf = np.empty(min(step, remaining), dtype=np.uint8)
         n = reader.readinto(memoryview(buf))
         if n == 0:
-            raise CorruptFile(f"{path}: truncated ({remaining} bytes missing)")
+            raise CorruptFile(path, f"truncated ({remaining} bytes missing)")
         n -= n % dtype.itemsize
         remaining -= n
         yield buf[:n].view(dtype)
@@ -218,7 +218,7 @@ def _verifier(checksum: str, path: Path) -> tuple[str, Hasher]:
     try:
         algorithm = algorithm_of(checksum)
     except ValueError as exc:
-        raise CorruptFile(f"{path}: its record holds a {exc}") from exc
+        raise CorruptFile(path, f"its record holds a {exc}") from exc
     return algorithm, new_hasher(algorithm)
 
 
@@ -237,14 +237,14 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES,
     try:
         f = open(path, "rb", buffering=0)
     except OSError as exc:
-        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
     with f:
         reader = _HashingReader(f, hasher)
         shape, dtype = _open_npy(reader, path)
         yield from _chunks(reader, int(np.prod(shape)) * dtype.itemsize, dtype, path, chunk_bytes, buffers)
         reader.read()  # trailing bytes count towards the length check
     if reader.count != digest.bytes or finish(algorithm, hasher) != digest.checksum:
-        raise CorruptFile(f"{path}: length or checksum does not match its record")
+        raise CorruptFile(path, "length or checksum does not match its record")
 
 
 def range_digests(array: np.ndarray, slices: list[tuple[int, int]], algorithm: str = DEFAULT_ALGORITHM) -> list[str]:
@@ -266,19 +266,19 @@ def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: in
     try:
         f = open(path, "rb", buffering=0)
     except OSError as exc:
-        raise CorruptFile(f"{path}: cannot open ({exc.strerror})") from exc
+        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
     with f:
         shape, dtype = _open_npy(_HashingReader(f, None), path)
         data_start = f.tell()
         if not 0 <= lo <= hi <= int(np.prod(shape)):
-            raise CorruptFile(f"{path}: holds {int(np.prod(shape))} elements, slice [{lo}, {hi}) asked")
+            raise CorruptFile(path, f"holds {int(np.prod(shape))} elements, slice [{lo}, {hi}) asked")
         if os.fstat(f.fileno()).st_size != data_start + int(np.prod(shape)) * dtype.itemsize:
-            raise CorruptFile(f"{path}: truncated or padded")
+            raise CorruptFile(path, "truncated or padded")
         f.seek(data_start + lo * dtype.itemsize)
         reader = _HashingReader(f, hasher)
         yield from _chunks(reader, (hi - lo) * dtype.itemsize, dtype, path, chunk_bytes, buffers)
     if finish(algorithm, hasher) != checksum:
-        raise CorruptFile(f"{path}: checksum of elements [{lo}, {hi}) does not match its record")
+        raise CorruptFile(path, f"checksum of elements [{lo}, {hi}) does not match its record")
 
 
 def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:

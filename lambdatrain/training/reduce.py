@@ -139,7 +139,7 @@ def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: 
         if i in errors:
             raise errors[i]
         if pos[i] != (hi if f.range_checksum is not None else size):
-            raise CorruptFile(f"{f.path}: holds {pos[i]} elements, the model has {size}")
+            raise CorruptFile(f.path, f"holds {pos[i]} elements, the model has {size}")
 
 
 def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int | None = None) -> np.ndarray:

@@ -105,3 +105,13 @@ def test_sidecar_without_a_named_checksum_is_a_corrupt_file(tmp_path):
     efs.digest_path(path).write_text(json.dumps({"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}))
     with pytest.raises(CorruptFile, match="no readable digest"):
         efs.read_array(path)
+
+
+def test_corrupt_file_carries_the_path_it_is_about(tmp_path):
+    path = tmp_path / "w0003.npy"
+    digest = efs.write_array(path, np.arange(4, dtype=np.float32))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CorruptFile) as caught:
+        efs.read_array(path, digest)
+    assert caught.value.path == path and caught.value.worker is None
+    assert caught.value.of_worker(3).worker == 3 and str(caught.value).startswith(f"{path}: ")
