@@ -11,6 +11,10 @@ MB_PER_VCPU = 1769
 MIN_MEMORY_MB = 128
 MAX_MEMORY_MB = 10240
 MAX_VCPUS = 6
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html: "New AWS accounts have
+# reduced concurrency and memory quotas"; the memory quota such accounts report refusing above is
+# 3,008 MB (the pre-2020 maximum). No API reports it, so the stack's defaults stay within it.
+NEW_ACCOUNT_MEMORY_MB = 3008
 
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html: at most 900 s (15 min).
 MAX_TIMEOUT_S = 900
