@@ -134,7 +134,7 @@ class InlineSystem:
                 return
             self.clock.advance(record.config.round_deadline_s + 1)
             self.invoker.queue.append((COMBINER, {"watchdog": True}, 0))
-        raise AssertionError(f"run {run} did not finish: {self.ledger.get_run(run).item}")
+        raise AssertionError(f"run {run} did not finish: {self.ledger.get_run(run)}")
 
     def drain(self, max_steps: int = 10_000) -> None:
         for _ in range(max_steps):

@@ -2,8 +2,8 @@
 
 Every write here is conditioned on the claim token (``claim = :token``), so a combiner whose claim
 was taken over (its lease ran out) can record nothing more: its writes fail with ``ClaimLost``.
-``Ledger`` inherits these methods; they are kept apart because the claim's lifecycle (ready ->
-combining -> committed, or back to ready/open) is a protocol of its own, used only by the combiner.
+The claim's lifecycle (ready -> combining -> committed, or back to ready/open) is a protocol of its
+own, used only by the combiner, so it is an object of its own on the same table: ``Ledger.claims``.
 """
 
 from __future__ import annotations
@@ -16,25 +16,35 @@ from botocore.exceptions import ClientError
 from lambdatrain.ledger import schema
 from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import ClaimLost
-from lambdatrain.ledger.items import (failed_condition, from_ddb, metric_sk, open_round_item, pk, result_sk, round_sk,
-                                      to_ddb)
+from lambdatrain.ledger.items import (META, RoundRecord, failed_condition, from_ddb, metric_sk, open_round_item, pk,
+                                      result_sk, round_from_item, round_sk, shard_set, to_ddb, worker_set)
 
 
-class CombineClaims:
-    """The claim's calls: a base of ``Ledger``, which sets the table, its client and the clock."""
+def read_round(table: Any, run: str, r: int) -> RoundRecord | None:
+    """Round r as the table holds it now (a consistent read), or None if it has no item."""
+    item = table.get_item(Key={"pk": pk(run), "sk": round_sk(r)}, ConsistentRead=True).get("Item")
+    return round_from_item(from_ddb(item)) if item else None
 
-    table: Any
-    client: Any
-    clock: Callable[[], float]
 
-    def get_round(self, run: str, r: int) -> dict[str, Any] | None:
-        raise NotImplementedError  # Ledger.get_round: a retried claim or commit reads the round back
+class Claims:
+    """The combine's calls on the ledger table (a boto3 ``Table``), timed by ``clock``."""
 
-    def claim(self, run: str, r: int, token: str, lease_s: float) -> dict[str, Any]:
+    def __init__(self, table: Any, clock: Callable[[], float]):
+        self.table = table
+        self.client = table.meta.client
+        self.clock = clock
+
+    def _ours(self, run: str, r: int, token: str, status: str) -> RoundRecord | None:
+        """Round r if it is in ``status`` under ``token``: a retried request whose first attempt
+        succeeded fails its own condition, and this tells it apart from a lost race."""
+        item = read_round(self.table, run, r)
+        return item if item is not None and item.claim == token and item.status == status else None
+
+    def claim(self, run: str, r: int, token: str, lease_s: float) -> RoundRecord:
         """Claim a READY round for combining (or take over an expired claim); ClaimLost otherwise."""
         now = self.clock()
         try:
-            return from_ddb(self.table.update_item(
+            return round_from_item(from_ddb(self.table.update_item(
                 Key={"pk": pk(run), "sk": round_sk(r)},
                 # A new claim starts a sharded combine afresh: shares done under an old one don't count.
                 UpdateExpression="SET #s = :combining, claim = :token, claimed_at = :now, updated_at = :now "
@@ -46,14 +56,13 @@ class CombineClaims:
                 ExpressionAttributeValues={":combining": schema.COMBINING, ":ready": schema.READY,
                                            ":token": token, ":now": Decimal(repr(now)),
                                            ":expired": Decimal(repr(now - lease_s))},
-                ReturnValues="ALL_NEW")["Attributes"])
+                ReturnValues="ALL_NEW")["Attributes"]))
         except ClientError as exc:
             if not failed_condition(exc):
                 raise
-            # A retried request whose first attempt succeeded fails its own condition: it is ours.
-            item = self.get_round(run, r) or {}
-            if item.get("claim") == token and item.get("status") == schema.COMBINING:
-                return item
+            ours = self._ours(run, r, token, schema.COMBINING)
+            if ours is not None:
+                return ours
             raise ClaimLost(f"round {r} of run {run} is not claimable") from exc
 
     def shard_done(self, run: str, r: int, shard: int, token: str, shards: int) -> bool:
@@ -65,14 +74,14 @@ class CombineClaims:
                 # Only shares of the current claim count: a share from a taken-over claim is stale.
                 ConditionExpression="#s = :combining AND claim = :token",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {f"{shard:03d}"}, ":combining": schema.COMBINING, ":token": token,
+                ExpressionAttributeValues={":s": shard_set([shard]), ":combining": schema.COMBINING, ":token": token,
                                            ":now": Decimal(repr(self.clock()))},
                 ReturnValues="ALL_NEW")["Attributes"]
         except ClientError as exc:
             if failed_condition(exc):
                 raise ClaimLost(f"round {r} of run {run} is no longer combined under this claim") from exc
             raise
-        return len(item.get("shards_done", ())) == shards
+        return len(round_from_item(from_ddb(item)).shards_done) == shards
 
     def release(self, run: str, r: int, token: str) -> None:
         """Give a claimed round back (the combine failed): the next delivery may claim it at once."""
@@ -95,7 +104,7 @@ class CombineClaims:
                         "UpdateExpression": "DELETE reported :w SET #s = :open REMOVE claim",
                         "ConditionExpression": "#s = :combining AND claim = :token",
                         "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": to_ddb({":w": {f"{worker:05d}"}, ":open": schema.OPEN,
+                        "ExpressionAttributeValues": to_ddb({":w": worker_set([worker]), ":open": schema.OPEN,
                                                                 ":combining": schema.COMBINING, ":token": token})}},
         ])
 
@@ -125,7 +134,7 @@ class CombineClaims:
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": to_ddb({":committed": schema.COMMITTED, ":now": now,
                                                                 ":combining": schema.COMBINING, ":token": token})}},
-            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": "META"}),
+            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": META}),
                         "UpdateExpression": "SET " + ", ".join(sets),
                         # The run is still at round r: a stale combiner can never move it back.
                         "ConditionExpression": "#round = :r",
@@ -143,7 +152,6 @@ class CombineClaims:
         except ClientError as exc:
             if not failed_condition(exc):
                 raise
-            item = self.get_round(run, r) or {}
-            if item.get("claim") == token and item.get("status") == schema.COMMITTED:
+            if self._ours(run, r, token, schema.COMMITTED) is not None:
                 return  # a retried request whose first attempt committed
             raise ClaimLost(f"round {r} of run {run} was committed or taken over by another combiner") from exc

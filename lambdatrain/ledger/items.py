@@ -1,18 +1,20 @@
-"""The ledger's items as data: keys, run states, DynamoDB encoding, and what a reader makes of them.
+"""The ledger's items as data: keys, run states, the records, and their encoding to and from items.
 
 Everything about the ledger except the calls to the table (``lambdatrain.ledger.table`` and
-``lambdatrain.ledger.claims`` make those). Kept apart because readers of items need the format
-but not the table: ``ops.source.FolderLedger`` reads the same items from a ``ledger.json``
-export, and the combiner reads RESULT items the ledger has already fetched. No boto3 and no
-numpy here. The item kinds themselves are documented in ``lambdatrain.ledger.schema``.
+``lambdatrain.ledger.claims`` make those). Domain code sees only the records (``RunRecord``,
+``RoundRecord``, ``ResultRecord``); how they are spelled as items is decided here and nowhere
+else. Kept apart from the calls because readers of items need the format but not the table:
+``ops.source.FolderLedger`` decodes the same items from a ``ledger.json`` export, and both it and
+the table's ``Ledger`` answer ``LedgerReader``. No boto3 and no numpy here. The item kinds
+themselves are documented in ``lambdatrain.ledger.schema``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from lambdatrain.ledger import schema
 from lambdatrain.storage.digest import Digest
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 
 # A run's states (the META item's "state").
 RUNNING, STOPPED, DONE, FAILED = "running", "stopped", "done", "failed"
+
+
+META = "META"  # the sort key of a run's own item
 
 
 def pk(run: str) -> str:
@@ -44,6 +49,25 @@ def results_prefix(r: int) -> str:
 
 def metric_sk(r: int) -> str:
     return f"METRIC#{r:08d}"
+
+
+def worker_set(workers: Iterable[int]) -> set[str]:
+    """Worker numbers as a round's ``reported`` string set holds them.
+
+    A DynamoDB set, so ADDing a worker twice counts it once; strings, zero-padded, so the set
+    reads in worker order in the console and in exports.
+    """
+    return {f"{w:05d}" for w in workers}
+
+
+def shard_set(shards: Iterable[int]) -> set[str]:
+    """Shard numbers as a round's ``shards_done`` string set holds them (as ``worker_set``)."""
+    return {f"{s:03d}" for s in shards}
+
+
+def numbers(members: Iterable[str]) -> frozenset[int]:
+    """A worker or shard set as read back (``from_ddb`` gives a sorted list of strings)."""
+    return frozenset(int(m) for m in members)
 
 
 def to_ddb(value: Any) -> Any:
@@ -72,6 +96,15 @@ def from_ddb(value: Any) -> Any:
     return value
 
 
+def run_item(run: str, config: RunConfig, *, state: str, round_no: int, rounds_per_epoch: int, weights: Digest,
+             updated_at: float, **summary: Any) -> dict[str, Any]:
+    """A run's META item; ``summary`` holds what the run has measured so far (``RunRecord``'s other fields)."""
+    return {"pk": pk(run), "sk": META, "kind": "run", "run": run, "state": state,
+            "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
+            "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
+            "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": updated_at, **summary}
+
+
 def open_round_item(run: str, r: int, workers: int, epochsdone: int, now: float) -> dict[str, Any]:
     """A new round's item, open for results."""
     # "kind" and "status" are strings on purpose: the stream filter matches them (schema.py).
@@ -94,14 +127,25 @@ def failed_condition(exc: ClientError) -> bool:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A run as its META item records it: settings, state, where it is, and what it has measured."""
+
     run: str
     state: str
     config: RunConfig
-    round: int
+    round: int  # the current round: its starting weights are ``weights``
     epoch: int
     rounds_per_epoch: int
     weights: Digest
-    item: dict[str, Any]
+    n_params: int  # parameters at the front of the flat vector (buffers follow; the optimizer skips them)
+    num_classes: int
+    samples_seen: int = 0
+    best_accuracy: float | None = None
+    evals_without_best: int = 0  # evaluations since the best one: the plateau rule counts these
+    stop_reason: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    # The item as read, for what shows or exports it whole (status, ``local train``'s summary).
+    item: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def workers(self) -> int:
@@ -110,17 +154,94 @@ class RunRecord:
 
 def record_from_meta(item: dict[str, Any]) -> RunRecord:
     """A run's META item (plain Python values) as a RunRecord."""
-    checksum = item["weights_checksum"]
     return RunRecord(run=item["run"], state=item["state"], config=RunConfig(**json.loads(item["config"])),
                      round=item["round"], epoch=item["epoch"], rounds_per_epoch=item["rounds_per_epoch"],
-                     weights=Digest(item["weights_bytes"], checksum), item=item)
+                     weights=Digest(int(item["weights_bytes"]), item["weights_checksum"]),
+                     n_params=int(item["n_params"]), num_classes=int(item["num_classes"]),
+                     samples_seen=int(item.get("samples_seen", 0)), best_accuracy=item.get("best_accuracy"),
+                     evals_without_best=int(item.get("evals_without_best", 0)),
+                     stop_reason=item.get("stop_reason") or None, created_at=float(item.get("created_at", 0)),
+                     updated_at=float(item.get("updated_at", 0)), item=item)
 
 
-def result_digest(item: dict[str, Any]) -> Digest:
-    """The digest a RESULT item records for the worker's file."""
-    return Digest(int(item["bytes"]), item["checksum"])
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round as its ROUND item records it."""
+
+    run: str
+    round: int
+    status: str  # schema.OPEN -> READY -> COMBINING -> COMMITTED
+    workers: int
+    epochsdone: int
+    reported: frozenset[int] = frozenset()  # workers whose result is recorded
+    claim: str | None = None  # the token of the combiner that holds the round
+    shards_done: frozenset[int] = frozenset()  # shares of a sharded combine done under the claim
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
-def result_range_checksum(item: dict[str, Any], shard: int) -> str:
-    """The checksum a RESULT item records for the slice ``shard`` of a sharded combine reads."""
-    return item["range_checksums"][shard]
+def round_from_item(item: dict[str, Any]) -> RoundRecord:
+    """A ROUND item (plain Python values) as a RoundRecord."""
+    return RoundRecord(run=item["run"], round=int(item["round"]), status=item["status"], workers=int(item["workers"]),
+                       epochsdone=int(item["epochsdone"]), reported=numbers(item.get("reported", ())),
+                       claim=item.get("claim"), shards_done=numbers(item.get("shards_done", ())),
+                       created_at=float(item.get("created_at", 0)), updated_at=float(item.get("updated_at", 0)))
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One worker's result of a round: its file's digest and what the worker measured."""
+
+    worker: int
+    digest: Digest
+    samples: int
+    loss_sum: float
+    correct: int
+    truncated: bool  # stopped early to respect the Lambda deadline
+    load_s: float
+    compute_s: float
+    write_s: float
+    started_at: float
+    range_checksums: tuple[str, ...] = ()  # one per slice, when the run's combine is sharded
+
+    def stats(self) -> dict[str, Any]:
+        """What the worker measured, as the RESULT item and the worker's log line hold it."""
+        stats = {"samples": self.samples, "loss_sum": self.loss_sum, "correct": self.correct,
+                 "truncated": self.truncated, "load_s": self.load_s, "compute_s": self.compute_s,
+                 "write_s": self.write_s, "started_at": self.started_at}
+        if self.range_checksums:
+            stats["range_checksums"] = list(self.range_checksums)
+        return stats
+
+
+def result_item(run: str, r: int, result: ResultRecord, now: float) -> dict[str, Any]:
+    """A RESULT item."""
+    return {"pk": pk(run), "sk": result_sk(r, result.worker), "kind": "result", "run": run, "round": r,
+            "worker": result.worker, "bytes": result.digest.bytes, "checksum": result.digest.checksum,
+            "created_at": now, **result.stats()}
+
+
+def result_from_item(item: dict[str, Any]) -> ResultRecord:
+    """A RESULT item (plain Python values) as a ResultRecord."""
+    return ResultRecord(worker=int(item["worker"]), digest=Digest(int(item["bytes"]), item["checksum"]),
+                        samples=int(item["samples"]), loss_sum=float(item["loss_sum"]), correct=int(item["correct"]),
+                        truncated=bool(item["truncated"]), load_s=float(item["load_s"]),
+                        compute_s=float(item["compute_s"]), write_s=float(item["write_s"]),
+                        started_at=float(item["started_at"]), range_checksums=tuple(item.get("range_checksums", ())))
+
+
+class LedgerReader(Protocol):
+    """The read calls of a run's items: the table's ``Ledger`` and a finished local run's ``FolderLedger``."""
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run's META item as stored, oldest first (the runs table shows them whole)."""
+        ...
+
+    def get_run(self, run: str) -> RunRecord: ...
+    def get_round(self, run: str, r: int) -> RoundRecord | None: ...
+    def results(self, run: str, r: int) -> list[ResultRecord]: ...
+    def metrics(self, run: str) -> list[dict[str, Any]]: ...
+
+    def items(self, run: str) -> list[dict[str, Any]]:
+        """Every item of the run as stored (what ``ledger.json`` holds)."""
+        ...

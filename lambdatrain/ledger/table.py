@@ -2,14 +2,14 @@
 
 The ledger is the protocol's source of truth for *what has happened*; EFS holds the bytes. Each
 write that races is conditional, and a failed condition becomes a domain error (``AlreadyDone``,
-``StaleRound``, ``ClaimLost``), never a silent overwrite. ``Ledger`` is the one entry point: it
-inherits the combine's claim calls from ``lambdatrain.ledger.claims``, and the items' keys and
-encoding come from ``lambdatrain.ledger.items``. Item kinds are documented in ``lambdatrain.ledger.schema``.
+``StaleRound``, ``ClaimLost``), never a silent overwrite. ``Ledger`` is the one entry point; the
+combine's claim calls are its ``claims`` (``lambdatrain.ledger.claims``), on the same table. Reads
+return records, never items: their keys and encoding come from ``lambdatrain.ledger.items``.
+Item kinds are documented in ``lambdatrain.ledger.schema``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from decimal import Decimal
 from typing import Any, Iterable
@@ -22,33 +22,32 @@ from botocore.exceptions import ClientError
 from lambdatrain.ledger import schema
 from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
-from lambdatrain.ledger.claims import CombineClaims
-from lambdatrain.ledger.items import (RUNNING, RunRecord, failed_condition, from_ddb, metric_sk, open_round_item, pk,
-                                      record_from_meta, result_sk, results_prefix, round_sk, to_ddb)
+from lambdatrain.ledger.claims import Claims, read_round
+from lambdatrain.ledger.items import (META, RUNNING, ResultRecord, RoundRecord, RunRecord, failed_condition, from_ddb,
+                                      metric_sk, open_round_item, pk, record_from_meta, result_from_item, result_item,
+                                      results_prefix, round_sk, run_item, to_ddb, worker_set)
 from lambdatrain.protocol.config import RunConfig
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
 
 
-class Ledger(CombineClaims):
-    """The run's items in one DynamoDB table."""
+class Ledger:
+    """The run's items in one DynamoDB table (a ``LedgerReader``, and the writes of the protocol)."""
 
     def __init__(self, table_name: str, *, resource=None, clock=time.time):
         resource = resource or boto3.resource("dynamodb", config=_BOTO_CONFIG)
         self.table = resource.Table(table_name)
         self.client = self.table.meta.client
         self.clock = clock
+        self.claims = Claims(self.table, clock)
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, run: str, config: RunConfig, rounds_per_epoch: int, weights: Digest, *,
                    n_params: int, num_classes: int) -> None:
         """Create the run and its round 0 in one transaction; AlreadyDone if the run exists."""
         now = self.clock()
-        meta = {"pk": pk(run), "sk": "META", "kind": "run", "run": run, "state": RUNNING,
-                "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
-                "round": 0, "epoch": 0, "rounds_per_epoch": rounds_per_epoch,
-                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "n_params": n_params,
-                "num_classes": num_classes, "samples_seen": 0, "created_at": now, "updated_at": now}
+        meta = run_item(run, config, state=RUNNING, round_no=0, rounds_per_epoch=rounds_per_epoch, weights=weights,
+                        updated_at=now, n_params=n_params, num_classes=num_classes, samples_seen=0, created_at=now)
         try:
             self.client.transact_write_items(TransactItems=[
                 # The run id is new: a duplicate start delivery must not reset a live run.
@@ -66,10 +65,8 @@ class Ledger(CombineClaims):
                     state: str, meta: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
         """Recreate a run's items from what EFS holds (see recovery.rebuild_from_efs)."""
         now = self.clock()
-        item = {"pk": pk(run), "sk": "META", "kind": "run", "run": run, "state": state,
-                "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
-                "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
-                "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": now, **meta}
+        item = run_item(run, config, state=state, round_no=round_no, rounds_per_epoch=rounds_per_epoch,
+                        weights=weights, updated_at=now, **meta)
         items = [{"Put": {"TableName": self.table.name, "Item": to_ddb(item),
                           # Never over a live ledger: rebuilding is for a run whose items are gone.
                           "ConditionExpression": "attribute_not_exists(pk)"}}]
@@ -89,7 +86,7 @@ class Ledger(CombineClaims):
                                               "run": run, "created_at": now, **m}))
 
     def get_run(self, run: str) -> RunRecord:
-        item = self.table.get_item(Key={"pk": pk(run), "sk": "META"}, ConsistentRead=True).get("Item")
+        item = self.table.get_item(Key={"pk": pk(run), "sk": META}, ConsistentRead=True).get("Item")
         if not item:
             raise UnknownRun(f"unknown run '{run}'")
         return record_from_meta({"run": run, **from_ddb(item)})
@@ -111,6 +108,7 @@ class Ledger(CombineClaims):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def list_runs(self) -> list[dict[str, Any]]:
+        """Every run's META item as stored, oldest first (an eventually consistent scan)."""
         runs = self._all(self.table.scan, FilterExpression=Attr("kind").eq("run"))
         return sorted(runs, key=lambda i: i.get("created_at", 0))
 
@@ -124,7 +122,7 @@ class Ledger(CombineClaims):
             conds.append(f"#s = :e{i}")
         try:
             self.table.update_item(
-                Key={"pk": pk(run), "sk": "META"},
+                Key={"pk": pk(run), "sk": META},
                 UpdateExpression="SET #s = :new, updated_at = :now, stop_reason = :why",
                 ConditionExpression=f"attribute_exists(pk) AND ({' OR '.join(conds)})",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
@@ -135,22 +133,19 @@ class Ledger(CombineClaims):
             raise
 
     # --- rounds ------------------------------------------------------------------------------
-    def get_round(self, run: str, r: int) -> dict[str, Any] | None:
-        item = self.table.get_item(Key={"pk": pk(run), "sk": round_sk(r)}, ConsistentRead=True).get("Item")
-        return from_ddb(item) if item else None
+    def get_round(self, run: str, r: int) -> RoundRecord | None:
+        return read_round(self.table, run, r)
 
-    def record_result(self, run: str, r: int, worker: int, digest: Digest, stats: dict[str, Any]) -> bool:
-        """Record worker's result of round r; True when this record completed the set of N.
+    def record_result(self, run: str, r: int, result: ResultRecord) -> bool:
+        """Record a worker's result of round r; True when this record completed the set of N.
 
         Safe under duplicate delivery: the RESULT item is written once (a second delivery whose
         file has the same digest is a no-op), and the worker number is ADDed to a string set, so
         it counts once however often it is added.
         """
         now = self.clock()
-        item = {"pk": pk(run), "sk": result_sk(r, worker), "kind": "result", "run": run, "round": r,
-                "worker": worker, "bytes": digest.bytes, "checksum": digest.checksum, "created_at": now, **stats}
         try:
-            self.table.put_item(Item=to_ddb(item), ConditionExpression="attribute_not_exists(pk)")
+            self.table.put_item(Item=to_ddb(result_item(run, r, result, now)), ConditionExpression="attribute_not_exists(pk)")
         except ClientError as exc:
             if not failed_condition(exc):
                 raise
@@ -161,7 +156,7 @@ class Ledger(CombineClaims):
                 # Only an open round takes results: once ready, the set of N is final.
                 ConditionExpression="attribute_exists(pk) AND #s = :open",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":w": {f"{worker:05d}"}, ":open": schema.OPEN,
+                ExpressionAttributeValues={":w": worker_set([result.worker]), ":open": schema.OPEN,
                                            ":now": Decimal(repr(now))},
                 ReturnValues="ALL_NEW")["Attributes"]
         except ClientError as exc:
@@ -190,11 +185,12 @@ class Ledger(CombineClaims):
                 return False
             raise
 
-    def results(self, run: str, r: int) -> list[dict[str, Any]]:
+    def results(self, run: str, r: int) -> list[ResultRecord]:
+        """Round r's results in worker order."""
         # Paginated: with many workers (and per-slice digests) the results outgrow one 1 MB page.
         items = self._all(self.table.query, ConsistentRead=True,
                           KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").begins_with(results_prefix(r)))
-        return sorted(items, key=lambda i: i["worker"])
+        return sorted((result_from_item(i) for i in items), key=lambda res: res.worker)
 
     def metrics(self, run: str) -> list[dict[str, Any]]:
         return self._all(self.table.query, ConsistentRead=True,

@@ -2,7 +2,8 @@
 
 ``local train`` leaves ``ledger.json`` (every item of the run) beside the checkpoint, so a finished
 local run can be inspected after its stack is gone. ``FolderLedger`` answers the same read calls as
-``lambdatrain.ledger.table.Ledger`` from that file; the commands do not care which one they hold.
+``lambdatrain.ledger.table.Ledger`` from that file (both are a ``LedgerReader``, and decode items the
+same way); the commands do not care which one they hold.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lambdatrain.protocol.errors import UnknownRun
-from lambdatrain.ledger.items import RunRecord, record_from_meta
+from lambdatrain.ledger.items import (LedgerReader, ResultRecord, RoundRecord, RunRecord, record_from_meta,
+                                      result_from_item, round_from_item)
 from lambdatrain.ops.errors import MissingSetting
 from lambdatrain.ops.target import Target, TargetOptions, resolve
 from lambdatrain.protocol.events import RUN_ID_PATTERN
@@ -22,7 +24,7 @@ LEDGER_FILE = "ledger.json"
 
 
 class FolderLedger:
-    """The read side of ``Ledger`` over a ``ledger.json`` written by ``local train``."""
+    """A ``LedgerReader`` over a ``ledger.json`` written by ``local train``."""
 
     def __init__(self, path: Path):
         try:
@@ -47,11 +49,11 @@ class FolderLedger:
             raise UnknownRun(f"unknown run '{run}' in {self.path}")
         return record_from_meta(metas[0])
 
-    def get_round(self, run: str, r: int) -> dict[str, Any] | None:
-        return next((i for i in self._kind("round", run) if i["round"] == r), None)
+    def get_round(self, run: str, r: int) -> RoundRecord | None:
+        return next((round_from_item(i) for i in self._kind("round", run) if i["round"] == r), None)
 
-    def results(self, run: str, r: int) -> list[dict[str, Any]]:
-        return [i for i in self._kind("result", run) if i["round"] == r]
+    def results(self, run: str, r: int) -> list[ResultRecord]:
+        return [result_from_item(i) for i in self._kind("result", run) if i["round"] == r]
 
     def metrics(self, run: str) -> list[dict[str, Any]]:
         return self._kind("metric", run)
@@ -78,13 +80,13 @@ def ledger_file(arg: str | Path | None) -> Path | None:
 class RunSource:
     """A run id and where its items, weights and files are."""
 
-    ledger: Any  # Ledger or FolderLedger
+    ledger: LedgerReader  # the target's Ledger, or a FolderLedger
     run: str
     folder: Path | None = None  # the `local train --out` folder, if that is the source
     target: Target | None = None
 
 
-def open_ledger(arg: str | Path | None, options: TargetOptions) -> tuple[Any, Path | None, Target | None]:
+def open_ledger(arg: str | Path | None, options: TargetOptions) -> tuple[LedgerReader, Path | None, Target | None]:
     path = ledger_file(arg)
     if path is not None:
         return FolderLedger(path), path.parent, None
@@ -92,7 +94,7 @@ def open_ledger(arg: str | Path | None, options: TargetOptions) -> tuple[Any, Pa
     return target.ledger(), None, target
 
 
-def newest_run(ledger) -> str:
+def newest_run(ledger: LedgerReader) -> str:
     runs = ledger.list_runs()
     if not runs:
         raise UnknownRun("no runs yet: start one with `lambdatrain start --workers N`")

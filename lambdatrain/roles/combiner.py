@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
-
-import numpy as np
 
 from lambdatrain.storage import efs as efs
-from lambdatrain.storage import retention
-from lambdatrain.training import trainer
-from lambdatrain.training.flat import iter_slices
-from lambdatrain.training.reduce import WorkerFile, weighted_sum
-from lambdatrain.training.step import apply_update, learning_rate
 from lambdatrain.protocol.errors import ClaimLost, CorruptFile, StaleRound
-from lambdatrain.ledger.items import DONE, RunRecord, result_digest, result_range_checksum
-from lambdatrain.logs import bind, logger
-from lambdatrain.training.model import input_size
+from lambdatrain.ledger.items import RoundRecord, RunRecord
+from lambdatrain.logs import bind
 from lambdatrain.protocol.events import CombineEvent, Outcome
-from lambdatrain.roles.recovery import fan_out
+from lambdatrain.roles import sharding
+from lambdatrain.roles.claimed import publish, reduce_slice, reopen
 from lambdatrain.roles.runtime import Runtime
 
 
@@ -33,28 +25,24 @@ def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
     bind(run=ev.run, round=ev.round)
     record = runtime.ledger.check_current(ev.run, ev.round)
     if ev.claim is not None:
-        from lambdatrain.roles import sharding  # sharding builds on this module
-
         return sharding.combine_share(runtime, ev, record)
     token = uuid.uuid4().hex
     # The lease is the round deadline: a combiner silent for that long is presumed dead.
-    round_item = runtime.ledger.claim(ev.run, ev.round, token, record.config.round_deadline_s)
+    claimed = runtime.ledger.claims.claim(ev.run, ev.round, token, record.config.round_deadline_s)
     runtime.faults.point("after_claim")
     if record.config.combine_shards > 1:
-        from lambdatrain.roles import sharding
-
         return sharding.fan_out_shares(runtime, ev, record, token)
     try:
-        return _combine_claimed(runtime, ev, record, token, round_item)
+        return _combine_claimed(runtime, ev, record, token, claimed)
     except Exception:
         # An error (not a crash) gives the claim back, so the retried delivery can combine now
         # instead of waiting out the lease; a crashed process cannot, and the lease covers it.
-        runtime.ledger.release(ev.run, ev.round, token)
+        runtime.ledger.claims.release(ev.run, ev.round, token)
         raise
 
 
 def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str,
-                     round_item: dict[str, Any]) -> Outcome:
+                     claimed: RoundRecord) -> Outcome:
     t0 = time.perf_counter()
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     results = runtime.ledger.results(ev.run, ev.round)
@@ -62,130 +50,7 @@ def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, toke
         new, momentum = reduce_slice(runtime, record, ev.round, paths, results)
     except CorruptFile as exc:
         return reopen(runtime, record, ev, token, exc)
-    return publish(runtime, ev, record, token, round_item, results, new, momentum, t0)
-
-
-def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, round_item: dict[str, Any],
-            results: list[dict[str, Any]], new: np.ndarray, momentum: np.ndarray | None, t0: float) -> Outcome:
-    """Evaluate, decide, write the new weights, commit the round, and start the next one."""
-    paths = efs.RunLayout(runtime.settings.mount, ev.run)
-    metric, finished, extra = _assess(runtime, record, ev.round, results, new)
-    metric["sum_s"] = time.perf_counter() - t0
-    if finished:
-        metric["stop_reason"] = extra["stop_reason"] = finished
-    t1 = time.perf_counter()
-    digest = _write(paths, ev.round, new, momentum, metric, record.config.checksum)
-    runtime.faults.point("after_write")
-    round_s = runtime.clock() - float(round_item["created_at"])
-    metric.update(write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0, round_s=round_s)
-    # Waiting: invocation latency, stragglers, the stream's delivery; what is neither work nor sum.
-    metric["wait_s"] = max(0.0, round_s - metric["worker_s"] - metric["combine_s"])
-    runtime.ledger.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
-                          finished=DONE if finished else None, metric=metric, meta_extra=extra)
-    efs.remove_temporaries(paths.round_dir(ev.round))  # what killed writers left behind
-    pruned = retention.prune(paths, ev.round, record.rounds_per_epoch, record.config.keep_rounds)
-    runtime.faults.point("after_commit")
-    logger.info("round committed", extra={**metric, "pruned_files": len(pruned)})
-    if finished:
-        return Outcome("finished", run=ev.run, round=ev.round, detail={"reason": finished})
-    fan_out(runtime, ev.run, ev.round + 1)
-    return Outcome("committed", run=ev.run, round=ev.round)
-
-
-def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
-                 results: list[dict[str, Any]], shard: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """New weights (and momentum) of one slice of the flat vector (all of it when ``shard`` is None).
-
-    Every operation is elementwise, so a slice's result is bit-identical to the same elements of
-    an unsharded combine.
-    """
-    files = [WorkerFile(r["worker"], paths.result(round_no, r["worker"]), result_digest(r),
-                        r["samples"], None if shard is None else result_range_checksum(r, shard)) for r in results]
-    if sorted(f.worker for f in files) != list(range(record.workers)):
-        raise CorruptFile(paths.round_dir(round_no), f"round {round_no} of run {record.run} is ready but has "
-                          f"results of workers {[f.worker for f in files]}")
-    weights = efs.read_array(paths.weights(round_no), record.weights)
-    lo, hi = (0, weights.size) if shard is None else list(iter_slices(weights.size, record.config.combine_shards))[shard]
-    try:
-        average = weighted_sum(files, weights.size, lo=lo, hi=hi)
-    except CorruptFile as exc:
-        worker = next((f.worker for f in files if f.path == exc.path), None)
-        if worker is None:
-            raise
-        raise exc.of_worker(worker) from exc
-    # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
-    runtime.faults.point("mid_sum")
-    c = record.config
-    n_params = max(0, min(hi, int(record.item["n_params"])) - lo)  # parameters inside [lo, hi)
-    momentum = _read_momentum(paths, round_no)
-    return apply_update(weights[lo:hi], average, None if momentum is None else momentum[lo:lo + n_params],
-                        mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
-                        momentum=c.momentum, weight_decay=c.weight_decay)
-
-
-def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
-           metric: dict[str, Any], checksum: str) -> efs.Digest:
-    # Optimizer state and metric first, weights last: weights with their digest mark a round as
-    # complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
-    if momentum is not None:
-        efs.write_array(paths.optim(round_no + 1), momentum, checksum=checksum)
-    efs.write_json(paths.metric(round_no), metric)
-    return efs.write_array(paths.weights(round_no + 1), new, checksum=checksum)
-
-
-def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
-    path = paths.optim(round_no)
-    return efs.read_array(path) if path.exists() else None
-
-
-def reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:
-    """A result failed its checksum: drop it and run that worker again (its bytes are reproducible)."""
-    bad = exc.worker
-    if bad is None:  # not a worker's file (the weights, a missing result): nothing to re-run
-        raise exc
-    logger.warning("corrupt result; re-running its worker", extra={"worker": bad, "error": str(exc)})
-    runtime.ledger.reopen_worker(ev.run, ev.round, bad, token)
-    fan_out(runtime, ev.run, ev.round, only=[bad])
-    return Outcome("reopened", run=ev.run, round=ev.round, detail={"worker": bad})
-
-
-def _assess(runtime: Runtime, record: RunRecord, round_no: int, results: list[dict[str, Any]],
-            new: np.ndarray) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
-    """Metrics of the round, and whether training stops (max epochs, target accuracy, plateau)."""
-    c = record.config
-    samples = sum(r["samples"] for r in results)
-    rounds_done = round_no + 1
-    epochs_done = rounds_done // record.rounds_per_epoch
-    at_boundary = rounds_done % record.rounds_per_epoch == 0
-    metric: dict[str, Any] = {
-        "round": round_no, "workers": record.workers, "epochs_done": epochs_done, "epoch": rounds_done / record.rounds_per_epoch,
-        "samples": samples, "train_loss": sum(r["loss_sum"] for r in results) / max(samples, 1),
-        "train_accuracy": sum(r["correct"] for r in results) / max(samples, 1),
-        "worker_compute_s": max(r["compute_s"] for r in results),
-        "worker_s": max(r["load_s"] + r["compute_s"] + r["write_s"] for r in results),
-        "samples_seen": int(record.item.get("samples_seen", 0)) + samples,
-        "lr": learning_rate(c, round_no, record.rounds_per_epoch),
-    }
-    extra: dict[str, Any] = {"samples_seen": metric["samples_seen"], "last_train_loss": metric["train_loss"]}
-    if at_boundary or (c.eval_every and rounds_done % c.eval_every == 0) or epochs_done >= c.epochs:
-        t0 = time.perf_counter()
-        data = trainer.dataset(str(runtime.data_root(c)))
-        model, layout = trainer.model_for(c, len(data.classes))
-        k = c.val_samples or len(data.val_y)
-        val_loss, val_acc = trainer.evaluate(model, layout, new, data.val_x[:k], data.val_y[:k],
-                                             data.mean, data.std, input_size(c.model))
-        metric.update(val_loss=val_loss, val_accuracy=val_acc, eval_s=time.perf_counter() - t0)
-        best = float(record.item.get("best_accuracy", -1.0))
-        stale = 0 if val_acc > best else int(record.item.get("evals_without_best", 0)) + 1
-        extra.update(best_accuracy=max(best, val_acc), evals_without_best=stale, last_val_loss=val_loss,
-                     last_val_accuracy=val_acc)
-        if c.target_accuracy is not None and val_acc >= c.target_accuracy:
-            return metric, "target accuracy reached", extra
-        if c.patience is not None and stale >= c.patience:
-            return metric, "plateau", extra
-    if epochs_done >= c.epochs:
-        return metric, "max epochs", extra
-    return metric, None, extra
+    return publish(runtime, ev, record, token, claimed, results, new, momentum, t0)
 
 
 def claim_or_skip(runtime: Runtime, ev: CombineEvent) -> Outcome:

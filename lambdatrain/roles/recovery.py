@@ -9,7 +9,7 @@ ran out). Every target is idempotent, so re-driving too much is harmless, only w
 from __future__ import annotations
 
 from lambdatrain.ledger import schema
-from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED
+from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED, record_from_meta
 from lambdatrain.logs import logger
 from lambdatrain.protocol.events import CombineEvent, Outcome, WorkEvent, check_run_id
 from lambdatrain.roles.runtime import Runtime
@@ -32,13 +32,12 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
     record = runtime.ledger.get_run(run)
     if record.state != RUNNING:
         return Outcome("idle", run=run, round=record.round, detail={"state": record.state})
-    item = runtime.ledger.get_round(run, record.round) or {}
-    status = item.get("status")
+    current = runtime.ledger.get_round(run, record.round)
+    status = current.status if current else None
     detail: dict = {"reason": reason, "round_status": status}
-    if status == schema.OPEN:
-        reported = {int(w) for w in item.get("reported", [])}
+    if current is not None and status == schema.OPEN:
         detail["workers"] = fan_out(runtime, run, record.round,
-                                    only=[w for w in range(record.workers) if w not in reported])
+                                    only=[w for w in range(record.workers) if w not in current.reported])
     elif status in (schema.READY, schema.COMBINING):
         runtime.invoker.invoke(COMBINER, CombineEvent(run=run, round=record.round, workers=record.workers,
                                                       epochsdone=record.epoch).to_event())
@@ -51,12 +50,12 @@ def watchdog(runtime: Runtime) -> Outcome:
     """Re-drive every running run whose current round made no progress within its deadline."""
     now = runtime.clock()
     redriven = []
-    for meta in runtime.ledger.list_runs():
-        if meta.get("state") != RUNNING:
+    for listed in map(record_from_meta, runtime.ledger.list_runs()):
+        if listed.state != RUNNING:  # from the scan, which may lag: get_run reads the state for sure
             continue
-        record = runtime.ledger.get_run(meta["run"])
-        item = runtime.ledger.get_round(record.run, record.round) or {}
-        idle = now - float(item.get("updated_at", meta.get("updated_at", now)))
+        record = runtime.ledger.get_run(listed.run)
+        current = runtime.ledger.get_round(record.run, record.round)
+        idle = now - (current.updated_at if current else record.updated_at)
         if idle > record.config.round_deadline_s:
             redrive(runtime, record.run, reason=f"no progress for {idle:.0f} s")
             redriven.append(record.run)

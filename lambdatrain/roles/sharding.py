@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from lambdatrain.storage import efs as efs
-from lambdatrain.roles.combiner import publish, reduce_slice, reopen
-from lambdatrain.protocol.errors import ClaimLost, CorruptFile
+from lambdatrain.protocol.errors import ClaimLost, CorruptFile, InvalidEvent
 from lambdatrain.ledger.items import RunRecord
 from lambdatrain.logs import logger
+from lambdatrain.roles.claimed import publish, reduce_slice, reopen
 from lambdatrain.protocol.events import CombineEvent, Outcome
 from lambdatrain.roles.runtime import Runtime
 from lambdatrain.roles.settings import COMBINER
@@ -38,11 +38,9 @@ def fan_out_shares(runtime: Runtime, ev: CombineEvent, record: RunRecord, token:
 
 def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outcome:
     if not 0 <= ev.shard < record.config.combine_shards:
-        from lambdatrain.protocol.errors import InvalidEvent
-
         raise InvalidEvent("shard", f"must be below combine_shards ({record.config.combine_shards})")
-    round_item = runtime.ledger.get_round(ev.run, ev.round) or {}
-    if round_item.get("claim") != ev.claim:
+    claimed = runtime.ledger.get_round(ev.run, ev.round)
+    if claimed is None or claimed.claim != ev.claim:
         raise ClaimLost(f"round {ev.round} of run {ev.run} is no longer combined under this claim")
     t0 = time.perf_counter()
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
@@ -55,10 +53,10 @@ def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outc
         efs.write_array(paths.shard_optim(ev.round, ev.shard), momentum, checksum=record.config.checksum)
     efs.write_array(paths.shard(ev.round, ev.shard), new, checksum=record.config.checksum)
     logger.info("share combined", extra={"shard": ev.shard, "seconds": time.perf_counter() - t0})
-    if not runtime.ledger.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
+    if not runtime.ledger.claims.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
         return Outcome("share", run=ev.run, round=ev.round, detail={"shard": ev.shard})
     new, momentum = _assemble(paths, ev.round, record.config.combine_shards)
-    return publish(runtime, ev, record, ev.claim, round_item, results, new, momentum, t0)
+    return publish(runtime, ev, record, ev.claim, claimed, results, new, momentum, t0)
 
 
 def _assemble(paths: efs.RunLayout, round_no: int, shards: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,7 +17,7 @@ from lambdatrain.training.codec import encode
 from lambdatrain.training.flat import iter_slices
 from lambdatrain.training.step import learning_rate
 from lambdatrain.protocol.errors import AlreadyDone, InvalidEvent, StaleRound
-from lambdatrain.ledger.items import RUNNING
+from lambdatrain.ledger.items import RUNNING, ResultRecord
 from lambdatrain.logs import bind, logger
 from lambdatrain.protocol.events import Outcome, parse_work
 from lambdatrain.roles.runtime import Runtime
@@ -33,8 +33,8 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
         raise StaleRound(f"round {ev.round} is not the current round ({record.round}) of run {ev.run}")
     if record.state != RUNNING:
         return Outcome("skipped", run=ev.run, round=ev.round, detail={"reason": f"run is {record.state}"})
-    round_item = runtime.ledger.get_round(ev.run, ev.round) or {}
-    if round_item.get("status") != schema.OPEN or f"{ev.workerno:05d}" in round_item.get("reported", []):
+    current = runtime.ledger.get_round(ev.run, ev.round)
+    if current is None or current.status != schema.OPEN or ev.workerno in current.reported:
         return Outcome("duplicate", run=ev.run, round=ev.round, detail={"worker": ev.workerno})
 
     t0 = time.perf_counter()
@@ -60,17 +60,19 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded, checksum=config.checksum)
     write_s = time.perf_counter() - t1
     runtime.faults.point("after_write")
-    stats = {"samples": result.samples, "loss_sum": result.loss_sum, "correct": result.correct,
-             "truncated": result.truncated, "load_s": load_s, "compute_s": result.compute_s, "write_s": write_s,
-             "started_at": runtime.clock() - (time.perf_counter() - t0)}
-    if config.combine_shards > 1:  # each combiner shard verifies just the slice it reads
-        stats["range_checksums"] = efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)),
-                                                     config.checksum)
+    started_at = runtime.clock() - (time.perf_counter() - t0)
+    # Each share of a sharded combine verifies just the slice it reads.
+    ranges = (efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)), config.checksum)
+              if config.combine_shards > 1 else [])
+    recorded = ResultRecord(worker=ev.workerno, digest=digest, samples=result.samples, loss_sum=result.loss_sum,
+                            correct=result.correct, truncated=result.truncated, load_s=load_s,
+                            compute_s=result.compute_s, write_s=write_s,
+                            started_at=started_at, range_checksums=tuple(ranges))
     try:
-        completed = runtime.ledger.record_result(ev.run, ev.round, ev.workerno, digest, stats)
+        completed = runtime.ledger.record_result(ev.run, ev.round, recorded)
     except AlreadyDone:
         return Outcome("duplicate", run=ev.run, round=ev.round, detail={"worker": ev.workerno})
     runtime.faults.point("after_record")
-    logger.info("result recorded", extra={**stats, "completed_round": completed, "bytes": digest.bytes})
+    logger.info("result recorded", extra={**recorded.stats(), "completed_round": completed, "bytes": digest.bytes})
     return Outcome("recorded", run=ev.run, round=ev.round,
                    detail={"worker": ev.workerno, "samples": result.samples, "completed_round": completed})

@@ -65,15 +65,15 @@ def assert_survived(system: InlineSystem, run: str, expected: np.ndarray, *, res
     ``results_from``: the first round whose RESULT items exist (a rebuilt ledger has only later ones).
     """
     record = system.ledger.get_run(run)
-    assert record.state == "done", record.item
+    assert record.state == "done", record
     metrics = system.ledger.metrics(run)
     assert sorted(m["round"] for m in metrics) == list(range(record.round))  # one optimizer step a round
     per_round = record.config.per_worker_batch * record.workers
     assert all(m["samples"] == per_round for m in metrics)  # no result counted twice or dropped
     for r in range(results_from, record.round):
         results = system.ledger.results(run, r)
-        assert [x["worker"] for x in results] == list(range(record.workers))
-        assert system.ledger.get_round(run, r)["status"] == "committed"
+        assert [x.worker for x in results] == list(range(record.workers))
+        assert system.ledger.get_round(run, r).status == "committed"
     assert np.array_equal(final_weights(system, run), expected)  # bit-identical to the fault-free run
     run_dir = efs.RunLayout(system.mount, run).root
     assert not list(run_dir.rglob("*.tmp")), "half-written files left behind"

@@ -112,6 +112,22 @@ def test_corrupt_worker_result_is_detected_and_recomputed(make_system, reference
     assert_survived(system, run, reference(SETTINGS))
 
 
+def test_corrupt_slice_found_by_one_share_reruns_that_worker(make_system, reference):
+    """A share verifies only its slice of each result; the error names the file, so the worker is re-run."""
+    system = make_system()
+    run = _start(system, {**SETTINGS, "combine_shards": 2})
+    system.step()  # worker 0 of round 0
+    system.step()  # worker 1: the round is ready
+    path = efs.RunLayout(system.mount, run).result(0, 1)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1  # the last element: only the last share's slice is damaged
+    path.write_bytes(bytes(raw))
+    system.run_to_end(run)
+    reopened = [a for name, a in system.answers if name == COMBINER and a.get("status") == "reopened"]
+    assert [a["worker"] for a in reopened] == [1]
+    assert_survived(system, run, reference(SETTINGS))
+
+
 def test_lost_ledger_is_rebuilt_from_efs_by_resume(make_system, reference):
     system = make_system()
     run = _start(system)

@@ -38,7 +38,7 @@ def _wait_done(ledger, run: str, timeout_s: float = 300) -> None:
         if record is not None and record.state != "running":
             return
         time.sleep(0.5)
-    raise AssertionError(f"run {run} did not finish: {ledger.get_run(run).item}")
+    raise AssertionError(f"run {run} did not finish: {ledger.get_run(run)}")
 
 
 def _final(mount: Path, ledger, run: str) -> np.ndarray:

@@ -28,9 +28,9 @@ def test_last_worker_makes_round_ready_and_stream_triggers_one_combine(system):
     run = system.invoke(STARTER, {"start": True, "workers": 2, **SMALL})["run"]
     for _ in range(2):
         system.step()  # the two workers
-    assert system.ledger.get_round(run, 0)["status"] == "ready"
+    assert system.ledger.get_round(run, 0).status == "ready"
     system.poller.poll_once()
-    assert system.ledger.get_round(run, 0)["status"] == "committed"
+    assert system.ledger.get_round(run, 0).status == "committed"
     assert system.ledger.get_run(run).round == 1
     combined = [a for name, a in system.answers if name == COMBINER]
     assert [r["status"] for a in combined for r in a["rounds"]] == ["committed"]
@@ -41,7 +41,7 @@ def test_run_trains_to_max_epochs_and_records_metrics(system):
     system.drain()
     record = system.ledger.get_run(run)
     assert record.state == "done" and record.epoch == 2
-    assert record.item["stop_reason"] == "max epochs"
+    assert record.stop_reason == "max epochs"
     metrics = sorted(system.ledger.metrics(run), key=lambda m: m["round"])
     assert len(metrics) == record.round == 2 * record.rounds_per_epoch
     evaluated = [m for m in metrics if "val_accuracy" in m]
@@ -56,7 +56,7 @@ def test_target_accuracy_stops_the_run_early(system):
     system.drain()
     record = system.ledger.get_run(run)
     assert record.state == "done" and record.epoch == 1
-    assert record.item["stop_reason"] == "target accuracy reached"
+    assert record.stop_reason == "target accuracy reached"
 
 
 def test_sum_is_in_worker_order_whatever_the_arrival_order(system, tmp_path):
@@ -108,7 +108,7 @@ def test_checksum_algorithm_changes_nothing_but_the_records(system):
         system.drain()
         record = system.ledger.get_run(run)
         assert record.state == "done" and record.weights.checksum.startswith(f"{algorithm}:")
-        assert all(r["checksum"].startswith(f"{algorithm}:") for r in system.ledger.results(run, 0))
+        assert all(r.digest.checksum.startswith(f"{algorithm}:") for r in system.ledger.results(run, 0))
         finals.append(efs.read_array(efs.RunLayout(system.mount, run).weights(record.round)))
     assert np.array_equal(finals[0], finals[1])
 
