@@ -5,7 +5,8 @@ Everything else is derived from this declaration: the start event's accepted key
 one-line ``InvalidEvent`` naming the field (here), the options of ``lambdatrain local train`` and
 ``lambdatrain start`` and the README's settings table (lambdatrain/cli/settings.py). The accepted
 model and checksum names live here too, so the protocol needs neither torch nor xxhash to check
-them; lambdatrain/training/model.py and lambdatrain/storage/digest.py assert they build exactly these.
+them: lambdatrain/storage/digest.py takes its algorithm names from here, and
+tests/unit/test_protocol.py checks that lambdatrain/training/model.py builds exactly these models.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.protocol.events import check_relative_path, require, typed
 
 MODELS = ("vgg19_cifar", "vgg11_cifar", "vgg19")
@@ -29,7 +29,7 @@ MAX_WORKERS = 1000
 # Setting says otherwise (an Offer with its own meaning or default).
 LOCAL_TRAIN, START = "local train", "start"
 CLIENTS = (LOCAL_TRAIN, START)
-DECLARED = "declared"  # an Offer's default when the client uses the declared one
+DECLARED: Any = object()  # an Offer's default when the client uses the declared one
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,10 @@ class Setting:
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.low is not None and self.high is not None:
+            low, high = _number(self.low), _number(self.high)
             if not (self.low_open or self.high_open):
-                return f"{_number(self.low)} to {_number(self.high)}"
-            return f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+                return f"{low} to {high}"
+            return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         if self.relative_path:
             return "a relative path below the mount"
         return ""
@@ -165,6 +166,7 @@ class RunConfig:
 SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(RunConfig)}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(RunConfig)
                             if f.default is not dataclasses.MISSING}
+_HINTS = typing.get_type_hints(RunConfig)  # the annotations as types, not strings
 
 
 def value_type(name: str) -> tuple[type, bool]:
@@ -176,7 +178,6 @@ def value_type(name: str) -> tuple[type, bool]:
     return hint, False
 
 
-_HINTS = typing.get_type_hints(RunConfig)
 # float settings take JSON integers too (1 is a fine learning rate); bool is checked apart (typed()).
 _ACCEPTS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
 
