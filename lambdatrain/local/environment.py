@@ -28,6 +28,8 @@ INIT_TIMEOUT_S = 30 * LAMBDA_INIT_TIMEOUT_S
 
 @dataclass(frozen=True)
 class FunctionConfig:
+    """What the local stack honours of a function's configuration on Lambda."""
+
     name: str
     handler_path: Path  # functions/<name>/handler.py
     memory_mb: int = MB_PER_VCPU
@@ -38,6 +40,8 @@ class FunctionConfig:
 
 
 class InvocationError(Exception):
+    """A failed invocation, carrying Lambda's error document (errorMessage, errorType)."""
+
     def __init__(self, document: dict[str, Any]):
         self.document = document
         super().__init__(document.get("errorMessage", "function error"))
