@@ -12,7 +12,7 @@ themselves are documented in ``lambdatrain.ledger.schema``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
@@ -141,11 +141,12 @@ class RunRecord:
     samples_seen: int = 0
     best_accuracy: float | None = None
     evals_without_best: int = 0  # evaluations since the best one: the plateau rule counts these
+    last_train_loss: float | None = None
+    last_val_loss: float | None = None
+    last_val_accuracy: float | None = None
     stop_reason: str | None = None
     created_at: float = 0.0
-    updated_at: float = 0.0
-    # The item as read, for what shows or exports it whole (status, ``local train``'s summary).
-    item: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    updated_at: float = 0.0  # the last write: for a finished run, the commit that finished it
 
     @property
     def workers(self) -> int:
@@ -160,8 +161,9 @@ def record_from_meta(item: dict[str, Any]) -> RunRecord:
                      n_params=int(item["n_params"]), num_classes=int(item["num_classes"]),
                      samples_seen=int(item.get("samples_seen", 0)), best_accuracy=item.get("best_accuracy"),
                      evals_without_best=int(item.get("evals_without_best", 0)),
-                     stop_reason=item.get("stop_reason") or None, created_at=float(item.get("created_at", 0)),
-                     updated_at=float(item.get("updated_at", 0)), item=item)
+                     last_train_loss=item.get("last_train_loss"), last_val_loss=item.get("last_val_loss"),
+                     last_val_accuracy=item.get("last_val_accuracy"), stop_reason=item.get("stop_reason") or None,
+                     created_at=float(item.get("created_at", 0)), updated_at=float(item.get("updated_at", 0)))
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,8 @@ def result_from_item(item: dict[str, Any]) -> ResultRecord:
 class LedgerReader(Protocol):
     """The read calls of a run's items: the table's ``Ledger`` and a finished local run's ``FolderLedger``."""
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        """Every run's META item as stored, oldest first (the runs table shows them whole)."""
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, oldest first."""
         ...
 
     def get_run(self, run: str) -> RunRecord: ...

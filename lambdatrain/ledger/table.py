@@ -107,10 +107,10 @@ class Ledger:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        """Every run's META item as stored, oldest first (an eventually consistent scan)."""
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, oldest first (an eventually consistent scan: ``get_run`` reads one for sure)."""
         runs = self._all(self.table.scan, FilterExpression=Attr("kind").eq("run"))
-        return sorted(runs, key=lambda i: i.get("created_at", 0))
+        return sorted(map(record_from_meta, runs), key=lambda record: record.created_at)
 
     def set_state(self, run: str, state: str, *, expect: Iterable[str], reason: str = "") -> None:
         """Move a run between states (stop, resume); AlreadyDone if it is not in ``expect``."""

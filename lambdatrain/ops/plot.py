@@ -61,7 +61,7 @@ def plot(source: RunSource, path: Path, *, dpi: int = 100) -> Path:
     import matplotlib.pyplot as plt
 
     metrics = _metrics(source)
-    start = float(source.ledger.get_run(source.run).item.get("created_at", metrics[0]["created_at"]))
+    start = source.ledger.get_run(source.run).created_at
     fig = plt.figure(figsize=(12, 12), dpi=dpi)
     grid = fig.add_gridspec(3, 2)
     epochs = [float(m["epoch"]) for m in metrics]

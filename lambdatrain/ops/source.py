@@ -40,14 +40,15 @@ class FolderLedger:
         return sorted((i for i in self._items if i.get("kind") == kind and i.get("run") == run),
                       key=lambda i: (i.get("round", 0), i.get("worker", 0)))
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        return sorted((i for i in self._items if i.get("kind") == "run"), key=lambda i: i.get("created_at", 0))
+    def list_runs(self) -> list[RunRecord]:
+        runs = (record_from_meta(i) for i in self._items if i.get("kind") == "run")
+        return sorted(runs, key=lambda record: record.created_at)
 
     def get_run(self, run: str) -> RunRecord:
-        metas = [i for i in self.list_runs() if i["run"] == run]
-        if not metas:
+        found = [record for record in self.list_runs() if record.run == run]
+        if not found:
             raise UnknownRun(f"unknown run '{run}' in {self.path}")
-        return record_from_meta(metas[0])
+        return found[0]
 
     def get_round(self, run: str, r: int) -> RoundRecord | None:
         return next((round_from_item(i) for i in self._kind("round", run) if i["round"] == r), None)
@@ -98,7 +99,7 @@ def newest_run(ledger: LedgerReader) -> str:
     runs = ledger.list_runs()
     if not runs:
         raise UnknownRun("no runs yet: start one with `lambdatrain start --workers N`")
-    return runs[-1]["run"]
+    return runs[-1].run
 
 
 def open_run(arg: str | None, options: TargetOptions, *, default_newest: bool = False) -> RunSource:

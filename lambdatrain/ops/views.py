@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lambdatrain.ledger.items import RUNNING, RoundRecord, RunRecord, record_from_meta
+from lambdatrain.ledger.items import RUNNING, RoundRecord, RunRecord
 from lambdatrain.ops.source import RunSource
 
 
@@ -33,15 +33,15 @@ def plural(n: int | float, noun: str) -> str:
     return f"{n:g} {noun}" + ("" if n == 1 else "s")
 
 
-def elapsed_s(meta: dict[str, Any], now: float) -> float:
+def elapsed_s(record: RunRecord, now: float) -> float:
     """The one elapsed time of a run: from its creation to now while it runs, else to its last update.
 
     For a finished run the last update is the commit of its last round (which sets the final state
     in the same transaction); for a stopped one, the stop. ``status``, ``runs``, ``watch`` and
     ``local train`` (console and summary.json) all show this number.
     """
-    end = now if meta.get("state") == RUNNING else meta.get("updated_at", now)
-    return float(end) - float(meta.get("created_at", end))
+    end = now if record.state == RUNNING else record.updated_at
+    return end - record.created_at
 
 
 def read_run(source: RunSource) -> tuple[RunRecord, list[dict[str, Any]], RoundRecord | None]:
@@ -63,7 +63,7 @@ def status_from(record: RunRecord, metrics: list[dict[str, Any]], current: Round
                 now: float) -> dict[str, Any]:
     """The status of what ``read_run`` read. ``round`` is the ledger's: rounds are numbered from 0,
     so the run's current round is also the number of rounds done."""
-    meta, cfg = record.item, record.config
+    cfg = record.config
     total = record.rounds_per_epoch * cfg.epochs
     rounds = [float(m["round_s"]) for m in metrics if "round_s" in m]
     mean_round = sum(rounds) / len(rounds) if rounds else None
@@ -71,16 +71,16 @@ def status_from(record: RunRecord, metrics: list[dict[str, Any]], current: Round
     reported = sorted(current.reported) if current else []
     last = metrics[-1] if metrics else {}
     return {
-        "run": record.run, "state": record.state, "stop_reason": meta.get("stop_reason") or None,
+        "run": record.run, "state": record.state, "stop_reason": record.stop_reason,
         "round": record.round, "rounds_total": total, "rounds_per_epoch": record.rounds_per_epoch,
         "epoch": float(last.get("epoch", record.epoch)), "epochs": cfg.epochs, "workers": cfg.workers,
         "round_status": current.status if current else None,
         "reported": reported if current else None,
         "missing": [w for w in range(cfg.workers) if w not in reported] if current else None,
-        "train_loss": meta.get("last_train_loss"), "val_loss": meta.get("last_val_loss"),
-        "val_accuracy": meta.get("last_val_accuracy"), "best_accuracy": meta.get("best_accuracy"),
-        "samples_seen": meta.get("samples_seen"),
-        "created_at": meta.get("created_at"), "elapsed_s": elapsed_s(meta, now),
+        "train_loss": record.last_train_loss, "val_loss": record.last_val_loss,
+        "val_accuracy": record.last_val_accuracy, "best_accuracy": record.best_accuracy,
+        "samples_seen": record.samples_seen,
+        "created_at": record.created_at, "elapsed_s": elapsed_s(record, now),
         "mean_round_s": mean_round, "remaining_rounds": remaining,
         "eta_s": 0.0 if not remaining else None if mean_round is None else remaining * mean_round,
         "phases_s": {k: sum(float(m.get(k, 0)) for m in metrics) for k in ("worker_s", "combine_s", "wait_s")},
@@ -131,14 +131,13 @@ def status_table(s: dict[str, Any]) -> Table:
     return table
 
 
-def runs_table(metas: list[dict[str, Any]], now: float | None = None) -> Table:
+def runs_table(records: list[RunRecord], now: float | None = None) -> Table:
     now = time.time() if now is None else now
     table = Table(title="runs", title_justify="left")
     for name in ("run", "state", "workers", "epoch", "best val acc", "started", "elapsed"):
         table.add_column(name, justify="right" if name in ("workers", "epoch", "best val acc") else "left")
-    for meta in sorted(metas, key=lambda m: m.get("created_at", 0), reverse=True):
-        record = record_from_meta(meta)
-        started = datetime.fromtimestamp(float(meta.get("created_at", 0))).strftime("%Y-%m-%d %H:%M:%S")
+    for record in sorted(records, key=lambda r: r.created_at, reverse=True):
+        started = datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(record.run, record.state, str(record.workers), f"{record.epoch} of {record.config.epochs}",
-                      pct(meta.get("best_accuracy")), started, duration(elapsed_s(meta, now)))
+                      pct(record.best_accuracy), started, duration(elapsed_s(record, now)))
     return table

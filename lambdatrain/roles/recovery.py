@@ -9,7 +9,7 @@ ran out). Every target is idempotent, so re-driving too much is harmless, only w
 from __future__ import annotations
 
 from lambdatrain.ledger import schema
-from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED, record_from_meta
+from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED
 from lambdatrain.logs import logger
 from lambdatrain.protocol.events import CombineEvent, Outcome, WorkEvent, check_run_id
 from lambdatrain.roles.runtime import Runtime
@@ -50,7 +50,7 @@ def watchdog(runtime: Runtime) -> Outcome:
     """Re-drive every running run whose current round made no progress within its deadline."""
     now = runtime.clock()
     redriven = []
-    for listed in map(record_from_meta, runtime.ledger.list_runs()):
+    for listed in runtime.ledger.list_runs():
         if listed.state != RUNNING:  # from the scan, which may lag: get_run reads the state for sure
             continue
         record = runtime.ledger.get_run(listed.run)

@@ -7,19 +7,23 @@ The run is real (the inline system: moto and the handlers in this process); the 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 import torch
 from rich.console import Console
 
+from lambdatrain.ledger.items import RunRecord
 from lambdatrain.ops.export import export, load_any
 from lambdatrain.ops.progress import ConsoleDisplay, Display, follow, watch
 from lambdatrain.ops.source import RunSource
 from lambdatrain.ops.target import Target
 from lambdatrain.ops.views import elapsed_s, plural, status_table
+from lambdatrain.protocol.config import RunConfig
 from lambdatrain.protocol.errors import LambdaTrainError
 from lambdatrain.roles.settings import STARTER
 from lambdatrain.storage import efs
+from lambdatrain.storage.digest import Digest
 from lambdatrain.training import checkpoint
 from lambdatrain.training.flat import FlatLayout
 
@@ -73,9 +77,10 @@ def test_follow_returns_the_running_status_when_the_timeout_passes(system):
 
 
 def test_elapsed_time_runs_to_now_while_running_and_to_the_last_update_after():
-    meta = {"created_at": 100.0, "updated_at": 140.0}
-    assert elapsed_s({**meta, "state": "running"}, now=157.0) == 57.0
-    assert elapsed_s({**meta, "state": "done"}, now=157.0) == elapsed_s({**meta, "state": "stopped"}, now=999) == 40.0
+    run = RunRecord(run="r", state="running", config=RunConfig(workers=2), round=3, epoch=0, rounds_per_epoch=4,
+                    weights=Digest(0, "xxh3_128:00"), n_params=1, num_classes=10, created_at=100.0, updated_at=140.0)
+    assert elapsed_s(run, now=157.0) == 57.0
+    assert elapsed_s(replace(run, state="done"), now=157.0) == elapsed_s(replace(run, state="stopped"), now=999) == 40.0
     assert [plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
 
 
