@@ -63,7 +63,7 @@ class Ledger:
 
     def restore_run(self, run: str, config: RunConfig, *, round_no: int, rounds_per_epoch: int, weights: Digest,
                     state: str, meta: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
-        """Recreate a run's items from what EFS holds (see recovery.rebuild_from_efs)."""
+        """Recreate a run's items from what EFS holds (see roles.rebuild.rebuild_from_efs)."""
         now = self.clock()
         item = run_item(run, config, state=state, round_no=round_no, rounds_per_epoch=rounds_per_epoch,
                         weights=weights, updated_at=now, **meta)
