@@ -1,20 +1,24 @@
 """The run settings as options of ``local train`` and ``start``, and as the README's table: both
 derived from the one declaration, lambdatrain/protocol/config.py.
 
-``python -m lambdatrain.cli.settings`` prints the table; tests/cli/test_settings.py fails when the
-README's copy, either command's ``--help`` or the validator disagree with the declaration.
+``python -m lambdatrain.cli.settings`` prints the table (``--schema``: the start event's JSON Schema,
+committed as docs/start-event.schema.json); tests/cli/test_settings.py fails when the README's copy,
+either command's ``--help`` or the validator disagree with the declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from lambdatrain.cli.edge import OptionGroup
-from lambdatrain.protocol.config import CLIENTS, DECLARED, DEFAULTS, SETTINGS, START, Setting, value_type
+from lambdatrain.protocol.config import (CLIENTS, DECLARED, DEFAULTS, SETTINGS, START, Setting, start_event_schema,
+                                         value_type)
 
 
 def option_name(name: str) -> str:
@@ -88,4 +92,4 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    print(json.dumps(start_event_schema(), indent=2) if sys.argv[1:] == ["--schema"] else markdown_table())

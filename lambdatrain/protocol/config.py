@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from lambdatrain.protocol.events import check_relative_path, require, typed
+from lambdatrain.protocol.events import RUN_ID_PATTERN, check_relative_path, require, typed
 
 MODELS = ("vgg19_cifar", "vgg11_cifar", "vgg19")
 CHECKSUMS = ("xxh3_128", "sha256")
@@ -214,3 +214,35 @@ def _check(config: RunConfig, name: str, spec: Setting) -> None:
         check_relative_path(value, name)
     if spec.rule is not None:
         require(spec.rule.holds(config), name, spec.rule.problem)
+
+
+def start_event_schema() -> dict[str, Any]:
+    """The start event as a JSON Schema (draft 2020-12), derived from the declaration.
+
+    It states each key's type, range and choices; the checks that relate two settings (``Rule``)
+    and the path rules are the validator's alone. docs/start-event.schema.json is this, committed
+    for clients in other languages; tests/unit/test_protocol.py checks it is current and that
+    the schema and parse_config accept the same single-key values.
+    """
+    json_types = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    properties: dict[str, Any] = {
+        "start": {"const": True, "description": "marks a start event"},
+        "run": {"type": "string", "pattern": RUN_ID_PATTERN.pattern,
+                "description": "run id (default: derived from the delivery, so a redelivery is the same run)"},
+    }
+    for name, spec in SETTINGS.items():
+        kind, optional = value_type(name)
+        prop: dict[str, Any] = {"type": [json_types[kind], "null"] if optional else json_types[kind],
+                                "description": spec.help}
+        if spec.choices:
+            prop["enum"] = [*spec.choices, *([None] if optional else [])]
+        if spec.low is not None:
+            prop["exclusiveMinimum" if spec.low_open else "minimum"] = spec.low
+        if spec.high is not None:
+            prop["exclusiveMaximum" if spec.high_open else "maximum"] = spec.high
+        if name in DEFAULTS and DEFAULTS[name] is not None:
+            prop["default"] = DEFAULTS[name]
+        properties[name] = prop
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "lambdatrain start event",
+            "type": "object", "properties": properties, "additionalProperties": False,
+            "required": [name for name in SETTINGS if name not in DEFAULTS]}

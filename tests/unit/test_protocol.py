@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from lambdatrain.protocol.errors import InvalidEvent
-from lambdatrain.protocol.config import CHECKSUMS, MODELS, RunConfig, parse_config
+from lambdatrain.protocol.config import (CHECKSUMS, MODELS, SETTINGS, RunConfig, parse_config, start_event_schema,
+                                         value_type)
 from lambdatrain.protocol.events import (check_relative_path, check_run_id, event_kind, parse_combine,
                                          parse_stream_records, parse_work)
 
@@ -109,3 +111,39 @@ def test_the_protocol_accepts_exactly_the_models_and_checksums_that_exist():
     assert set(BUILT) == set(MODELS)
     for algorithm in CHECKSUMS:
         new_hasher(algorithm).update(b"x")
+
+
+def test_the_committed_start_event_schema_is_the_declarations():
+    # Regenerate with: python -m lambdatrain.cli.settings --schema > docs/start-event.schema.json
+    committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "start-event.schema.json").read_text())
+    assert committed == start_event_schema()
+
+
+def _probes(name: str) -> list:
+    spec, (kind, optional) = SETTINGS[name], value_type(name)
+    wrong = [True, "x", [1]] if kind is not bool else [1, "true", None if not optional else "yes"]
+    if kind is str:
+        return [*spec.choices, "not-a-choice", 3, True, *([None] if optional else [])] if spec.choices else [3, True]
+    if kind is bool:
+        return [True, False, *wrong]
+    values = [spec.low, spec.high, (spec.low + spec.high) / 2, spec.low - 1, spec.high + 1, *wrong]
+    if kind is int:
+        values = [int(v) for v in values[:5]] + [2.5, *wrong]
+    return values + ([None] if optional else [])
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_the_schema_and_the_validator_accept_the_same_values(name):
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(start_event_schema())
+    # The other settings at values that leave the cross-setting rules (Rule) out of the comparison.
+    base = {"start": True, "workers": 1, "batch_size": 1_000_000, "epochs": 10_000,
+            **({"mode": "average"} if name == "local_steps" else {})}
+    for value in _probes(name):
+        event = {**base, name: value}
+        try:
+            parse_config(event)
+            accepted = True
+        except InvalidEvent:
+            accepted = False
+        assert validator.is_valid(event) == accepted, (name, value)
