@@ -12,8 +12,10 @@ from components.ledger import Ledger, LedgerArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs
 from lambdatrain.protocol.errors import ConfigError
+from lambdatrain.roles.settings import FUNCTIONS
 
 config = pulumi.Config()
+region = pulumi.Config("aws").get("region")  # None: the provider's default (AWS_REGION)
 try:
     settings = StackSettings.from_config(config.get, project=pulumi.get_project(), stack=pulumi.get_stack())
 except ConfigError as exc:
@@ -22,7 +24,8 @@ except ConfigError as exc:
 network = Network(
     "network",
     NetworkArgs(
-        cidr=settings.vpc_cidr, az_count=settings.az_count, nat_per_az=settings.nat_per_az, tags=settings.tags
+        cidr=settings.vpc_cidr, az_count=settings.zone_count, nat_per_az=settings.nat_per_az, tags=settings.tags,
+        zones=settings.availability_zones,
     ),
 )
 storage = Storage(
@@ -49,6 +52,7 @@ functions = TrainingFunctions(
         stream_arn=ledger.table.stream_arn,
         bucket_name=storage.bucket.bucket,
         bucket_arn=storage.bucket.arn,
+        bucket_configured=storage.bucket_configured,
     ),
 )
 
@@ -61,6 +65,16 @@ pulumi.export("bucketName", storage.bucket.bucket)
 pulumi.export("fileSystemId", storage.file_system.id)
 pulumi.export("accessPointId", storage.access_point.id)
 pulumi.export("failureQueueUrl", functions.failure_queue.url)
+# What `lambdatrain preflight --stack-outputs` checks against the account's Lambda limits.
+pulumi.export("sizing", {
+    "region": region,
+    "workers": settings.workers,
+    "functions": {
+        logical: {"memoryMb": getattr(settings, logical).memory_mb,
+                  "reservedConcurrency": getattr(settings, logical).reserved_concurrency}
+        for logical in FUNCTIONS
+    },
+})
 pulumi.export(
     "setupCommand",
     functions.functions["starter"].name.apply(

@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import json
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,14 @@ from typing import Any, Callable
 import yaml
 
 from lambdatrain.protocol.errors import ConfigError
+from lambdatrain.protocol.limits import (
+    MAX_EPHEMERAL_MB,
+    MAX_MEMORY_MB,
+    MAX_TIMEOUT_S,
+    MIN_EPHEMERAL_MB,
+    MIN_MEMORY_MB,
+    NEW_ACCOUNT_MEMORY_MB,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURES = ("x86_64", "arm64")
@@ -53,6 +62,10 @@ def one_of(choices: tuple, rule: str = "") -> Check:
     return Check(lambda v: v in choices, rule or f"one of {'|'.join(map(str, choices))}")
 
 
+def _are_zone_names(zones: tuple[str, ...]) -> bool:
+    return 1 <= len(zones) <= MAX_AZS and len(set(zones)) == len(zones) and all(z.strip() == z and z for z in zones)
+
+
 def _is_vpc_cidr(cidr: str) -> bool:
     try:
         return 16 <= ipaddress.IPv4Network(cidr).prefixlen <= 19
@@ -78,14 +91,18 @@ def setting(key: str, doc: str, check: Check | None = None, default: Any = datac
 class FunctionSettings:
     """Size and limits of one Lambda function (keys ``<function>Memory`` etc.)."""
 
-    memory_mb: int = setting("Memory", "MB; the CPU share grows with it (one full vCPU at 1769 MB)",
-                             between(128, 10240, "MB"))
-    timeout_s: int = setting("Timeout", "seconds", between(1, 900, "s"))
+    memory_mb: int = setting("Memory", "MB; the CPU share grows with it (one full vCPU at 1769 MB); new accounts "
+                             f"may refuse more than {NEW_ACCOUNT_MEMORY_MB} (`lambdatrain preflight` warns)",
+                             between(MIN_MEMORY_MB, MAX_MEMORY_MB, "MB"))
+    timeout_s: int = setting("Timeout", "seconds", between(1, MAX_TIMEOUT_S, "s"))
+    # Unset by default: Lambda keeps 100 executions unreserved, so an account whose limit is 10 (a
+    # new one) refuses any reservation at all (docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html).
     reserved_concurrency: int | None = setting(
-        "Concurrency", "reserved concurrency; unset: the account's unreserved pool",
+        "Concurrency", "reserved concurrency; unset: none, the account's unreserved pool",
         at_least(1, "at least 1 (or unset)"), default=None,
     )
-    ephemeral_mb: int = setting("EphemeralStorage", "MB of /tmp", between(512, 10240, "MB"), default=512)
+    ephemeral_mb: int = setting("EphemeralStorage", "MB of /tmp", between(MIN_EPHEMERAL_MB, MAX_EPHEMERAL_MB, "MB"),
+                                default=512)
 
 
 def function_sizing(default: FunctionSettings, **docs: str) -> Any:
@@ -108,11 +125,19 @@ class StackSettings:
         EphemeralStorage="MB of /tmp; pip downloads the wheels there",
     )
     worker: FunctionSettings = function_sizing(
-        FunctionSettings(10240, 900),
-        Concurrency="reserved concurrency; unset: `workers`; at least `workers` or every round is throttled",
+        FunctionSettings(NEW_ACCOUNT_MEMORY_MB, 900),
+        Concurrency="reserved concurrency; unset: none; when set, at least `workers` or every round is throttled",
     )
-    combiner: FunctionSettings = function_sizing(FunctionSettings(4096, 900))
-    az_count: int = setting("azCount", "availability zones the VPC spans", between(1, MAX_AZS), default=2)
+    combiner: FunctionSettings = function_sizing(
+        FunctionSettings(NEW_ACCOUNT_MEMORY_MB, 900),
+        Concurrency="reserved concurrency; unset: none; when set, a run's `combine_shards` may not exceed it",
+    )
+    az_count: int = setting("azCount", "availability zones the VPC spans: the first ones that need no opt-in",
+                            between(1, MAX_AZS), default=2)
+    availability_zones: tuple[str, ...] | None = setting(
+        "availabilityZones", "the zones the VPC spans instead (a list, or names separated by commas); "
+        "`azCount` is then their number", Check(_are_zone_names, f"1..{MAX_AZS} distinct zone names"), default=None,
+    )
     nat_per_az: bool = setting("natPerAz", "one NAT gateway per AZ (resilient) instead of one shared (cheap)",
                                default=False)
     vpc_cidr: str = setting("vpcCidr", "private subnets in the low half, public in the high half",
@@ -156,8 +181,9 @@ class StackSettings:
         return f"{self.project}-{self.stack}"
 
     @property
-    def worker_concurrency(self) -> int:
-        return self.worker.reserved_concurrency or self.workers
+    def zone_count(self) -> int:
+        """How many AZs the VPC spans: the explicit zones' number, else ``azCount``."""
+        return len(self.availability_zones) if self.availability_zones else self.az_count
 
     def validate(self) -> None:
         for key, value, check in self._checked():
@@ -192,7 +218,10 @@ def _functions() -> list[tuple[dataclasses.Field, dict[str, str]]]:
 
 def _parse(key: str, raw: str, hint: Any) -> Any:
     """A config string as the field's type (``int | None`` reads as int: None is only the unset value)."""
-    kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    kind = next(t for t in typing.get_args(hint) if t is not type(None)) if union else hint
+    if typing.get_origin(kind) is tuple:
+        return _parse_names(key, raw)
     if kind is bool:
         if raw in ("true", "True", "false", "False"):  # what pulumi.Config.get_bool accepts
             return raw.lower() == "true"
@@ -205,14 +234,15 @@ def _parse(key: str, raw: str, hint: Any) -> Any:
     return raw
 
 
-def subnet_cidrs(vpc_cidr: str, az_count: int) -> tuple[list[str], list[str]]:
-    """(private, public) CIDRs, one each per AZ: private from the bottom half, public from the top."""
-    network = ipaddress.IPv4Network(vpc_cidr)
-    blocks = list(network.subnets(new_prefix=network.prefixlen + 4))
-    half = len(blocks) // 2
-    private = [str(b) for b in blocks[:az_count]]
-    public = [str(b) for b in blocks[half : half + az_count]]
-    return private, public
+def _parse_names(key: str, raw: str) -> tuple[str, ...]:
+    """A YAML list (the engine hands it over as JSON) or names separated by commas."""
+    try:
+        names = json.loads(raw) if raw.lstrip().startswith("[") else raw.split(",")
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"lambdatrain:{key} must be a list of names, got {raw!r}")
+    return tuple(n.strip() for n in names)
 
 
 def stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
@@ -254,6 +284,8 @@ def settings_table(stacks: dict[str, dict[str, str]]) -> str:
 def _doc_value(value: Any) -> str:
     if value is None:
         return "unset"
+    if isinstance(value, tuple):
+        return ",".join(value)
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 

@@ -6,8 +6,9 @@ invoke config (bounded retries, failures to an SQS queue), the EFS access point 
 ``DEFAULT_MOUNT`` and a place in the private subnets. Triggers: S3 start files -> starter, the
 ledger stream (filtered to rounds turning ready) -> combiner, an EventBridge schedule -> combiner's
 watchdog. Function names are fixed (``<project>-<stack>-<logical>``) so that every function's
-environment can name the others without a dependency cycle. What each function's zip holds is
-``components/archive.py``'s to decide.
+environment can name the others without a dependency cycle, and their log groups are named after
+them; both are therefore replaced delete-first. Concurrency is reserved only where the stack sets
+it. What each function's zip holds is ``components/archive.py``'s to decide.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TrainingFunctionsArgs:
     stream_arn: pulumi.Input[str]
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
+    bucket_configured: pulumi.Resource | None = None  # the notification waits for it (see Storage)
 
 
 class TrainingFunctions(pulumi.ComponentResource):
@@ -97,13 +99,23 @@ class TrainingFunctions(pulumi.ComponentResource):
             env.ENV_LOG_LEVEL: a.settings.log_level,
         }
 
+    def _variables(self, logical: str) -> dict[str, pulumi.Input[str]]:
+        """``environment()``, plus the combiner's reservation for the starter, which checks runs against it."""
+        reserved = self._args.settings.combiner.reserved_concurrency
+        extra = {env.ENV_COMBINER_CONCURRENCY: str(reserved)} if logical == env.STARTER and reserved else {}
+        return self.environment() | extra
+
     def _create_function(self, logical: str) -> aws.lambda_.Function:
         s, a, base = self._args.settings, self._args, f"{self._name}-{logical}"
         child = pulumi.ResourceOptions(parent=self)
         sizing = getattr(s, logical)
+        # A fixed name cannot be created while the old resource still holds it ("already exists"), so a
+        # replacement deletes first. Generated names are not an option: the functions' environments
+        # name one another, and Lambda logs only to /aws/lambda/<function name>.
+        fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         log_group = aws.cloudwatch.LogGroup(
             f"{base}-logs", name=f"/aws/lambda/{self.names[logical]}",
-            retention_in_days=s.log_retention_days, tags=self._tags, opts=child,
+            retention_in_days=s.log_retention_days, tags=self._tags, opts=fixed_name,
         )
         role, policy = function_role(base, logical, self._policy_refs(log_group), self._tags, child)
         self.role_policies[logical] = policy
@@ -118,16 +130,15 @@ class TrainingFunctions(pulumi.ComponentResource):
             memory_size=sizing.memory_mb,
             timeout=sizing.timeout_s,
             ephemeral_storage={"size": sizing.ephemeral_mb},
-            reserved_concurrent_executions=(
-                s.worker_concurrency if logical == env.WORKER else sizing.reserved_concurrency
-            ),
+            reserved_concurrent_executions=sizing.reserved_concurrency,  # None: nothing reserved
             vpc_config={"subnet_ids": a.subnet_ids, "security_group_ids": [a.security_group_id]},
             file_system_config={"arn": a.access_point_arn, "local_mount_path": env.DEFAULT_MOUNT},
-            environment={"variables": self.environment()},
+            environment={"variables": self._variables(logical)},
             tags=self._tags,
             # The mount only works once a mount target answers in every subnet the function uses;
             # Lambda checks the role's ENI and EFS permissions when it creates the function.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*a.mount_targets, log_group, policy]),
+            opts=pulumi.ResourceOptions.merge(
+                fixed_name, pulumi.ResourceOptions(depends_on=[*a.mount_targets, log_group, policy])),
         )
         aws.lambda_.FunctionEventInvokeConfig(
             f"{base}-async",
@@ -152,7 +163,9 @@ class TrainingFunctions(pulumi.ComponentResource):
             f"{self._name}-combiner-stream",
             event_source_arn=a.stream_arn,
             function_name=self.functions[env.COMBINER].arn,
-            starting_position="LATEST",
+            # From the oldest record kept (24 hours): a replaced mapping would lose, with LATEST, the
+            # rounds that turned ready in between; re-reading is safe as claims are idempotent.
+            starting_position="TRIM_HORIZON",
             batch_size=STREAM_BATCH_SIZE,
             maximum_retry_attempts=STREAM_MAX_RETRIES,
             maximum_record_age_in_seconds=STREAM_MAX_RECORD_AGE_S,
@@ -186,8 +199,10 @@ class TrainingFunctions(pulumi.ComponentResource):
                     "filter_suffix": env.START_SUFFIX,
                 }
             ],
-            # S3 tests the destination when the notification is saved.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+            # S3 tests the destination when the notification is saved; and one configuration call at
+            # a time on a bucket (see Storage), so after its last.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[permission, *([a.bucket_configured] if a.bucket_configured else [])]),
         )
 
     def _create_watchdog(self) -> None:

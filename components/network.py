@@ -4,17 +4,17 @@ Public subnets hold only the NAT gateways; the Lambdas and the EFS mount targets
 subnets. Gateway endpoints carry S3 and DynamoDB traffic without touching the NAT (and its per-GB
 charge); the NAT is still needed for lambda:Invoke (the Lambda API has no gateway endpoint) and for
 pip during the setup event. Two security groups: the functions' (no ingress, egress 443 anywhere
-and 2049 to EFS) and EFS's (ingress 2049 from the functions' group only, no egress).
+and 2049 to EFS) and EFS's (ingress 2049 from the functions' group only, no egress). The subnets
+go into the Region's own AZs (those that need no opt-in), or into the zones the stack names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-
-from components.config import subnet_cidrs
 
 NFS_PORT = 2049
 HTTPS_PORT = 443
@@ -27,6 +27,7 @@ class NetworkArgs:
     az_count: int
     nat_per_az: bool
     tags: dict[str, str]
+    zones: tuple[str, ...] | None = None  # explicit zones (az_count of them); None: looked up
 
 
 class Network(pulumi.ComponentResource):
@@ -49,10 +50,7 @@ class Network(pulumi.ComponentResource):
             tags=self._tags(f"{name}-vpc"),
             opts=child,
         )
-        zones = aws.get_availability_zones_output(
-            state="available", opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        self.zone_names = [zones.names.apply(lambda names, i=i: names[i]) for i in range(args.az_count)]
+        self.zone_names = list(args.zones) if args.zones else self._default_zones()
         self._create_subnets()
         public_rt = self._create_public_routes()
         self.private_route_tables = self._create_private_routes()
@@ -67,6 +65,17 @@ class Network(pulumi.ComponentResource):
                 "efs_sg_id": self.efs_sg.id,
             }
         )
+
+    def _default_zones(self) -> list[pulumi.Output[str]]:
+        # "available" alone also lists Local Zones and Wavelength Zones an account opted into, where
+        # EFS mount targets and NAT gateways may not exist; opt-in-not-required keeps the Region's
+        # own AZs (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeAvailabilityZones.html).
+        zones = aws.get_availability_zones_output(
+            state="available",
+            filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        )
+        return [zones.names.apply(lambda names, i=i: names[i]) for i in range(self._args.az_count)]
 
     def _tags(self, name: str) -> dict[str, str]:
         return {**self._args.tags, "Name": name}
@@ -198,3 +207,13 @@ class Network(pulumi.ComponentResource):
             tags=self._tags(f"{name}-functions-https-out"),
             opts=child,
         )
+
+
+def subnet_cidrs(vpc_cidr: str, az_count: int) -> tuple[list[str], list[str]]:
+    """(private, public) CIDRs, one each per AZ: private from the bottom half, public from the top."""
+    network = ipaddress.IPv4Network(vpc_cidr)
+    blocks = list(network.subnets(new_prefix=network.prefixlen + 4))
+    half = len(blocks) // 2
+    private = [str(b) for b in blocks[:az_count]]
+    public = [str(b) for b in blocks[half : half + az_count]]
+    return private, public

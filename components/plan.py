@@ -4,7 +4,8 @@
 
 No Pulumi CLI and no AWS: ``build`` loads ``Pulumi.<stack>.yaml`` into the runtime's config, runs
 ``__main__.py`` exactly as ``pulumi up`` would, answers each resource registration with fake
-outputs, and records type, name, inputs, parent, ``protect`` and ``depends_on`` of every resource.
+outputs, and records type, name, inputs, parent, ``protect``, ``delete_before_replace`` and
+``depends_on`` of every resource, and the data-source calls it makes.
 tests/infra use the same ``build``; this module's ``main`` prints the result as a tree.
 
 Public Pulumi APIs only, as in pulumi/examples' testing-unit-py: ``set_mocks`` with a ``Mocks``
@@ -46,6 +47,7 @@ class Record:
     protect: bool
     depends_on: list[str]  # URNs of the resources in its depends_on (not those its inputs imply)
     inputs: dict = field(repr=False)
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Plan:
     stack: str
     resources: list[Record]
     outputs: dict
+    calls: list[tuple[str, dict]] = field(default_factory=list)  # (data source token, its arguments)
 
     def of_type(self, type_: str) -> list[Record]:
         return [r for r in self.resources if r.type == type_]
@@ -77,6 +80,10 @@ class FakeCloud(pulumi.runtime.Mocks):
     def __init__(self, region: str):
         self.region = region
         self.inputs: dict[tuple[str, str], dict] = {}  # (type, name) -> inputs as sent
+        self.calls: list[tuple[str, dict]] = []
+        # The Region's zones as DescribeAvailabilityZones lists them for an account that opted into a
+        # Local Zone: listed first, so a program that does not filter on opt-in status picks it.
+        self.zones = [(f"{region}-bos-1a", "opted-in")] + [(f"{region}{z}", "opt-in-not-required") for z in "abcdef"]
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.inputs[args.typ, args.name] = args.inputs
@@ -102,7 +109,9 @@ class FakeCloud(pulumi.runtime.Mocks):
         return out
 
     def call(self, args: pulumi.runtime.MockCallArgs):
-        zones = [f"{self.region}{z}" for z in "abcdef"]
+        self.calls.append((args.token, dict(args.args)))
+        wanted = {f["name"]: f["values"] for f in args.args.get("filters") or []}
+        zones = [name for name, status in self.zones if status in wanted.get("opt-in-status", [status])]
         answers = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": {"names": zones, "id": self.region},
             "aws:index/getCallerIdentity:getCallerIdentity": {
@@ -142,6 +151,7 @@ class OptionsRecorder:
                     type=args.type_, name=args.name, urn=urns[0], parent=urns[1],
                     custom=isinstance(resource, pulumi.CustomResource), protect=protect,
                     depends_on=list(urns[2:]), inputs=inputs.get((args.type_, args.name), {}),
+                    delete_before_replace=bool(args.opts.delete_before_replace),
                 )
             )
 
@@ -184,7 +194,7 @@ def build(stack: str, config: dict[str, str] | None = None) -> Plan:
     missed = set(cloud.inputs) - {(r.type, r.name) for r in resources}
     if missed:  # registered later than the program's own run, e.g. inside an apply: not recorded
         raise RuntimeError(f"resources registered without their options recorded: {sorted(missed)}")
-    return Plan(stack=stack, resources=resources, outputs=found["outputs"])
+    return Plan(stack=stack, resources=resources, outputs=found["outputs"], calls=cloud.calls)
 
 
 def render(plan: Plan) -> str:
@@ -197,7 +207,7 @@ def render(plan: Plan) -> str:
 
     def walk(parent: str, depth: int) -> None:
         for record in sorted(children.get(parent, []), key=lambda r: (r.type, r.name)):
-            mark = "  [protected]" if record.protect else ""
+            mark = ("  [protected]" if record.protect else "") + ("  [delete-first]" if record.delete_before_replace else "")
             lines.append(f"{'  ' * depth}{record.type}  {record.name}{mark}")
             walk(record.urn, depth + 1)
 

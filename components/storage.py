@@ -4,7 +4,8 @@ EFS holds the packages (torch & co, see lambdatrain/roles/packages.py), the prep
 every round's gradients; the functions reach it through one access point that pins the POSIX user,
 so files written by any function belong to the same uid. The bucket receives the dataset archive,
 the start files that trigger the starter, and exports; it is private, encrypted, versioned and
-refuses plain-HTTP requests.
+refuses plain-HTTP requests. Its configuration resources are created one after another (see
+``_create_bucket``); ``bucket_configured`` is the last of them, for anything else that configures it.
 
 The file system policy makes IAM the gate to EFS: without one, any NFS client the security group
 lets in could mount and write. With it, a client must use TLS, come through a mount target and
@@ -41,6 +42,7 @@ class Storage(pulumi.ComponentResource):
     access_point: aws.efs.AccessPoint
     file_system_policy: aws.efs.FileSystemPolicy
     bucket: aws.s3.Bucket
+    bucket_configured: pulumi.Resource  # the last of the bucket's configuration resources
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("lambdatrain:storage:Storage", name, None, opts)
@@ -104,45 +106,53 @@ class Storage(pulumi.ComponentResource):
 
     def _create_bucket(self) -> None:
         name, args = self._name, self._args
-        child = pulumi.ResourceOptions(parent=self)
         self.bucket = aws.s3.Bucket(
             f"{name}-bucket",
             force_destroy=not args.protect,  # dev: `pulumi destroy` empties it; prod: never
             tags=args.tags,
             opts=self._stateful(),
         )
-        aws.s3.BucketPublicAccessBlock(
+        # S3 answers two concurrent configuration calls on one bucket with 409 OperationAborted ("A
+        # conflicting conditional operation is currently in progress against this resource",
+        # docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html): each resource below waits
+        # for the one before, and the start notification (components/functions.py) for the last.
+        previous: pulumi.Resource = self.bucket
+
+        def after() -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[previous])
+
+        previous = aws.s3.BucketPublicAccessBlock(
             f"{name}-bucket-public-access",
             bucket=self.bucket.id,
             block_public_acls=True,
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=child,
+            opts=after(),
         )
-        aws.s3.BucketOwnershipControls(
+        previous = aws.s3.BucketOwnershipControls(
             f"{name}-bucket-ownership",
             bucket=self.bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},  # ACLs off
-            opts=child,
+            opts=after(),
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
+        previous = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-bucket-sse",
             bucket=self.bucket.id,
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
-            opts=child,
+            opts=after(),
         )
-        aws.s3.BucketVersioning(
+        previous = aws.s3.BucketVersioning(
             f"{name}-bucket-versioning",
             bucket=self.bucket.id,
             versioning_configuration={"status": "Enabled"},
-            opts=child,
+            opts=after(),
         )
-        aws.s3.BucketPolicy(
+        self.bucket_configured = aws.s3.BucketPolicy(
             f"{name}-bucket-policy",
             bucket=self.bucket.id,
             policy=self.bucket.arn.apply(deny_insecure_transport),
-            opts=child,
+            opts=after(),
         )
 
 

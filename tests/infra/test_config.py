@@ -14,8 +14,8 @@ from components.config import (
     settings_table,
     stack_config,
     stack_names,
-    subnet_cidrs,
 )
+from components.network import subnet_cidrs
 from lambdatrain.protocol.errors import ConfigError
 
 
@@ -25,9 +25,9 @@ def settings(**changes) -> StackSettings:
 
 def test_defaults_are_valid_and_match_the_issue():
     s = settings()
-    assert (s.worker.memory_mb, s.worker.timeout_s) == (10240, 900)
+    assert (s.worker.memory_mb, s.worker.timeout_s) == (3008, 900)
     assert (s.az_count, s.nat_per_az, s.watchdog_minutes, s.architecture) == (2, False, 5, "x86_64")
-    assert s.worker_concurrency == s.workers
+    assert s.worker.reserved_concurrency is None
     assert s.tags == {"project": "lambdatrain", "stack": "test"}
 
 
@@ -95,12 +95,13 @@ def test_program_stops_on_bad_config_with_one_line(build_with, key, value, probl
 def test_arm64_reaches_every_function(build_with):
     plan = build_with("dev", architecture="arm64", workers="2")
     assert {tuple(f.inputs["architectures"]) for f in plan.functions().values()} == {("arm64",)}
-    assert plan.functions()["worker"].inputs["reservedConcurrentExecutions"] == 2
+    assert "reservedConcurrentExecutions" not in plan.functions()["worker"].inputs
 
 
 # A valid value other than the default for every key, as the stack file would hold it.
 EVERY_KEY_CHANGED = {
     "workers": "3", "architecture": "arm64", "azCount": "3", "natPerAz": "true", "vpcCidr": "10.1.0.0/16",
+    "availabilityZones": "us-east-1a,us-east-1c",
     "logRetentionDays": "30", "watchdogMinutes": "10", "asyncRetries": "0", "logLevel": "DEBUG", "protect": "True",
     **{f"{fn}{key}": value for fn in ("starter", "worker", "combiner")
        for key, value in (("Memory", "1024"), ("Timeout", "60"), ("Concurrency", "5"), ("EphemeralStorage", "1024"))},
@@ -117,6 +118,7 @@ def test_from_config_reads_every_declared_key():
     assert (s.workers, s.architecture, s.az_count, s.nat_per_az, s.vpc_cidr) == (3, "arm64", 3, True, "10.1.0.0/16")
     assert (s.log_retention_days, s.watchdog_minutes, s.async_retries) == (30, 10, 0)
     assert (s.log_level, s.protect) == ("DEBUG", True)
+    assert (s.availability_zones, s.zone_count) == (("us-east-1a", "us-east-1c"), 2)
     for sizing in (s.starter, s.worker, s.combiner):
         assert sizing == FunctionSettings(memory_mb=1024, timeout_s=60, reserved_concurrency=5, ephemeral_mb=1024)
 
