@@ -44,6 +44,8 @@ LEDGER_ACTIONS = {
 # S3 object access per function: (actions, key patterns). The worker never touches the bucket.
 BUCKET_ACCESS = {
     env.STARTER: (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*")),
+    # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
+    # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).
     env.COMBINER: (("s3:PutObject",), (f"{env.EXPORT_PREFIX}*",)),
 }
 EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess

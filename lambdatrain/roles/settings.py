@@ -27,6 +27,9 @@ ENV_DATA = "LAMBDATRAIN_DATA"  # prepared dataset folder, relative to the mount 
 ENV_PACKAGES = "LAMBDATRAIN_PACKAGES"  # folder on the mount that holds torch & co (see setup)
 ENV_FAULTS = "LAMBDATRAIN_FAULTS"  # fault injection spec; honoured on loopback endpoints only
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+# The combiner's reserved concurrency, set on the starter only where the stack reserves one: a run
+# may not ask for more combine shards than can run at once (throttled shares outlive their lease).
+ENV_COMBINER_CONCURRENCY = "LAMBDATRAIN_COMBINER_CONCURRENCY"
 
 # The logical function names; deployed names are prefixed by the stack (see components/functions.py).
 STARTER = "starter"
@@ -56,6 +59,7 @@ class RuntimeSettings:
     data: Path
     packages: Path  # folder of third-party packages (torch & co) on the mount
     faults: str | None
+    combiner_concurrency: int | None = None  # the combiner's reserved concurrency; None: not reserved
 
 
 def _loopback_endpoint(env: Mapping[str, str]) -> bool:
@@ -92,4 +96,14 @@ def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
         data=_below(mount, env.get(ENV_DATA, DEFAULT_DATA)),
         packages=_below(mount, env.get(ENV_PACKAGES, DEFAULT_PACKAGES)),
         faults=faults,
+        combiner_concurrency=_positive(env, ENV_COMBINER_CONCURRENCY),
     )
+
+
+def _positive(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"environment variable {name} must be a positive integer, got {raw!r}")
+    return int(raw)

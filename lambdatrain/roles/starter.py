@@ -12,6 +12,7 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import unquote_plus
 
 from lambdatrain.storage import efs as efs
 from lambdatrain.roles import recovery
@@ -38,6 +39,10 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
         raise InvalidEvent("event", "must be a JSON object")
     run = _run_id(event, request_id)
     config = parse_config({k: v for k, v in event.items() if k != "run"})
+    limit = runtime.settings.combiner_concurrency
+    if limit is not None and config.combine_shards > limit:
+        raise InvalidEvent("combine_shards", f"must be at most the combiner's reserved concurrency ({limit}), "
+                                             f"got {config.combine_shards}")
     bind(run=run)
     try:
         data = trainer.dataset(str(runtime.data_root(config)))
@@ -79,7 +84,9 @@ def s3_records(event: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def start_from_s3(runtime: Runtime, record: Mapping[str, Any], read_object) -> Outcome:
     """A start file uploaded under ``start/``: its JSON body is the start event."""
-    key = record["s3"]["object"]["key"]
+    # Keys arrive URL-encoded ("run 1.json" as "run+1.json"): docs.aws.amazon.com/AmazonS3/latest/
+    # userguide/notification-content-structure.html.
+    key = unquote_plus(record["s3"]["object"]["key"])
     name = Path(key).stem
     try:
         body = json.loads(read_object(record["s3"]["bucket"]["name"], key))
