@@ -15,11 +15,12 @@ STACK ?= dev
 TRAIN_ARGS ?= --model vgg19_cifar --width 0.125 --max-train-samples 4000
 # Extra pytest arguments for test and test-fast, e.g. ARGS="-k combine -x".
 ARGS ?=
-# Tests in parallel, one worker per core (pytest-xdist). --dist loadgroup keeps the tests of one
-# xdist_group on one worker: tests/cli's session `local train` then starts once, not per worker.
+# Tests in parallel, one worker per core (pytest-xdist). Session fixtures are per worker, so
+# tests/cli's session `local train` may start on each (xdist's --dist loadgroup would keep them on
+# one, but xdist 3.8 renames a test through Item._nodeid, which pytest 9 no longer reads).
 # pytest's exit status is make's: 5 (no test collected) fails like a failed test, so a selection
 # that matches nothing never passes.
-PYTEST := $(PY) -m pytest -q -n auto --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n auto
 
 .PHONY: venv train test test-fast graph bench clean
 

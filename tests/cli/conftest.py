@@ -30,14 +30,6 @@ TINY_FLAGS = ["--workers", "2", "--model", "vgg19_cifar", "--width", "0.0625", "
               "--micro-batch", "16"]
 
 
-def pytest_collection_modifyitems(items):
-    # Under pytest-xdist (make test: --dist loadgroup) every test of the one `launched` session
-    # runs on one worker, so the session's `local train` and `local serve` start once, not per worker.
-    for item in items:
-        if "launched" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("launched"))
-
-
 @pytest.fixture(scope="session")
 def cli_data(tmp_path_factory) -> Path:
     return make_prepared(tmp_path_factory.mktemp("cli-data") / "tiny", n_train=128, n_val=64)
