@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from lambdatrain.cli import ops, plan
+from lambdatrain.cli import ops, plan, preflight
 from lambdatrain.cli.edge import Command, show_help_without_command, with_groups
 from lambdatrain.cli.settings import settings_group
 from lambdatrain.protocol.config import LOCAL_TRAIN
@@ -135,3 +135,4 @@ def main() -> None:
 # Registered after this module's own commands: --help lists them in this order.
 ops.register(app)
 plan.register(app)
+preflight.register(app)
