@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from lambdatrain.ledger import schema
 from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import ClaimLost
-from lambdatrain.ledger.items import (META, RoundRecord, failed_condition, from_ddb, metric_sk, open_round_item, pk,
+from lambdatrain.ledger.items import (META, RoundRecord, failed_condition, from_ddb, metric_item, open_round_item, pk,
                                       result_sk, round_from_item, round_sk, shard_set, to_ddb, worker_set)
 
 
@@ -141,8 +141,7 @@ class Claims:
                         "ExpressionAttributeNames": {"#round": "round", **({"#s": "state"} if finished else {})},
                         "ExpressionAttributeValues": to_ddb(meta_values)}},
             {"Put": {"TableName": self.table.name, "ConditionExpression": "attribute_not_exists(pk)",
-                     "Item": to_ddb({"pk": pk(run), "sk": metric_sk(r), "kind": "metric", "run": run,
-                                        "round": r, "created_at": now, **metric})}},
+                     "Item": to_ddb(metric_item(run, metric, now))}},
         ]
         if not finished:
             items.append({"Put": {"TableName": self.table.name, "ConditionExpression": "attribute_not_exists(pk)",

@@ -105,6 +105,12 @@ def run_item(run: str, config: RunConfig, *, state: str, round_no: int, rounds_p
             "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": updated_at, **summary}
 
 
+def metric_item(run: str, metric: dict[str, Any], now: float) -> dict[str, Any]:
+    """A METRIC item: what the combiner measured after round ``metric["round"]`` (also its metric.json)."""
+    return {"pk": pk(run), "sk": metric_sk(metric["round"]), "kind": "metric", "run": run, "created_at": now,
+            **metric}
+
+
 def open_round_item(run: str, r: int, workers: int, epochsdone: int, now: float) -> dict[str, Any]:
     """A new round's item, open for results."""
     # "kind" and "status" are strings on purpose: the stream filter matches them (schema.py).

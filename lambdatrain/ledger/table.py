@@ -24,7 +24,7 @@ from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import Claims, read_round
 from lambdatrain.ledger.items import (META, RUNNING, ResultRecord, RoundRecord, RunRecord, failed_condition, from_ddb,
-                                      metric_sk, open_round_item, pk, record_from_meta, result_from_item, result_item,
+                                      metric_item, open_round_item, pk, record_from_meta, result_from_item, result_item,
                                       results_prefix, round_sk, run_item, to_ddb, worker_set)
 from lambdatrain.protocol.config import RunConfig
 
@@ -82,8 +82,7 @@ class Ledger:
         # One put per metric, not batch_writer: BatchWriteItem would be one more IAM action for
         # the starter, for a path that runs once per lost ledger.
         for m in metrics:
-            self.table.put_item(Item=to_ddb({"pk": pk(run), "sk": metric_sk(m["round"]), "kind": "metric",
-                                              "run": run, "created_at": now, **m}))
+            self.table.put_item(Item=to_ddb(metric_item(run, m, now)))
 
     def get_run(self, run: str) -> RunRecord:
         item = self.table.get_item(Key={"pk": pk(run), "sk": META}, ConsistentRead=True).get("Item")
