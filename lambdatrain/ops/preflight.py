@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdatrain.ops.errors import MissingSetting
+from lambdatrain.ops.views import plural
 from lambdatrain.protocol.limits import NEW_ACCOUNT_MEMORY_MB, UNRESERVED_CONCURRENCY
 from lambdatrain.roles.settings import COMBINER, FUNCTIONS, STARTER, WORKER
 
@@ -222,7 +223,7 @@ def lines(result: dict) -> list[str]:
            f"{a['UnreservedConcurrentExecutions']} unreserved ({a['reservedByTheStack']} reserved by this stack)"]
     out += [f"{f['level']}: {f['message']}" for f in result["findings"]]
     errors = sum(f["level"] == "error" for f in result["findings"])
-    run = f"{result['workers']} workers, {result['combine_shards']} combine shards"
-    out.append(f"{errors} problem{'s' if errors != 1 else ''}: the account would refuse {result['source']} "
-               f"or its runs ({run})" if errors else f"ok: the account takes {result['source']} and its runs ({run})")
+    run = f"{plural(result['workers'], 'worker')}, {plural(result['combine_shards'], 'combine shard')}"
+    out.append(f"{plural(errors, 'problem')}: the account would refuse {result['source']} or its runs ({run})"
+               if errors else f"ok: the account takes {result['source']} and its runs ({run})")
     return out

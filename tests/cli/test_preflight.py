@@ -72,7 +72,7 @@ def test_new_account_takes_the_dev_stack(cli, account):
     assert result.exit_code == 0, result.output
     assert lines(result) == [
         "account in us-east-1: 10 concurrent executions, 10 unreserved (0 reserved by this stack)",
-        f"ok: the account takes {DEV} and its runs (4 workers, 1 combine shards)"]
+        f"ok: the account takes {DEV} and its runs (4 workers, 1 combine shard)"]
     stubber.assert_no_pending_responses()
     assert account.regions == ["us-east-1"]  # the stack file's aws:region
 
