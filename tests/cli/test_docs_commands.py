@@ -52,3 +52,10 @@ def test_documented_make_target_exists(doc, line):
     target = [a for a in shlex.split(line, comments=True)[1:] if "=" not in a]
     result = subprocess.run(["make", "-n", "-C", str(ROOT), *target], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_code_fences_open_with_a_language_or_close(doc):
+    # An unbalanced fence silently turns commands into prose, and the checks above skip them.
+    fences = [line for line in doc.read_text().splitlines() if line.startswith("```")]
+    assert len(fences) % 2 == 0, f"{doc.name}: odd number of ``` lines"
