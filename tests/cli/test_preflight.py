@@ -111,20 +111,17 @@ def test_the_stacks_own_reservations_count_as_free_again(cli, account, tmp_path)
     assert account.regions == ["eu-west-1"]  # the sizing output's region
 
 
-def test_workers_above_the_workers_reservation_are_refused(cli, account):
+@pytest.mark.parametrize("option, value, error", [
+    ("--workers", "20", "error: workers 20 is above the worker's reserved concurrency (17): every round is "
+                        "throttled; ask for fewer or raise workerConcurrency"),
+    ("--combine-shards", "4", "error: combine_shards 4 is above the combiner's reserved concurrency (2): the "
+                              "starter refuses the run; ask for fewer or raise combinerConcurrency"),
+], ids=["workers_above_the_workers_reservation", "combine_shards_above_the_combiners_reservation"])
+def test_a_run_above_a_reservation_is_refused(cli, account, option, value, error):
     account(1000, 1000, names=names("prod"))
-    result = cli("preflight", "--stack-config", PROD, "--workers", "20")
+    result = cli("preflight", "--stack-config", PROD, option, value)
     assert result.exit_code == 1
-    assert ("error: workers 20 is above the worker's reserved concurrency (17): every round is throttled; ask for "
-            "fewer or raise workerConcurrency") in lines(result)
-
-
-def test_combine_shards_above_the_combiners_reservation_are_refused(cli, account):
-    account(1000, 1000, names=names("prod"))
-    result = cli("preflight", "--stack-config", PROD, "--combine-shards", "4")
-    assert result.exit_code == 1
-    assert ("error: combine_shards 4 is above the combiner's reserved concurrency (2): the starter refuses the run; "
-            "ask for fewer or raise combinerConcurrency") in lines(result)
+    assert error in lines(result)
 
 
 def test_a_round_beyond_the_unreserved_pool_is_refused(cli, account):
