@@ -207,7 +207,8 @@ def render(plan: Plan) -> str:
 
     def walk(parent: str, depth: int) -> None:
         for record in sorted(children.get(parent, []), key=lambda r: (r.type, r.name)):
-            mark = ("  [protected]" if record.protect else "") + ("  [delete-first]" if record.delete_before_replace else "")
+            mark = "  [protected]" if record.protect else ""
+            mark += "  [delete-first]" if record.delete_before_replace else ""
             lines.append(f"{'  ' * depth}{record.type}  {record.name}{mark}")
             walk(record.urn, depth + 1)
 

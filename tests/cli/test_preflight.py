@@ -107,7 +107,8 @@ def test_the_stacks_own_reservations_count_as_free_again(cli, account, tmp_path)
                                                                            "stack-combiner"])
     result = cli("preflight", "--stack-outputs", outputs(tmp_path, workers=17, reserved=reserved))
     assert result.exit_code == 0, result.output
-    assert lines(result)[0] == "account in us-east-1: 120 concurrent executions, 101 unreserved (19 reserved by this stack)"
+    assert lines(result)[0] == ("account in us-east-1: 120 concurrent executions, 101 unreserved "
+                                "(19 reserved by this stack)")
     assert account.regions == ["eu-west-1"]  # the sizing output's region
 
 
