@@ -20,13 +20,13 @@ deployment replaces them. The checks:
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from lambdatrain.ops.errors import MissingSetting
+from lambdatrain.ops.target import _read_json as read_json  # the same file, read as every command reads it
 from lambdatrain.ops.views import plural
 from lambdatrain.protocol.limits import NEW_ACCOUNT_MEMORY_MB, UNRESERVED_CONCURRENCY
 from lambdatrain.roles.settings import COMBINER, FUNCTIONS, STARTER, WORKER
@@ -69,21 +69,9 @@ class Finding:
     message: str
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MissingSetting(f"no such file: {path} (pulumi stack output --json > FILE)") from None
-    except ValueError:
-        raise MissingSetting(f"{path} is not JSON (pulumi stack output --json > FILE)") from None
-    if not isinstance(data, dict):
-        raise MissingSetting(f"{path} does not hold a JSON object (pulumi stack output --json > FILE)")
-    return data
-
-
 def from_outputs(path: Path) -> Sizing:
     """A deployed stack's sizing, from its ``pulumi stack output --json``."""
-    outputs = _read_json(path)
+    outputs = read_json(path, "pulumi stack output --json > FILE")
     sizing = outputs.get("sizing")
     try:
         functions = {logical: Function(outputs.get(f"{logical}FunctionName"), int(spec["memoryMb"]),
