@@ -3,7 +3,7 @@
     python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--repeat R] [--checksum A] [--cold]
 
 Writes N result files of a P-element float32 vector (default: the size of vgg19_cifar at width 1)
-with ``layout.write_array`` (checksums: ``--checksum``, default the runs' default, XXH3-128) into a
+with ``lambdatrain.storage.efs.write_array`` (checksums: ``--checksum``, default the runs' default, XXH3-128) into a
 temporary folder on local disk, then for every N:
 
 * floor: one fresh process reads each file with ``np.load`` and adds it into an accumulator;
