@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     from dataclasses import replace
 
     from lambdatrain.planning import planner
+    from lambdatrain.protocol.limits import MB_PER_VCPU
     from lambdatrain.planning.calibration import calibrate
     from lambdatrain.training.data import resolve_dataset
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     cores = os.cpu_count() or 1
     rows = []
     for n, m in runs.items():
-        scenario = planner.Scenario(params=params, workers=n, memory_mb=int(planner.MB_PER_VCPU * min(1.0, cores / n)),
+        scenario = planner.Scenario(params=params, workers=n, memory_mb=int(MB_PER_VCPU * min(1.0, cores / n)),
                                     batch_size=256, train_samples=args.samples)
         p = planner.predict(scenario, replace(cal, worker_fixed_s=m["worker_fixed_s"]), local)
         rows.append({"workers": n, "predicted_round_s": p["round_s"], "measured_round_s": m["round_s"],
