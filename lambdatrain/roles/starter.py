@@ -49,23 +49,42 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     except DataError as exc:
         raise InvalidEvent("data", str(exc)) from exc
     per_epoch = trainer.rounds_per_epoch(config, trainer.train_size(config, data))
+    runtime.faults.point("after_data")
     runs = runtime.ledger
     if runs.find_run(run) is not None:
-        return recovery.redrive(runtime, run, reason="duplicate start")
+        return _duplicate(runtime, run, config, per_epoch, reason="duplicate start")
+    # Every write below is repeated as is by a start re-sent with the same run id (the starter's
+    # process died, a client retried): the same bytes, since initial weights are seeded.
     weights, flat = trainer.initial_weights(config, len(data.classes))
     paths = efs.RunLayout(runtime.settings.mount, run)
     efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
                                   "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                                   "n_params": flat.n_params, "created_at": runtime.clock()})
+    runtime.faults.point("after_config")
     digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum)
+    runtime.faults.point("after_weights")
     try:
         runs.create_run(run, config, per_epoch, digest, n_params=flat.n_params, num_classes=len(data.classes))
     except AlreadyDone:
-        return recovery.redrive(runtime, run, reason="concurrent duplicate start")
+        return _duplicate(runtime, run, config, per_epoch, reason="concurrent duplicate start")
     runtime.faults.point("after_create")
     recovery.fan_out(runtime, run, 0)
+    runtime.faults.point("after_fan_out")
     logger.info("run started", extra={"workers": config.workers, "rounds_per_epoch": per_epoch})
     return Outcome("started", run=run, round=0, detail={"workers": config.workers, "rounds_per_epoch": per_epoch})
+
+
+def _duplicate(runtime: Runtime, run: str, config: RunConfig, per_epoch: int, *, reason: str) -> Outcome:
+    """A start for a run that exists: the same settings re-drive it and answer as the first start
+    did (a retry is a no-op); other settings are a different run under a taken id, refused."""
+    existing = runtime.ledger.get_run(run).config
+    if existing != config:
+        theirs, ours = existing.to_dict(), config.to_dict()
+        differ = ", ".join(f"{k} {ours[k]!r}, not {theirs[k]!r}" for k in ours if ours[k] != theirs[k])
+        raise InvalidEvent("run", f"run {run} exists with other settings ({differ}): choose a new run id")
+    outcome = recovery.redrive(runtime, run, reason=reason)
+    outcome.detail.update(workers=config.workers, rounds_per_epoch=per_epoch)
+    return outcome
 
 
 def s3_records(event: Mapping[str, Any]) -> list[dict[str, Any]]:
