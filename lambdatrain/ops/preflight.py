@@ -75,7 +75,7 @@ def from_outputs(path: Path) -> Sizing:
     sizing = outputs.get("sizing")
     try:
         functions = {logical: Function(outputs.get(f"{logical}FunctionName"), int(spec["memoryMb"]),
-                                        spec["reservedConcurrency"])
+                                        spec.get("reservedConcurrency"))  # null may be left out
                      for logical, spec in sizing["functions"].items() if logical in FUNCTIONS}
         return Sizing(str(path), int(sizing["workers"]), functions, sizing.get("region"))
     except (TypeError, KeyError, ValueError):
