@@ -74,9 +74,10 @@ def from_outputs(path: Path) -> Sizing:
     outputs = read_json(path, "pulumi stack output --json > FILE")
     sizing = outputs.get("sizing")
     try:
+        specs = {logical: sizing["functions"][logical] for logical in FUNCTIONS}  # all three, or KeyError
         functions = {logical: Function(outputs.get(f"{logical}FunctionName"), int(spec["memoryMb"]),
                                         spec.get("reservedConcurrency"))  # null may be left out
-                     for logical, spec in sizing["functions"].items() if logical in FUNCTIONS}
+                     for logical, spec in specs.items()}
         return Sizing(str(path), int(sizing["workers"]), functions, sizing.get("region"))
     except (TypeError, KeyError, ValueError):
         raise MissingSetting(f"{path} has no valid 'sizing' output: `pulumi up` this version of the stack, "

@@ -163,9 +163,13 @@ def test_bad_sources_are_one_line(cli, args, fragment):
     assert_one_line_error(cli("preflight", *args), fragment)
 
 
-def test_stack_outputs_without_sizing_say_what_to_do(cli, tmp_path):
+@pytest.mark.parametrize("content", [
+    {"tableName": "t"},
+    {"sizing": {"workers": 4, "functions": {"worker": {"memoryMb": 3008}}}},
+], ids=["no sizing", "a function missing"])
+def test_stack_outputs_without_sizing_say_what_to_do(cli, tmp_path, content):
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"tableName": "t"}))
+    path.write_text(json.dumps(content))
     assert_one_line_error(cli("preflight", "--stack-outputs", path), "has no valid 'sizing' output: `pulumi up`")
 
 
