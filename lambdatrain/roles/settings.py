@@ -30,6 +30,10 @@ ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 # The combiner's reserved concurrency, set on the starter only where the stack reserves one: a run
 # may not ask for more combine shards than can run at once (throttled shares outlive their lease).
 ENV_COMBINER_CONCURRENCY = "LAMBDATRAIN_COMBINER_CONCURRENCY"
+# Setup's package source (lambdatrain/roles/packages.py): a mirror's index URL and a hashed lock of
+# one's own, e.g. the local stack's tests; unset, setup installs lambdatrain/roles/pins.py's.
+ENV_PACKAGES_INDEX = "LAMBDATRAIN_PACKAGES_INDEX"
+ENV_PACKAGES_LOCK = "LAMBDATRAIN_PACKAGES_LOCK"
 
 # The logical function names; deployed names are prefixed by the stack (see components/functions.py).
 STARTER = "starter"
@@ -60,6 +64,8 @@ class RuntimeSettings:
     packages: Path  # folder of third-party packages (torch & co) on the mount
     faults: str | None
     combiner_concurrency: int | None = None  # the combiner's reserved concurrency; None: not reserved
+    packages_index: str | None = None  # index URL for packages_lock; None: the shipped pins' indexes
+    packages_lock: Path | None = None  # a hashed requirements file installed instead of the shipped pins
 
 
 def _loopback_endpoint(env: Mapping[str, str]) -> bool:
@@ -97,6 +103,8 @@ def load(env: Mapping[str, str] | None = None) -> RuntimeSettings:
         packages=_below(mount, env.get(ENV_PACKAGES, DEFAULT_PACKAGES)),
         faults=faults,
         combiner_concurrency=_positive(env, ENV_COMBINER_CONCURRENCY),
+        packages_index=env.get(ENV_PACKAGES_INDEX) or None,
+        packages_lock=Path(env[ENV_PACKAGES_LOCK]) if env.get(ENV_PACKAGES_LOCK) else None,
     )
 
 

@@ -9,6 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from lambdatrain.ledger.schema import create_table_kwargs
+from lambdatrain.ledger.table import Ledger
 from lambdatrain.roles import packages as deps
 from lambdatrain.training.data import open_prepared
 from lambdatrain.protocol.errors import ConfigError, DataError, InvalidEvent
@@ -21,16 +23,21 @@ BUCKET = "lambdatrain-test"  # S3 names need 3 characters or more
 
 
 class FakePip:
-    """Stands in for subprocess.run: records the requirements asked for and 'installs' numpy."""
+    """Stands in for subprocess.run: answers pip --version, records the requirements asked for and
+    'installs' a folder per package."""
 
     def __init__(self):
         self.requirements: list[list[str]] = []
 
-    def __call__(self, command, check):
+    def __call__(self, command, check, env=None, **kwargs):
+        if command[-1] == "--version":
+            return subprocess.CompletedProcess(command, 0, "pip 23.2.1 from /var/lang (python 3.12)\n", "")
         assert check is True
-        self.requirements.append(Path(command[command.index("-r") + 1]).read_text().split())
+        lines = Path(command[command.index("-r") + 1]).read_text().splitlines()
+        self.requirements.append(lines)
         staging = Path(command[command.index("--target") + 1])
-        (staging / "numpy").mkdir()
+        for line in lines:
+            (staging / line.split("==")[0]).mkdir()
         return subprocess.CompletedProcess(command, 0)
 
 
@@ -51,9 +58,11 @@ def mount(tmp_path):
 
 
 @pytest.fixture
-def runtime(mount):
+def runtime(mount, s3):
     settings = load({"LAMBDATRAIN_TABLE": "t", "LAMBDATRAIN_MOUNT": str(mount), "LAMBDATRAIN_BUCKET": BUCKET})
-    return Runtime(settings=settings, ledger=None, invoker=None, handler="starter")
+    resource = boto3.resource("dynamodb")
+    resource.create_table(**create_table_kwargs("t"))
+    return Runtime(settings=settings, ledger=Ledger("t", resource=resource), invoker=None, handler="starter")
 
 
 @pytest.fixture
@@ -67,7 +76,7 @@ def test_setup_installs_packages_and_prepares_the_dataset(runtime, s3, uploaded)
     pip = FakePip()
     outcome = setup(runtime, {"setup": True}, runner=pip, s3=s3).to_dict()
     settings = runtime.settings
-    assert pip.requirements == [list(deps.LAMBDA_REQUIREMENTS[lambda_architecture()])]
+    assert pip.requirements == [list(lock.lines) for lock in deps.lambda_locks(lambda_architecture())]
     assert (settings.packages / "numpy").is_dir() and (settings.packages / deps.MARKER).is_file()
     prepared = open_prepared(settings.data)
     assert (len(prepared.train_y), len(prepared.val_y)) == (50, 20)
@@ -84,7 +93,7 @@ def test_second_setup_is_a_noop(runtime, s3, uploaded):
     before = meta.stat().st_mtime_ns
     s3.delete_object(Bucket=BUCKET, Key=DEFAULT_DATASET)  # a no-op must not even need the archive
     outcome = setup(runtime, {"setup": True}, runner=pip, s3=s3).to_dict()
-    assert len(pip.requirements) == 1
+    assert len(pip.requirements) == len(deps.lambda_locks(lambda_architecture()))  # one install: a pip run per lock
     assert meta.stat().st_mtime_ns == before
     assert (outcome["installed"], outcome["prepared"]) == (False, False)
 
@@ -93,7 +102,8 @@ def test_force_prepares_the_dataset_again_with_the_given_split(runtime, s3, uplo
     pip = FakePip()
     setup(runtime, {"setup": True}, runner=pip, s3=s3)
     outcome = setup(runtime, {"setup": True, "force": True, "seed": 3}, runner=pip, s3=s3).to_dict()
-    assert outcome["prepared"] is True and len(pip.requirements) == 1
+    assert outcome["prepared"] is True
+    assert len(pip.requirements) == len(deps.lambda_locks(lambda_architecture()))  # no second install
     assert open_prepared(runtime.settings.data).root == runtime.settings.data
 
 
@@ -146,7 +156,7 @@ def test_missing_bucket_setting_is_a_config_error(mount):
 @pytest.mark.parametrize("machine, arch", [("x86_64", "x86_64"), ("aarch64", "arm64"), ("arm64", "arm64")])
 def test_machine_maps_to_the_lambda_architecture(machine, arch):
     assert lambda_architecture(machine) == arch
-    assert arch in deps.LAMBDA_REQUIREMENTS
+    assert deps.lambda_locks(arch)
 
 
 def test_unknown_machine_is_a_config_error():
