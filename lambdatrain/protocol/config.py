@@ -120,6 +120,8 @@ class RunConfig:
     momentum: float = setting(0.9, help="SGD momentum (its state is kept on EFS beside the weights)", low=0, high=1,
                               high_open=True)
     weight_decay: float = setting(5e-4, help="L2 penalty applied by the optimizer step", low=0, high=1)
+    nesterov: bool = setting(False, help="Nesterov momentum (torch.optim.SGD's nesterov)",
+                             rule=Rule(lambda c: not c.nesterov or c.momentum > 0, "needs momentum above 0"))
     seed: int = setting(0, help="seeds the initial weights, shard permutations and augmentation", low=0,
                         high=2**32, high_open=True)
     target_accuracy: float | None = setting(None, help="stop once validation accuracy reaches this", low=0, high=1,

@@ -18,7 +18,7 @@ from lambdatrain.storage import retention
 from lambdatrain.training import trainer
 from lambdatrain.training.flat import iter_slices
 from lambdatrain.training.reduce import WorkerFile, weighted_sum
-from lambdatrain.training.step import apply_update, learning_rate
+from lambdatrain.training.step import apply_update, learning_rate, sgd_options
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.ledger.items import DONE, ResultRecord, RoundRecord, RunRecord
 from lambdatrain.logs import logger
@@ -83,7 +83,7 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     momentum = _read_momentum(paths, round_no)
     return apply_update(weights[lo:hi], average, None if momentum is None else momentum[lo:lo + n_params],
                         mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
-                        momentum=c.momentum, weight_decay=c.weight_decay)
+                        sgd=sgd_options(c))
 
 
 def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,

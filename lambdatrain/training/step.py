@@ -15,7 +15,7 @@ local steps; the new weights are w + sum_w (n_w / n) delta_w.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -48,8 +48,17 @@ def learning_rate(config: RunConfig, round_no: int, rounds_per_epoch: int) -> fl
     raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
+def sgd_options(config: RunConfig) -> dict[str, Any]:
+    """torch.optim.SGD's keyword arguments from a run's settings, all but the per-round ``lr``.
+
+    The one place a run's optimizer settings meet torch: the combiner's step (sync mode) and the
+    workers' local steps (average mode) both build their optimizer from it.
+    """
+    return {"momentum": config.momentum, "weight_decay": config.weight_decay, "nesterov": config.nesterov}
+
+
 def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
-             momentum: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
+             sgd: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """One torch.optim.SGD step on a flat vector; returns (new params, new momentum buffer).
 
     torch's own optimizer does the arithmetic, so the step is exactly what a single-process
@@ -57,7 +66,8 @@ def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | No
     """
     p = torch.nn.Parameter(torch.from_numpy(np.array(params, dtype=np.float32)))
     p.grad = torch.from_numpy(np.asarray(grad, dtype=np.float32))
-    opt = torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = torch.optim.SGD([p], lr=lr, **sgd)
+    momentum = sgd.get("momentum", 0)
     if momentum and momentum_buf is not None:
         opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(momentum_buf, dtype=np.float32))
     opt.step()
@@ -67,12 +77,12 @@ def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | No
 
 
 def apply_update(weights: np.ndarray, average: np.ndarray, momentum_buf: np.ndarray | None, *, mode: str,
-                 n_params: int, lr: float, momentum: float, weight_decay: float) -> tuple[np.ndarray, np.ndarray | None]:
+                 n_params: int, lr: float, sgd: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """New flat weights (and optimizer state) from the round's weights and the weighted average."""
     new = np.empty_like(weights)
     if mode == "sync" and n_params > 0:
         new[:n_params], momentum_buf = sgd_step(weights[:n_params], average[:n_params], momentum_buf,
-                                                lr=lr, momentum=momentum, weight_decay=weight_decay)
+                                                lr=lr, sgd=sgd)
     else:
         new[:n_params] = weights[:n_params] + average[:n_params]
     new[n_params:] = average[n_params:]  # batch-norm statistics: the workers' weighted average

@@ -28,6 +28,7 @@ from lambdatrain.training.data import PreparedData, open_prepared
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import ModelSpec, build_model, input_size
 from lambdatrain.protocol.config import RunConfig
+from lambdatrain.training.step import sgd_options
 
 EVAL_BATCH = 256
 
@@ -155,8 +156,7 @@ def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLa
     start = time.perf_counter()
     layout.load(model, weights)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr if lr is None else lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr if lr is None else lr, **sgd_options(config))
     samples, loss_sum, correct, truncated, micro = 0, 0.0, 0, False, 0
     step_size, slowest = config.per_worker_batch, 0.0
     for step in range(config.local_steps):

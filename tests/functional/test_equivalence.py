@@ -29,8 +29,9 @@ def _reference_step(config, data, weights: np.ndarray, per_epoch: int) -> np.nda
     layout = FlatLayout.of(model)
     layout.load(model, weights)
     model.train()
+    # The oracle names torch's arguments itself rather than sharing the system's sgd_options.
     opt = torch.optim.SGD(model.parameters(), lr=learning_rate(config, 0, per_epoch), momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+                          weight_decay=config.weight_decay, nesterov=config.nesterov)
     opt.zero_grad()
     n_train = trainer.train_size(config, data)
     total = config.per_worker_batch * config.workers
@@ -46,6 +47,7 @@ def _reference_step(config, data, weights: np.ndarray, per_epoch: int) -> np.nda
 @pytest.mark.parametrize("workers,schedule", [
     (1, {}), (2, {}), (5, {}),
     (2, {"epochs": 2, "lr_schedule": "cosine", "warmup_epochs": 1}),  # round 0 steps at lr / W
+    (2, {"nesterov": True}),
 ])
 def test_one_round_equals_one_reference_step(system, workers, schedule):
     settings = {**SETTINGS, "workers": workers, **schedule}

@@ -12,7 +12,7 @@ from lambdatrain.training import reduce
 from lambdatrain.training.codec import decode_chunk, encode
 from lambdatrain.training.flat import FlatLayout, iter_slices
 from lambdatrain.training.reduce import WorkerFile, weighted_sum
-from lambdatrain.training.step import apply_update, learning_rate, sgd_step
+from lambdatrain.training.step import apply_update, learning_rate, sgd_options, sgd_step
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.protocol.config import parse_config
@@ -88,18 +88,31 @@ def test_wrong_length_file_is_refused(tmp_path):
         weighted_sum(files, 100)
 
 
-def test_sgd_step_equals_torch_optimizer_over_two_steps():
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_step_equals_torch_optimizer_over_two_steps(nesterov):
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal(50).astype(np.float32)
     grads = [rng.standard_normal(50).astype(np.float32) for _ in range(2)]
     param = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov)
     p, buf = p0, None
+    sgd = sgd_options(parse_config({"workers": 1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": nesterov}))
     for g in grads:
         param.grad = torch.from_numpy(g)
         opt.step()
-        p, buf = sgd_step(p, g, buf, lr=0.1, momentum=0.9, weight_decay=1e-3)
+        p, buf = sgd_step(p, g, buf, lr=0.1, sgd=sgd)
     assert np.array_equal(p, param.detach().numpy())
+
+
+def test_nesterov_changes_the_second_step():
+    rng = np.random.default_rng(4)
+    p0, g = rng.standard_normal(20).astype(np.float32), rng.standard_normal(20).astype(np.float32)
+    ends = []
+    for nesterov in (False, True):
+        sgd = sgd_options(parse_config({"workers": 1, "nesterov": nesterov}))
+        p, buf = sgd_step(p0, g, None, lr=0.1, sgd=sgd)
+        ends.append(sgd_step(p, g, buf, lr=0.1, sgd=sgd)[0])
+    assert not np.array_equal(*ends)
 
 
 def test_cosine_schedule_is_torchs_cosine_annealing_one_step_per_round():
@@ -127,7 +140,7 @@ def test_warmup_rises_linearly_then_the_schedule_starts_from_the_peak():
 def test_batch_norm_buffers_are_averaged_not_stepped():
     weights = np.arange(6, dtype=np.float32)
     average = np.full(6, 10.0, dtype=np.float32)
-    new, _ = apply_update(weights, average, None, mode="sync", n_params=4, lr=0.1, momentum=0.0, weight_decay=0.0)
+    new, _ = apply_update(weights, average, None, mode="sync", n_params=4, lr=0.1, sgd={"momentum": 0.0, "weight_decay": 0.0})
     assert np.allclose(new[:4], weights[:4] - 1.0, atol=1e-6)
     assert np.array_equal(new[4:], average[4:])
 
@@ -135,7 +148,7 @@ def test_batch_norm_buffers_are_averaged_not_stepped():
 def test_average_mode_adds_the_mean_delta():
     weights = np.ones(4, dtype=np.float32)
     new, state = apply_update(weights, np.full(4, 0.5, dtype=np.float32), None, mode="average", n_params=4,
-                              lr=0.1, momentum=0.9, weight_decay=0.0)
+                              lr=0.1, sgd={"momentum": 0.9, "weight_decay": 0.0})
     assert np.array_equal(new, np.full(4, 1.5, dtype=np.float32)) and state is None
 
 
