@@ -64,7 +64,7 @@ RunArg = Annotated[Optional[str], typer.Argument(help="run id, or the --out fold
 
 def start(
     ctx: typer.Context,
-    run: Annotated[Optional[str], typer.Option(help="run id (default: the starter picks one)")] = None,
+    run: Annotated[Optional[str], typer.Option(help="run id (default: a new one, made here; retries reuse it)")] = None,
     via_s3: Annotated[bool, typer.Option("--via-s3", help="upload start/<run>.json to the bucket instead")] = False,
 ) -> None:
     """Start a run through the deployed starter.

@@ -37,7 +37,7 @@ OUTPUT_KEYS = {"table": "tableName", "bucket": "bucketName", "starter": f"{names
 ENV_NAMES = {"table": names.ENV_TABLE, "bucket": names.ENV_BUCKET, "starter": names.ENV_STARTER}
 FLAGS = {"table": "--table", "bucket": "--bucket", "starter": "--starter"}
 WHAT = {"table": "table name", "bucket": "bucket name", "starter": "starter function name"}
-# Reads retry a little; a start is never retried by the client (a retry could start a second run).
+# Reads retry a little; botocore never retries an invoke: ops.control.start retries a start itself, with its run id.
 _READ_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
 _INVOKE_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=900)
 
