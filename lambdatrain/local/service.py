@@ -1,11 +1,12 @@
-"""The local Lambda service: the Invoke HTTP API, pools of warm execution environments, async retries.
+"""The local Lambda service: pools of warm execution environments, reserved concurrency, async queues.
 
-``POST /2015-03-31/functions/{name}/invocations`` with ``X-Amz-Invocation-Type`` ``Event`` (202,
-queued, retried twice on failure, then written to the function's dead-letter file) or
-``RequestResponse`` (200 with the payload; a failure sets ``X-Amz-Function-Error`` and returns
-Lambda's error document). Each invocation runs in an execution environment (environment.py) of
-its function, reused while warm; at most the function's concurrency run at once. Listens on
-127.0.0.1 only.
+Each function runs its invocations in execution environments (environment.py), reused while warm,
+at most its reserved concurrency at once. A synchronous invocation beyond that is throttled
+(``Throttled``, which the Invoke API in api.py answers with 429); an asynchronous event is queued,
+tried when a slot is free, put back with a growing wait while the function is throttled, retried
+twice on a function error, and written to the function's dead-letter file when its retries or its
+age run out, never dropped silently. In-process callers (the stream poller, ``LocalStack.invoke``)
+wait for a slot instead, as an event source mapping retries a throttled batch.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import queue
 import random
 import threading
 import time
-import urllib.parse
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field, replace
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lambdatrain.local.environment import Environment, FunctionConfig, InvocationError
-
-PATH_PREFIX = "/2015-03-31/functions/"
+from lambdatrain.local.api import handler_for
+from lambdatrain.local.environment import Environment, FunctionConfig
+from lambdatrain.local.errors import InvocationError, Throttled
+from lambdatrain.protocol.limits import PROVISIONED_INIT_MIN_S
 
 
 @dataclass
@@ -40,6 +41,17 @@ class Delivery:
         self.rng = random.Random(self.seed)
 
 
+@dataclass(frozen=True)
+class Queued:
+    """An asynchronous event in a function's queue, with what its retries depend on."""
+
+    event: Any
+    request_id: str
+    enqueued_at: float  # time.monotonic(): the event's age decides when it is discarded
+    attempt: int = 0  # function errors so far (ASYNC_RETRIES)
+    throttles: int = 0  # times it found the function throttled
+
+
 class Function:
     """A function's pool of warm environments, and its asynchronous event queue."""
 
@@ -53,13 +65,23 @@ class Function:
         self.waiting = 0  # invocations waiting for one of those
         self.slots = threading.Semaphore(fn.concurrency)
         self.events: queue.Queue = queue.Queue()
-        self.invocations = 0
+        self.invocations = 0  # run in an environment
+        self.throttles = 0  # asynchronous events that found every slot busy
         self.dispatcher = threading.Thread(target=self._dispatch, daemon=True, name=f"dispatch-{fn.name}")
         self.dispatcher.start()
 
-    def invoke_sync(self, event: Any, request_id: str | None = None) -> Any:
-        with self.slots:
+    def invoke_sync(self, event: Any, request_id: str | None = None, *, throttle: bool = False) -> Any:
+        """Run one invocation and return its result; a function error raises InvocationError.
+
+        With ``throttle`` (the Invoke API), a function at its concurrency raises Throttled at once,
+        as Lambda answers 429; without, the caller waits for a slot.
+        """
+        if not self.slots.acquire(blocking=not throttle):
+            raise Throttled(self.fn.name, self.fn.concurrency)
+        try:
             return self._run(event, request_id or uuid.uuid4().hex)
+        finally:
+            self.slots.release()
 
     def _run(self, event: Any, request_id: str) -> Any:
         with self.lock:
@@ -72,7 +94,7 @@ class Function:
                 self.waiting -= 1
             env = self.idle.pop() if self.idle else None
         if env is None or not env.alive:
-            env = Environment(self.fn, self.service.env, self.service.log_dir)
+            env = Environment(self.fn, self.service.env, self.service.log_dir)  # on-demand: a 10 s init
             with self.lock:
                 self.all.add(env)
         try:
@@ -97,7 +119,10 @@ class Function:
     def _warm_one(self) -> None:
         env = None
         try:
-            env = Environment(self.fn, self.service.env, self.service.log_dir)
+            # Provisioned concurrency's init may take the larger of 130 s and the function's
+            # timeout (lambda-runtime-environment.html), not on-demand's 10 s.
+            env = Environment(self.fn, self.service.env, self.service.log_dir,
+                              init_timeout_s=max(PROVISIONED_INIT_MIN_S, self.fn.timeout_s))
         except InvocationError:
             pass  # the next invocation starts its own environment and reports the init error
         with self.lock:
@@ -111,14 +136,14 @@ class Function:
         if env is not None and not keep:
             env.kill()
 
-    def enqueue(self, event: Any) -> str:
-        request_id = uuid.uuid4().hex
+    def enqueue(self, event: Any, request_id: str | None = None) -> str:
+        request_id = request_id or uuid.uuid4().hex
         delivery = self.service.delivery
         if delivery.drop_rate and delivery.rng.random() < delivery.drop_rate:
             return request_id  # lost on the way: the watchdog must notice
         copies = 2 if delivery.duplicate_rate and delivery.rng.random() < delivery.duplicate_rate else 1
         for _ in range(copies):
-            self.events.put((event, request_id, 0))
+            self.events.put(Queued(event, request_id, time.monotonic()))
         return request_id
 
     def _dispatch(self) -> None:
@@ -127,18 +152,38 @@ class Function:
                 item = self.events.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self.slots.acquire()
-            threading.Thread(target=self._attempt, args=item, daemon=True).start()
-
-    def _attempt(self, event: Any, request_id: str, attempt: int) -> None:
-        try:
-            self._run(event, request_id)
-        except InvocationError as exc:
-            if attempt < self.fn.retries and not self.service.stopping:
-                delay = self.fn.retry_delays_s[min(attempt, len(self.fn.retry_delays_s) - 1)]
-                threading.Timer(delay, self.events.put, args=((event, request_id, attempt + 1),)).start()
+            if self.slots.acquire(blocking=False):
+                threading.Thread(target=self._attempt, args=(item,), daemon=True).start()
             else:
-                self.service.dead_letter(self.fn.name, event, request_id, exc.document)
+                self._throttled(item)
+
+    def _throttled(self, item: Queued) -> None:
+        """invocation-async-error-handling.html: a throttled event goes back to the queue and is
+        tried again after a wait that doubles up to a maximum, until the event is too old."""
+        self.throttles += 1
+        first, longest = self.fn.throttle_backoff_s
+        delay = min(longest, first * 2 ** item.throttles)
+        if time.monotonic() + delay - item.enqueued_at > self.fn.max_event_age_s:
+            self.service.dead_letter(self.fn.name, item.event, item.request_id, {
+                "errorMessage": f"event older than {self.fn.max_event_age_s:.0f} s, throttled {item.throttles} times",
+                "errorType": "EventAgeExceeded"})
+            return
+        self._later(delay, replace(item, throttles=item.throttles + 1))
+
+    def _later(self, delay_s: float, item: Queued) -> None:
+        timer = threading.Timer(delay_s, self.events.put, args=(item,))
+        timer.daemon = True
+        timer.start()
+
+    def _attempt(self, item: Queued) -> None:
+        try:
+            self._run(item.event, item.request_id)
+        except InvocationError as exc:
+            if item.attempt < self.fn.retries and not self.service.stopping:
+                delay = self.fn.retry_delays_s[min(item.attempt, len(self.fn.retry_delays_s) - 1)]
+                self._later(delay, replace(item, attempt=item.attempt + 1))
+            else:
+                self.service.dead_letter(self.fn.name, item.event, item.request_id, exc.document)
         finally:
             self.slots.release()
 
@@ -159,7 +204,7 @@ class Function:
 
 
 class LambdaService:
-    """The service behind the HTTP API; also called directly by the stream poller."""
+    """The service behind the Invoke API (api.py); also called directly by the stream poller."""
 
     def __init__(self, functions: list[FunctionConfig], env: dict[str, str], state_dir: Path,
                  delivery: Delivery | None = None):
@@ -169,6 +214,18 @@ class LambdaService:
         self.stopping = False
         self.functions = {fn.name: Function(fn, self) for fn in functions}
         self.server: ThreadingHTTPServer | None = None
+        self.api_calls: dict[str, int] = {}  # Invoke API requests per function, throttled ones included
+        self._api_log = threading.Lock()
+
+    def log_api_call(self, record: dict[str, Any]) -> None:
+        """One line of logs/api.jsonl per Invoke request and per answer: what a client sent, and
+        what it got back (CloudTrail's view of Invoke, for tests and for whoever debugs a client)."""
+        with self._api_log:
+            if "status" not in record:
+                self.api_calls[record["function"]] = self.api_calls.get(record["function"], 0) + 1
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / "api.jsonl", "a") as f:
+                f.write(json.dumps({"time": time.time(), **record}) + "\n")
 
     def dead_letter(self, function: str, event: Any, request_id: str, error: dict[str, Any]) -> None:
         folder = self.state_dir / "dlq"
@@ -188,13 +245,7 @@ class LambdaService:
 
     def serve(self, port: int = 0) -> str:
         """Start the HTTP API on 127.0.0.1 (never on other interfaces); returns its URL."""
-        service = self
-
-        class Handler(_InvokeHandler):
-            pass
-
-        Handler.service = service
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(self))
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True, name="lambda-api").start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -206,47 +257,3 @@ class LambdaService:
             self.server.server_close()
         for fn in self.functions.values():
             fn.stop()
-
-
-class _InvokeHandler(BaseHTTPRequestHandler):
-    service: LambdaService
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet: the stack logs elsewhere
-        pass
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", uuid.uuid4().hex)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?")[0]
-        if not (path.startswith(PATH_PREFIX) and path.endswith("/invocations")):
-            return self._send(404, {"message": f"unknown path {path}"})
-        name = urllib.parse.unquote(path[len(PATH_PREFIX):-len("/invocations")])
-        # A function ARN's 7th field is the name; "name:qualifier" drops the qualifier.
-        name = name.split(":")[6] if name.startswith("arn:") else name.split(":")[0]
-        try:
-            fn = self.service.function(name)
-        except KeyError:
-            return self._send(404, {"Type": "User", "message": f"Function not found: {name}"},
-                              {"x-amzn-ErrorType": "ResourceNotFoundException"})
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}"
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            return self._send(400, {"Type": "User", "message": "Could not parse request body into json"},
-                              {"x-amzn-ErrorType": "InvalidRequestContentException"})
-        if self.headers.get("X-Amz-Invocation-Type", "RequestResponse") == "Event":
-            fn.enqueue(event)
-            return self._send(202, None)
-        try:
-            return self._send(200, fn.invoke_sync(event))
-        except InvocationError as exc:
-            return self._send(200, exc.document, {"X-Amz-Function-Error": "Unhandled"})

@@ -21,7 +21,8 @@ from lambdatrain.ledger import schema
 from lambdatrain.roles import settings as names
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
-from lambdatrain.local.environment import FunctionConfig, InvocationError
+from lambdatrain.local.environment import FunctionConfig
+from lambdatrain.local.errors import InvocationError
 from lambdatrain.local.service import Delivery, LambdaService
 from lambdatrain.protocol.limits import MAX_TIMEOUT_S, MB_PER_VCPU
 

@@ -37,5 +37,23 @@ ASYNC_RETRIES = 2
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
 
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html: the Init phase
-# (imports, module-level code) is limited to 10 s on on-demand functions.
+# (imports, module-level code) is limited to 10 s on on-demand functions; one that does not finish
+# in time is run again at the first invocation, under the function's configured timeout.
 INIT_TIMEOUT_S = 10.0
+# Same page: the 10 s limit does not apply to provisioned concurrency, whose init may run for the
+# larger of 130 s and the function's timeout.
+PROVISIONED_INIT_MIN_S = 130.0
+
+# https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html: an asynchronous
+# event that is throttled (429) goes back to the queue and is tried again for up to 6 hours, "the
+# retry interval increases exponentially from 1 second after the first attempt to a maximum of 5
+# minutes"; an event older than that is discarded (to the dead-letter queue, where there is one).
+ASYNC_THROTTLE_RETRY_FIRST_S = 1.0
+ASYNC_THROTTLE_RETRY_MAX_S = 300.0
+ASYNC_MAX_EVENT_AGE_S = 6 * 3600.0
+
+# https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html: "For synchronous invocations, the
+# maximum payload size is 6 MB. For asynchronous invocations, the maximum payload size is 1 MB";
+# a larger request is refused with RequestTooLargeException (413).
+SYNC_PAYLOAD_MAX_BYTES = 6 * 1024 * 1024
+ASYNC_PAYLOAD_MAX_BYTES = 1024 * 1024
