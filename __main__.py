@@ -84,8 +84,13 @@ pulumi.export(
 )
 pulumi.export(
     "startCommand",
+    # An explicit run id (RUN=..., or one from the time): the AWS CLI retries a synchronous invoke
+    # after its 60 s read timeout, and the starter answers a start it knows as a duplicate, so a
+    # retry is the same run; the synchronous answer (or the starter's error) is printed.
     functions.functions["starter"].name.apply(
-        lambda name: f"aws lambda invoke --function-name {name} --cli-binary-format raw-in-base64-out "
-        f"""--payload '{{"start": true, "workers": {settings.workers}}}' out.json"""
+        lambda name: "RUN=${RUN:-run-$(date -u +%Y%m%d-%H%M%S)}; "
+        f"aws lambda invoke --function-name {name} --cli-binary-format raw-in-base64-out "
+        f"""--payload '{{"start": true, "run": "'"$RUN"'", "workers": {settings.workers}}}' out.json """
+        "&& cat out.json"
     ),
 )
