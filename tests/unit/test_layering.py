@@ -113,3 +113,14 @@ def test_no_module_is_over_300_lines():
             for path in sorted((REPO_ROOT / folder).rglob("*.py"))
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"modules over {MAX_LINES} lines (split each along a real seam): {long}"
+
+
+def test_readme_repository_map_names_every_package_and_only_those():
+    # The README's map is the newcomer's first view of the layout: it must not drift from the tree.
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Repository"):]
+    block = section[section.index("```"):section.index("```", section.index("```") + 3)]
+    named = {line.split()[0].rstrip("/") for line in block.splitlines()[1:] if line.startswith("  ")}
+    packages = {p.name for p in (REPO_ROOT / PACKAGE).iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.name for p in (REPO_ROOT / PACKAGE).glob("*.py") if not p.name.startswith("__")}
+    assert named == packages | modules
