@@ -120,7 +120,7 @@ def test_readme_repository_map_names_every_package_and_only_those():
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme[readme.index("## Repository"):]
     block = section[section.index("```"):section.index("```", section.index("```") + 3)]
-    named = {line.split()[0].rstrip("/") for line in block.splitlines()[1:] if line.startswith("  ")}
+    named = {line.split()[0].rstrip("/") for line in block.splitlines()[1:] if line.startswith("  ") and not line.startswith("   ")}
     packages = {p.name for p in (REPO_ROOT / PACKAGE).iterdir() if (p / "__init__.py").is_file()}
     modules = {p.name for p in (REPO_ROOT / PACKAGE).glob("*.py") if not p.name.startswith("__")}
     assert named == packages | modules
