@@ -116,6 +116,12 @@ class Target:
             raise StarterFailed(f"the starter failed: {message}")
         return body
 
+    def enqueue(self, payload: Mapping[str, Any]) -> None:
+        """Invoke the starter asynchronously (InvocationType Event): Lambda queues the event and answers 202."""
+        # Retried like a read: a second copy of an event that is idempotent (setup) costs nothing.
+        client = self._session().client("lambda", config=_READ_CONFIG, **self._kwargs("lambda"))
+        client.invoke(FunctionName=self.name("starter"), InvocationType="Event", Payload=json.dumps(payload).encode())
+
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:

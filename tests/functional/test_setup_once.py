@@ -18,7 +18,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from typer.testing import CliRunner
 
+from lambdatrain.cli.app import app
 from lambdatrain.ledger.setup import DONE, SetupLedger
 from lambdatrain.local.stack import LocalStack, LocalStackConfig
 from lambdatrain.roles.settings import ENV_PACKAGES_INDEX, ENV_PACKAGES_LOCK, STARTER
@@ -143,3 +145,30 @@ def test_setup_killed_mid_install_is_finished_by_the_next_with_nothing_stale(sta
     assert record.state == DONE and record.attempt >= 2  # the killed attempt was taken over
     assert _leftovers(stack) == []
     assert record.steps["dataset"]["train"] == 40
+
+
+def _setup_cli(stack: LocalStack, *args: str):
+    """`lambdatrain setup` against this stack, in process (its output is not a terminal: a line per step)."""
+    target = ["--endpoint", stack.moto_url, "--lambda-endpoint", stack.lambda_url,
+              "--table", stack.config.table, "--bucket", stack.config.bucket, "--interval", "0.2"]
+    return CliRunner().invoke(app, ["setup", *target, *args])
+
+
+def test_lambdatrain_setup_follows_setup_to_the_end_and_exits_0(stack, index):
+    result = _setup_cli(stack)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert "packages: 1 pinned packages installed" in lines
+    assert "dataset: dataset prepared: 40 train, 10 validation images" in lines
+    assert lines[-1] == "setup done (attempt 1): 1 packages, dataset ready"
+    again = _setup_cli(stack)  # everything done: the next attempt skips both steps
+    assert again.exit_code == 0 and "packages: 1 pinned packages already installed" in again.stdout
+    assert index.downloads == 1
+
+
+def test_lambdatrain_setup_that_fails_is_one_line_and_exit_1(stack, index):
+    result = _setup_cli(stack, "--dataset", "datasets/missing.tar.gz")
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: setup failed: dataset archive s3://") and "missing.tar.gz not found" in line
+    assert "Traceback" not in result.output
