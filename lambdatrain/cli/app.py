@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from lambdatrain.cli import ops, plan, preflight
+from lambdatrain.cli import setup as setup_cli
 from lambdatrain.cli.edge import Command, show_help_without_command, with_groups
 from lambdatrain.cli.settings import settings_group
 from lambdatrain.protocol.config import LOCAL_TRAIN
@@ -136,3 +137,4 @@ def main() -> None:
 ops.register(app)
 plan.register(app)
 preflight.register(app)
+setup_cli.register(app)
