@@ -47,7 +47,7 @@ def _start(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
     if kind == "setup":
         from lambdatrain.roles.setup import setup  # torch-free path: the packages may not exist yet
 
-        return setup(runtime, event)
+        return setup(runtime, event, time_left=Deadline(context))  # a step starts only with its budget left
     raise InvalidEvent("event", f"the starter does not take '{kind}' events")
 
 
