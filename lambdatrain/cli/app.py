@@ -52,6 +52,8 @@ def local_train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="folder for checkpoint, metrics and summary.json")] = Path("out/train"),
     cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted run in --out "
+                                                          "from its last committed round")] = False,
 ) -> None:
     """Train on the local stack.
 
@@ -66,9 +68,13 @@ def local_train(
     settings = dataclasses.asdict(ctx.meta["settings"])
     data = settings.pop("data")  # a dataset on this machine, linked into the mount as the stack's
     parse_config(settings)  # bad settings stop here, before anything starts
-    prepared = resolve_dataset(data, cache_dir)
-    console.print(f"dataset: {prepared}")
-    summary = train(TrainRequest(data=prepared, out=out, settings=settings), ConsoleDisplay(console))
+    # A resumed run keeps its settings: the ones typed are checked against them, the defaults are not.
+    given = frozenset(k for k in settings if ctx.get_parameter_source(k).name != "DEFAULT")
+    prepared = None if resume and data is None else resolve_dataset(data, cache_dir)
+    if prepared is not None:
+        console.print(f"dataset: {prepared}")
+    summary = train(TrainRequest(data=prepared, out=out, settings=settings, resume=resume, given=given),
+                    ConsoleDisplay(console))
     console.print(f"checkpoint {summary['checkpoint']}", highlight=False)  # the display printed the rest
 
 

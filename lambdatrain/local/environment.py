@@ -102,9 +102,12 @@ class Environment:
             self._time_out()
         left = self.fn.timeout_s - (time.monotonic() - started)  # a late init spends the invocation's time
         request = {"event": event, "request_id": request_id, "deadline": time.time() + left}
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self._read_reply(left)
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            line = self._read_reply(left)
+        except BrokenPipeError:  # killed while idle, after the pool's liveness check: it exited
+            line = ""
         if line is None:
             self._time_out()
         if not line:

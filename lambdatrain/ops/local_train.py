@@ -1,10 +1,18 @@
-"""``lambdatrain local train``: one training run on the local stack, watched to the end.
+"""``lambdatrain local train``: one training run on the local stack, watched to the end, and
+continued after an interruption (``--resume``).
 
 Starts the stack in ``<out>/stack``, links the prepared dataset into the mount, invokes the starter
 exactly as ``aws lambda invoke`` would, follows the ledger as ``lambdatrain watch`` does (the same
 loop and display, ``ops.progress``), and leaves in ``<out>``: ``checkpoint.pt``, ``metrics.jsonl``,
 ``ledger.json`` (the run's items, which the operator commands read after the stack is gone) and
 ``summary.json``.
+
+The run id is made here, before the starter is invoked, and the starter is idempotent per run id:
+a starter process that dies at any point is invoked again with the same id, as Lambda retries an
+asynchronous start. A run whose folder is under ``<out>/stack`` and not named by ``summary.json``
+is unfinished; ``--resume`` continues it in a fresh stack (moto keeps its tables in memory) by
+sending the starter ``resume``, which rebuilds the ledger from the run's files on the mount, so
+committed rounds are not computed again. Without ``--resume`` such a folder is never deleted.
 """
 
 from __future__ import annotations
@@ -12,24 +20,37 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lambdatrain.ledger.items import RUNNING
-from lambdatrain.local.stack import LocalStack, LocalStackConfig
+from lambdatrain.local.stack import InvocationError, LocalStack, LocalStackConfig
+from lambdatrain.ops.control import new_run_id
+from lambdatrain.ops.errors import StarterFailed
 from lambdatrain.ops.progress import Display, follow
 from lambdatrain.ops.source import RunSource
 from lambdatrain.protocol.errors import LambdaTrainError
+from lambdatrain.protocol.limits import ASYNC_RETRIES
 from lambdatrain.roles.settings import COMBINER, DEFAULT_DATA, STARTER, WORKER
+from lambdatrain.storage import efs
 from lambdatrain.training import checkpoint
+
+# Lambda's errorType when the function's process ended without an answer: it exited or was killed
+# (Runtime.ExitError), died during init (Runtime.InitError) or ran into its timeout. The invocation
+# may have done any part of its work; a start with the same run id finishes it.
+PROCESS_DIED = frozenset({"Runtime.ExitError", "Runtime.InitError", "TimeoutError"})
 
 
 @dataclass
 class TrainRequest:
-    data: Path  # a prepared dataset directory (see data.resolve_dataset)
+    data: Path | None  # a prepared dataset directory (see data.resolve_dataset); None: the mount's link
     out: Path
     settings: dict[str, Any]  # the start event's settings (workers, epochs, model, ...)
+    resume: bool = False  # continue the unfinished run in out instead of starting one
+    given: frozenset[str] = field(default_factory=frozenset)  # settings the user typed: checked on resume
+    # Attempts of the starter whose process dies (Lambda's for an asynchronous event, by default).
+    start_attempts: int = 1 + ASYNC_RETRIES
     stack: LocalStackConfig | None = None
     timeout_s: float = 6 * 3600.0
     poll_s: float = 0.5
@@ -77,20 +98,91 @@ def summary_of(s: dict[str, Any], *, checkpoint_path: Path, wall_s: float) -> di
             "settings": s["settings"]}
 
 
+def unfinished_runs(out: Path) -> list[str]:
+    """Runs with a folder on ``out``'s mount that ``summary.json`` does not name (it names the
+    finished run), newest first."""
+    mount = out / "stack" / "efs"
+    folder = efs.RunLayout(mount, "run").root.parent  # every run's folder is in this one
+    summary = out / "summary.json"
+    finished = json.loads(summary.read_text()).get("run_id") if summary.is_file() else None
+    found = [(efs.read_json(efs.RunLayout(mount, d.name).config).get("created_at", 0), d.name)
+             for d in (folder.iterdir() if folder.is_dir() else ())
+             if d.name != finished and (d / "config.json").is_file()]
+    return [run for _, run in sorted(found, reverse=True)]
+
+
+def _run_to_continue(out: Path, request: TrainRequest) -> tuple[str, dict[str, Any]]:
+    """The run --resume continues and its settings; typed settings must be the run's."""
+    pending = unfinished_runs(out)
+    if not pending:
+        raise LambdaTrainError(f"nothing to resume in {out}: no unfinished run there (start one without --resume)")
+    if len(pending) > 1:
+        raise LambdaTrainError(f"{out} holds {len(pending)} unfinished runs ({', '.join(pending)}): "
+                               f"--resume continues one; move the others out of {out / 'stack'}")
+    run = pending[0]
+    config = efs.read_json(efs.RunLayout(out / "stack" / "efs", run).config)["config"]
+    for name in sorted(request.given):
+        if name in config and request.settings.get(name) != config[name]:
+            raise LambdaTrainError(f"--resume continues run {run} with its own settings: --{name.replace('_', '-')} "
+                                   f"{request.settings.get(name)} differs from its {config[name]} (drop the option)")
+    return run, config
+
+
+def _refuse_unfinished(out: Path) -> None:
+    pending = unfinished_runs(out)
+    if pending:
+        raise LambdaTrainError(f"{out} holds the unfinished run {pending[0]}: continue it with "
+                               f"`lambdatrain local train --resume --out {out}`, or choose another --out")
+
+
+def invoke_starter(stack: LocalStack, event: dict[str, Any], attempts: int) -> dict[str, Any]:
+    """The starter's answer; a process that died is invoked again with the same event (and run id)."""
+    for _ in range(attempts - 1):
+        try:
+            return stack.invoke(STARTER, event)
+        except InvocationError as exc:
+            if exc.document.get("errorType") not in PROCESS_DIED:
+                raise StarterFailed(f"the starter failed: {exc}") from None
+    try:
+        return stack.invoke(STARTER, event)
+    except InvocationError as exc:
+        raise StarterFailed(f"the starter failed: {exc} ({exc.document.get('errorType')}, "
+                            f"{attempts} attempts; logs in {stack.state_dir / 'logs'})") from None
+
+
+def _first_event(stack: LocalStack, run: str, settings: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """``resume`` once the run has weights on the mount (the ledger is rebuilt from them); before
+    that, the start again: nothing of it is committed, and a start with its id is idempotent."""
+    if resume and efs.RunLayout(stack.mount, run).committed_rounds():
+        return {"resume": run}
+    return {"start": True, "run": run, **settings}
+
+
 def train(request: TrainRequest, display: Display | None = None) -> dict[str, Any]:
     out = request.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     stack_dir = out / "stack"
-    shutil.rmtree(stack_dir, ignore_errors=True)  # moto's state is in memory: start clean
+    settings = dict(request.settings)
+    if request.resume:
+        run, settings = _run_to_continue(out, request)
+    else:
+        _refuse_unfinished(out)
+        shutil.rmtree(stack_dir, ignore_errors=True)  # a finished run's files: exported into out already
+        run = new_run_id()
+    shutil.rmtree(stack_dir / "dlq", ignore_errors=True)  # the failures of an earlier stack, not this one's
     config = request.stack or LocalStackConfig(state_dir=stack_dir)
     config.state_dir = stack_dir
     started = time.time()
     with LocalStack(config) as stack:
-        workers = request.settings.get("workers")
+        workers = settings.get("workers")
         if request.prewarm and isinstance(workers, int) and workers > 0:  # bad settings: the starter says why
             stack.prewarm({WORKER: workers, COMBINER: 1})
-        link_dataset(stack.mount, request.data)
-        run = stack.invoke(STARTER, {"start": True, **request.settings})["run"]
+        if request.data is not None:
+            link_dataset(stack.mount, request.data)
+        elif not (stack.mount / DEFAULT_DATA).exists():
+            raise LambdaTrainError(f"run {run}'s dataset is no longer where {stack.mount / DEFAULT_DATA} "
+                                   "points: pass --data (the run's dataset)")
+        invoke_starter(stack, _first_event(stack, run, settings, request.resume), request.start_attempts)
         final = follow(RunSource(ledger=stack.ledger(), run=run), display, interval=request.poll_s,
                        timeout=request.timeout_s, check=lambda: _no_dead_letters(stack))
         if final["state"] == RUNNING:
