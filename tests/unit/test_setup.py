@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -10,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from lambdatrain.ledger.schema import create_table_kwargs
+from lambdatrain.ledger.setup import DONE, FAILED, RUNNING, SetupBusy, SetupLedger, SetupLost
 from lambdatrain.ledger.table import Ledger
 from lambdatrain.roles import packages as deps
 from lambdatrain.training.data import open_prepared
@@ -162,3 +164,104 @@ def test_machine_maps_to_the_lambda_architecture(machine, arch):
 def test_unknown_machine_is_a_config_error():
     with pytest.raises(ConfigError, match="riscv64"):
         lambda_architecture("riscv64")
+
+
+@pytest.fixture
+def book(runtime):
+    clock = FakeClock()
+    return SetupLedger(runtime.ledger.table, clock), clock
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_setup_lock_refuses_a_second_holder_while_the_lease_is_live(book):
+    ledger, clock = book
+    assert ledger.acquire("first", 60) == 1
+    clock.now += 59
+    with pytest.raises(SetupBusy, match="setup first is running"):
+        ledger.acquire("second", 60)
+    record = ledger.read()
+    assert (record.owner, record.state, record.attempt, record.lease_until) == ("first", RUNNING, 1, 1060.0)
+
+
+def test_setup_lock_with_an_expired_lease_is_taken_over_and_the_old_holder_is_shut_out(book):
+    ledger, clock = book
+    ledger.acquire("killed", 60)
+    ledger.progress("killed", "packages", "installing", None)
+    clock.now += 61  # the killed holder stopped renewing
+    assert ledger.acquire("next", 60) == 2
+    record = ledger.read()
+    assert (record.owner, record.step, record.steps) == ("next", None, {})  # a new attempt starts afresh
+    for write in (lambda: ledger.renew("killed", 60), lambda: ledger.progress("killed", "dataset", "late", {}),
+                  lambda: ledger.finish("killed")):
+        with pytest.raises(SetupLost):
+            write()
+    assert ledger.read().owner == "next"
+
+
+def test_setup_lock_is_released_by_finish_and_the_outcome_recorded(book):
+    ledger, clock = book
+    ledger.acquire("a", 60)
+    ledger.progress("a", "packages", "installed", {"installed": True, "versions": ["numpy==2.4.6"]})
+    ledger.renew("a", 60)
+    ledger.finish("a", error="pip install from https://pypi.org/simple failed with exit status 1")
+    record = ledger.read()
+    assert (record.state, record.finished, record.steps["packages"]["versions"]) == (FAILED, True, ["numpy==2.4.6"])
+    assert record.error.startswith("pip install from")
+    assert ledger.acquire("b", 60) == 2  # released: no need to wait for the lease
+    ledger.finish("b")
+    assert (ledger.read().state, ledger.read().error) == (DONE, None)
+
+
+def test_setup_records_its_steps_and_outcome_in_the_ledger(runtime, s3, uploaded):
+    setup(runtime, {"setup": True}, runner=FakePip(), s3=s3)
+    record = SetupLedger(runtime.ledger.table, runtime.clock).read()
+    assert (record.state, record.attempt, record.error) == (DONE, 1, None)
+    assert set(record.steps) == {"sweep", "pip", "packages", "dataset"}
+    assert record.steps["pip"]["version"].startswith("pip ")
+    assert "torch==2.14.1+cpu" in record.steps["packages"]["versions"]
+    assert record.steps["dataset"] == {"train": 50, "val": 20, "prepared": True}
+
+
+def test_setup_sweeps_what_a_killed_setup_left(runtime, s3, uploaded, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "lambda-tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    mount = runtime.settings.mount
+    stale = [mount / ".python.staging-0badc0de", mount / "tmp" / "setup-0badc0de",
+             mount / "datasets" / ".cifar10.x1.tmp", tmp_path / "lambda-tmp" / "lambdatrain-setup" / "pip-unpack-1"]
+    for path in stale:
+        path.mkdir(parents=True)
+    setup(runtime, {"setup": True}, runner=FakePip(), s3=s3)
+    assert not any(path.exists() for path in stale)
+    removed = SetupLedger(runtime.ledger.table, runtime.clock).read().steps["sweep"]["removed"]
+    assert set(removed) == {".python.staging-0badc0de", "setup-0badc0de", ".cifar10.x1.tmp", "lambdatrain-setup"}
+
+
+def test_setup_failure_is_recorded_and_releases_the_lock(runtime, s3):
+    with pytest.raises(DataError):
+        setup(runtime, {"setup": True}, runner=FakePip(), s3=s3)  # no archive uploaded
+    record = SetupLedger(runtime.ledger.table, runtime.clock).read()
+    assert record.state == FAILED and "not found" in record.error and record.lease_until == 0
+
+
+def test_setup_does_not_start_a_step_without_its_time_budget(runtime, s3, uploaded):
+    pip = FakePip()
+    with pytest.raises(ConfigError, match="step packages may need 540 s"):
+        setup(runtime, {"setup": True}, runner=pip, s3=s3, time_left=lambda: 300.0)
+    assert pip.requirements == []  # pip never ran
+    assert SetupLedger(runtime.ledger.table, runtime.clock).read().state == FAILED
+
+
+def test_pip_that_cannot_run_fails_setup_in_one_line(runtime, s3, uploaded):
+    def no_pip(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "/var/lang/bin/python3.12: No module named pip\n")
+
+    with pytest.raises(deps.PackageError, match="pip cannot run in this runtime") as info:
+        setup(runtime, {"setup": True}, runner=no_pip, s3=s3)
+    assert "\n" not in str(info.value) and not runtime.settings.packages.exists()
