@@ -77,9 +77,11 @@ pulumi.export("sizing", {
 })
 pulumi.export(
     "setupCommand",
+    # Asynchronous: setup takes minutes, longer than the AWS CLI's 60 s read timeout, after which it
+    # would retry a synchronous call while the first still runs. `lambdatrain setup` follows it.
     functions.functions["starter"].name.apply(
-        lambda name: f"aws lambda invoke --function-name {name} --cli-binary-format raw-in-base64-out "
-        """--payload '{"setup": true}' setup.json"""
+        lambda name: f"aws lambda invoke --function-name {name} --invocation-type Event "
+        """--cli-binary-format raw-in-base64-out --payload '{"setup": true}' setup.json"""
     ),
 )
 pulumi.export(
