@@ -74,9 +74,10 @@ def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -
 def encode_sign(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> None:
     """Scaled sign: s = mean |x| over the block's ``count`` real elements; x -> -s if x < 0 else +s.
 
-    The sum is an explicit halving tree (pairs, then pairs of pairs: 8 levels for 256), so a
-    block's scale is the same float32 whatever NumPy's reduction does inside (SIMD width,
-    pairwise blocking) and whatever chunk or slice the block sits in; padding zeros add nothing.
+    The sum is an explicit tree that folds the upper half onto the lower (element i plus element
+    i + 128, then i + 64, ...: 8 levels for 256), so a block's scale is the same float32 whatever
+    NumPy's reduction does inside (SIMD width, pairwise blocking) and whatever chunk or slice the
+    block sits in; padding zeros add nothing.
     """
     k = x.shape[0]
     work = np.abs(x, out=s.work[:k])
