@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import threading
 import time
 import uuid
@@ -26,36 +25,10 @@ from lambdatrain.roles import settings as names
 from lambdatrain.roles.faults import POINTS
 from lambdatrain.storage import efs
 from tests.faults.conftest import SETTINGS
+from tests.faults.processes import function_of, kill, sandboxes
 
 pytestmark = pytest.mark.slow
 FAST_RECOVERY = {**SETTINGS, "round_deadline_s": 8.0}  # as test_local_stack_faults: one shared reference
-
-
-def sandboxes(mount: Path, function: str | None = None) -> list[int]:
-    """Process ids of the stack's execution environments (of ``function``, or all), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"lambdatrain.local.sandbox" not in argv or (function and argv[argv.index(b"lambdatrain.local.sandbox") + 1]
-                                                            != function.encode()):
-                continue
-            if f"{names.ENV_MOUNT}={mount}\0".encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue  # not a process, gone meanwhile, or not ours
-    return found
-
-
-def _kill(pids: list[int]) -> int:
-    killed = 0
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
-        except ProcessLookupError:
-            pass
-    return killed
 
 
 def _final_weights(out: Path, summary: dict) -> np.ndarray:
@@ -93,7 +66,7 @@ def _park_and_kill(request: TrainRequest, points: tuple[str, ...], killed: list[
         while len(killed) < len(points) and not stop.wait(0.05):
             for point in points:
                 if point not in killed and (mount / ".faults" / f"starter.{point}.1").exists():
-                    if _kill(sandboxes(mount, names.STARTER)):
+                    if kill(sandboxes(mount, names.STARTER)):
                         killed.append(point)
 
     threading.Thread(target=killer, daemon=True).start()
@@ -129,8 +102,8 @@ def test_local_train_survives_random_sigkills_of_its_processes(tmp_path, tiny_da
             live = sorted(sandboxes(mount))
             if parked and live:
                 pid = rng.choice(live)
-                name = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:4] or [b"?"])[0].decode()
-                if _kill([pid]):
+                name = function_of(pid)
+                if kill([pid]):
                     killed.append(name)
 
     threading.Thread(target=killer, daemon=True).start()
