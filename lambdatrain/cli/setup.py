@@ -37,6 +37,7 @@ def setup_command(
     time; a second one waits for it. Exit status 1 if setup failed.
     """
     from lambdatrain.ops.setup import SetupDisplay, run_setup, setup_event
+    from lambdatrain.ops.views import plural
 
     target = resolve(TargetOptions(**dataclasses.asdict(ctx.meta["target"])))
     event = setup_event(dataset=dataset, force=force or None, val_fraction=val_fraction, seed=seed, lease_s=lease)
@@ -44,7 +45,7 @@ def setup_command(
     record = run_setup(target, event, SetupDisplay(console), interval=interval, timeout=timeout)
     versions = record.steps.get("packages", {}).get("versions") or []
     torch = next((v for v in versions if v.startswith("torch==")), None)
-    console.print(f"setup done (attempt {record.attempt}): {len(versions)} packages"
+    console.print(f"setup done (attempt {record.attempt}): {plural(len(versions), 'package')}"
                   + (f" ({torch})" if torch else "") + ", dataset ready", markup=False)
 
 

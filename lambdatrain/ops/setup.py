@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from lambdatrain.ledger.setup import FAILED, SetupLedger, SetupRecord
 from lambdatrain.ops.errors import OpsError
 from lambdatrain.ops.target import Target
+from lambdatrain.ops.views import plural
 from lambdatrain.roles.setup import parse_setup
 
 STEPS = ("sweep", "pip", "packages", "dataset")  # in the order setup records them
@@ -49,8 +50,8 @@ def step_line(step: str, outcome: dict[str, Any]) -> str:
     if step == "pip":
         return f"pip runs: {outcome.get('version', '?')}"
     if step == "packages":
-        count = len(outcome.get("versions") or [])
-        return f"{count} pinned packages " + ("installed" if outcome.get("installed") else "already installed")
+        count = plural(len(outcome.get("versions") or []), "pinned package")
+        return f"{count} " + ("installed" if outcome.get("installed") else "already installed")
     return (f"dataset {'prepared' if outcome.get('prepared') else 'already prepared'}: "
             f"{outcome.get('train')} train, {outcome.get('val')} validation images")
 

@@ -153,11 +153,11 @@ def _steps(runtime: Runtime, book: SetupLedger, owner: str, alive: Callable[[], 
     settings = runtime.settings
     book.progress(owner, "sweep", "sweeping what an earlier setup left", None)
     book.progress(owner, "sweep", "swept", {"removed": steps.sweep(runtime)})
-    if deps.installed(settings.packages) != deps.marker_text(locks):
+    if deps.installed(settings.packages) != deps.marker_text(locks):  # pip and its time only for an install
         book.progress(owner, "pip", "checking that pip runs", None)
         book.progress(owner, "pip", "pip runs", {"version": deps.check_pip(runner)})
-    if settings.packages_lock is None:  # the budget is the shipped pins'; a stack's own lock has its own
-        _enough_time("packages", time_left)
+        if settings.packages_lock is None:  # the budget is the shipped pins'; a stack's own lock has none
+            _enough_time("packages", time_left)
     alive()
     book.progress(owner, "packages", f"installing {len(steps.versions(locks))} packages into {settings.packages}")
     packages = steps.install(runtime, locks, arch, runner)

@@ -158,11 +158,11 @@ def test_lambdatrain_setup_follows_setup_to_the_end_and_exits_0(stack, index):
     result = _setup_cli(stack)
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert "packages: 1 pinned packages installed" in lines
+    assert "packages: 1 pinned package installed" in lines
     assert "dataset: dataset prepared: 40 train, 10 validation images" in lines
-    assert lines[-1] == "setup done (attempt 1): 1 packages, dataset ready"
+    assert lines[-1] == "setup done (attempt 1): 1 package, dataset ready"
     again = _setup_cli(stack)  # everything done: the next attempt skips both steps
-    assert again.exit_code == 0 and "packages: 1 pinned packages already installed" in again.stdout
+    assert again.exit_code == 0 and "packages: 1 pinned package already installed" in again.stdout
     assert index.downloads == 1
 
 
