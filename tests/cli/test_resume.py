@@ -84,7 +84,8 @@ def test_killed_local_train_resumes_to_the_uninterrupted_model(trained, cli_data
     assert all(torch.equal(got["state_dict"][k], expected["state_dict"][k]) for k in expected["state_dict"])
 
     after = worker_log.read_text()[len(before):]
-    print(f"resumed from round {resumed_from}; worker results before the kill {_computed(before)}, after {_computed(after)}")
+    print(f"resumed from round {resumed_from}; worker results before the kill {_computed(before)}, "
+          f"after {_computed(after)}")
     assert _computed(after), "the resumed run computed nothing: the log is not where the test looks"
     assert all(r >= resumed_from for r, _ in _computed(after))  # committed rounds: not computed again
     # Every worker of every committed round computed once, before the kill.

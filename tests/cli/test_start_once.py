@@ -37,8 +37,8 @@ def _client_error(code: str, status: int) -> ClientError:
 
 
 def test_start_retries_timeouts_throttling_and_5xx_with_one_run_id():
-    starter = FlakyStarter(ReadTimeoutError(endpoint_url="https://lambda"), _client_error("TooManyRequestsException", 429),
-                           _client_error("ServiceException", 500))
+    starter = FlakyStarter(ReadTimeoutError(endpoint_url="https://lambda"),
+                           _client_error("TooManyRequestsException", 429), _client_error("ServiceException", 500))
     waits: list[float] = []
     answer = control.start(starter, TINY, sleep=waits.append, rng=random.Random(1))
     assert answer["status"] == "started" and len(starter.events) == 4
