@@ -46,7 +46,7 @@ def step_line(step: str, outcome: dict[str, Any]) -> str:
     """One finished step, as the user reads it."""
     if step == "sweep":
         removed = outcome.get("removed") or []
-        return f"swept {len(removed)} leftovers of a stopped setup: {', '.join(removed)}" if removed else "nothing to sweep"
+        return f"swept what a stopped setup left: {', '.join(removed)}" if removed else "nothing to sweep"
     if step == "pip":
         return f"pip runs: {outcome.get('version', '?')}"
     if step == "packages":
