@@ -4,7 +4,8 @@
 source mapping from these constants; ``lambdatrain.local`` creates the moto table and filters the
 stream with the same ones. Change them here and both sides follow.
 
-Item kinds (``pk`` is always ``RUN#<run_id>``):
+Item kinds of a run (``pk`` is ``RUN#<run_id>``; setup's lock and progress, under ``pk`` ``SETUP``, are
+documented in ``lambdatrain.ledger.setup``):
 
 ===================  =========================================================================
 ``sk``               item
