@@ -1,6 +1,7 @@
 """The combine benchmark: ``weighted_sum`` over N worker files against a plain-NumPy floor.
 
     python -m bench.combine [--workers 2,8,17,32,64] [--params P] [--shards 1,2] [--repeat R] [--checksum A] [--cold]
+                            [--codecs ternary,sign]
 
 Writes N result files of a P-element float32 vector (default: the size of vgg19_cifar at width 1)
 with ``lambdatrain.storage.efs.write_array`` (checksums: ``--checksum``, default the runs' default, XXH3-128) into a
@@ -19,6 +20,13 @@ interpreter, NumPy and torch: a fixed cost whatever N is), so the combine's own 
 difference. Every measurement runs ``--repeat`` times (default 3), floor and combines interleaved,
 and reports the median: a fresh process's first touch of ~100 MB of memory varies by tens of
 milliseconds from run to run here, as much as the whole difference being measured at N = 2.
+Compressed codecs (``--codecs``, lambdatrain/training/compress/; ``--codecs ''`` skips them): for
+each codec a fresh process compresses a P-element gradient with error feedback (a nonzero
+residual), encodes it again without feedback, decodes the payload into a buffer, and reads one
+payload file with ``np.load`` and adds it with ``decode_add``, the combiner's per-file work; that
+last time sits beside the float32 floor measured for one file in the same loop, interleaved.
+Buffers are touched before the clock starts; throughput is GB/s of float32 input (4 P bytes over
+the time); bytes per parameter come from the real payload's length.
 Local disk (or the page cache, unless ``--cold``) is not EFS: EFS reads run at
 roughly 100-500 MB/s per client, so on Lambda the reads dominate and these numbers are the CPU
 side of the combine only.
@@ -38,6 +46,7 @@ import numpy as np
 
 from bench._common import drop_page_cache, emit, int_list, log, machine, peak_rss_bytes, rss_bytes
 from lambdatrain.storage.digest import ALGORITHMS, DEFAULT_ALGORITHM
+from lambdatrain.training.compress import CODECS
 
 
 def default_params() -> int:
@@ -125,11 +134,64 @@ def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "seconds_runs": [r["seconds"] for r in runs]}
 
 
-def bench(workers: list[int], params: int, shards: list[int], folder: Path, cold: bool,
+def _vectors(params: int) -> tuple[np.ndarray, np.ndarray]:
+    """A gradient (write_files' base vector) and a nonzero residual, so feedback's add is real."""
+    grad = np.random.default_rng(0).standard_normal(params, dtype=np.float32)
+    return grad, np.random.default_rng(1).standard_normal(params, dtype=np.float32) * np.float32(0.1)
+
+
+def _codec_child(payload_path: str, params: int, codec: str, barrier, results) -> None:
+    from lambdatrain.training import compress as C
+
+    grad, residual = _vectors(params)
+    payload = np.zeros(C.payload_nbytes(params, codec), dtype=np.uint8)  # zeros: touched before timing
+    new_residual, decoded = np.zeros(params, dtype=np.float32), np.zeros(params, dtype=np.float32)
+    barrier.wait()
+    times, clock = {}, time.perf_counter()
+    for name, step in (("compress", lambda: C.compress(grad, residual, codec, out=payload, new_residual=new_residual)),
+                       ("encode", lambda: C.encode(grad, codec, out=payload)),
+                       ("decode", lambda: C.decode(payload, params, codec, out=decoded))):
+        step()
+        times[name], clock = time.perf_counter() - clock, time.perf_counter()
+    acc = np.zeros(params, dtype=np.float32)  # as the floor's: first touched by the adds
+    C.decode_add(np.load(payload_path, allow_pickle=False), params, codec, acc, 0.5)
+    times["read_decode_add"] = time.perf_counter() - clock
+    results.put({"seconds": times["read_decode_add"], **{f"{k}_seconds": v for k, v in times.items()}})
+
+
+def bench_codecs(codecs: list[str], params: int, files, folder: Path, cold: bool, repeat: int) -> list[dict[str, Any]]:
+    """Each codec's compress, encode, decode and read + decode_add, beside the one-file float32 floor."""
+    from lambdatrain.training import compress as C
+
+    model_bytes, rows = 4 * params, []
+    for codec in codecs:
+        grad, residual = _vectors(params)
+        payload, _ = C.compress(grad, residual, codec)
+        path = folder / f"payload-{codec}.npy"
+        np.save(path, payload)
+        floors, runs = [], []
+        for _ in range(repeat):  # interleaved, as the combine's runs are
+            floors.append({"seconds": floor(files[:1], params, cold)})
+            runs.append(run_children(_codec_child, [(str(path), params, codec)], cold)[0])
+        floor_s, m = median_runs(floors)["seconds"], median_runs(runs)
+        row = {"codec": codec, "params": params, "payload_bytes": int(payload.size),
+               "bits_per_param": 8 * payload.size / params, "vs_float32_bytes": payload.size / model_bytes,
+               "floor_seconds_per_file": floor_s, "floor_gbps": model_bytes / floor_s / 1e9,
+               "floor_seconds_per_file_runs": [f["seconds"] for f in floors], "vs_floor": m["seconds"] / floor_s,
+               "runs": runs}
+        for step in ("compress", "encode", "decode", "read_decode_add"):
+            seconds = sorted(r[f"{step}_seconds"] for r in runs)[(repeat - 1) // 2]
+            row[f"{step}_seconds"], row[f"{step}_gbps"] = seconds, model_bytes / seconds / 1e9
+        log(f"{codec}: {row['bits_per_param']:.3f} bits/param (1/{1 / row['vs_float32_bytes']:.1f} of float32); "
+            + ", ".join(f"{s} {row[f'{s}_gbps']:.2f} GB/s" for s in ("compress", "encode", "decode", "read_decode_add"))
+            + f"; float32 floor {row['floor_gbps']:.2f} GB/s (read + decode_add x{row['vs_floor']:.2f} its time)")
+        rows.append(row)
+    return rows
+
+
+def bench(workers: list[int], params: int, shards: list[int], files, cold: bool,
           checksum: str, repeat: int) -> list[dict[str, Any]]:
     model_bytes = params * 4
-    log(f"writing {max(workers)} files of {model_bytes / 1e6:.1f} MB into {folder}")
-    files = write_files(folder, max(workers), params, shards, checksum)
     results = []
     for n in workers:
         floors, runs = [], {s: [] for s in shards}
@@ -163,9 +225,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
     parser.add_argument("--checksum", choices=ALGORITHMS, default=DEFAULT_ALGORITHM, help="file checksum algorithm")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every measurement")
+    parser.add_argument("--codecs", type=lambda t: [c for c in t.split(",") if c.strip()], default=["ternary", "sign"],
+                        help="compressed codecs to measure beside float32 ('' for none)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if not args.workers:
+        parser.error("--workers needs at least one N")
+    unknown = [c for c in args.codecs if c not in CODECS]
+    if unknown:
+        parser.error(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
     params = args.params or default_params()
     cold = args.cold and drop_page_cache()
     if args.cold and not cold:
@@ -174,12 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="lt-bench-combine-", dir=args.dir))
     started = time.time()
     try:
-        results = bench(args.workers, params, args.shards, folder, cold, args.checksum, args.repeat)
+        log(f"writing {max(args.workers)} files of {params * 4 / 1e6:.1f} MB into {folder}")
+        files = write_files(folder, max(args.workers), params, args.shards, args.checksum)
+        results = bench(args.workers, params, args.shards, files, cold, args.checksum, args.repeat)
+        codecs = bench_codecs(args.codecs, params, files, folder, cold, args.repeat)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     goals = {"time_within_1.3x_floor": all(r["vs_floor"] <= 1.3 for r in results if r["shards"] == 1),
              "combine_rss_below_3x_model": all(r["rss_vs_model"] < 3 for r in results)}
-    emit({"results": results, "params": params, "cache": "cold" if cold else "warm (page cache)",
+    emit({"results": results, "codecs": codecs, "params": params, "cache": "cold" if cold else "warm (page cache)",
           "repeat": args.repeat, "goals": goals, "wall_s": time.time() - started, "machine": machine()})
 
 
