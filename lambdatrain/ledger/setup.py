@@ -18,8 +18,10 @@ setup takes it over.
             outcome: installed versions, dataset counts), ``error``, timestamps
 ==========  ===================================================================================
 
-Every write after the lock is taken is conditional on ``owner``, so a holder that lost its lease
-cannot overwrite its successor's progress. Failed conditions become ``SetupBusy`` or
+Lease times are the writers' clocks, so the lease assumes two hosts' clocks differ by far less
+than a lease (tens of seconds), as the combine's claim leases do. Every write after the lock is
+taken is conditional on ``owner``, so a holder that lost its lease cannot overwrite its
+successor's progress. Failed conditions become ``SetupBusy`` or
 ``SetupLost`` (both ``ClaimLost``: the handlers' edge answers them as no-ops); everything else is
 re-raised.
 """
