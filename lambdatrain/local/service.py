@@ -94,7 +94,7 @@ class Function:
                 self.waiting -= 1
             env = self.idle.pop() if self.idle else None
         if env is None or not env.alive:
-            env = Environment(self.fn, self.service.env, self.service.log_dir)  # on-demand: a 10 s init
+            env = Environment(self.fn, self.service.env, self.service.log_dir)  # on demand: Lambda's 10 s init
             with self.lock:
                 self.all.add(env)
         try:
