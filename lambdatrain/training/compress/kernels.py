@@ -1,8 +1,9 @@
 """The two codecs' arithmetic on a chunk of whole blocks: values to records, records to units.
 
-Each function takes a (k, block) float32 array of k blocks and writes their k records (codes,
-then the float32 scale), or reads k records back as (k, block) int8 units in {-1, 0, +1}; the
-decoded value is unit * scale, exact in float32 since the unit is -1, 0 or +1. Everything is one
+Each encoder takes a (k, block) float32 array of k blocks, writes their k records (codes, then
+the float32 scale) and returns the units it coded, (k, block) int8 in {-1, 0, +1}, so error
+feedback needs no decode; the unit readers read k records back as the same units. The decoded
+value is unit * scale, exact in float32 since the unit is -1, 0 or +1. Everything is one
 NumPy call over the chunk, into the caller's scratch arrays, with no Python loop over blocks.
 """
 
@@ -44,7 +45,7 @@ def scales(records: np.ndarray, codec: Codec) -> np.ndarray:
     return records[:, codec.code_bytes: codec.record].view("<f4")[:, 0]
 
 
-def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> None:
+def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> np.ndarray:
     """Ternary: s = the block's largest magnitude; x -> +s if x >= s/2, -s if x <= -s/2, else 0.
 
     Compared as 2x >= s, which is exact (doubling a float32 is exact, and where 2x overflows to
@@ -71,9 +72,11 @@ def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -
         np.add(codes, d[:, :, j], out=codes)
     records[:, : CODECS["ternary"].code_bytes] = codes
     scales(records, CODECS["ternary"])[:] = scale
+    np.subtract(digits, 1, out=digits)
+    return s.units[:k]
 
 
-def encode_sign(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> None:
+def encode_sign(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> np.ndarray:
     """Scaled sign: s = mean |x| over the block's ``count`` real elements; x -> -s if x < 0 else +s.
 
     The sum is an explicit tree that folds the upper half onto the lower (element i plus element
@@ -88,9 +91,11 @@ def encode_sign(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> N
         width //= 2
         np.add(work[:, :width], work[:, width: 2 * width], out=work[:, :width])
     scale = work[:, 0] / np.float32(count)
-    np.less(x, 0, out=s.neg[:k])
-    records[:, : CODECS["sign"].code_bytes] = np.packbits(s.neg[:k], axis=1)
+    neg = np.less(x, 0, out=s.neg[:k])
+    records[:, : CODECS["sign"].code_bytes] = np.packbits(neg, axis=1)
     scales(records, CODECS["sign"])[:] = scale
+    units = np.multiply(neg.view(np.int8), -2, out=s.units[:k])
+    return np.add(units, 1, out=units)
 
 
 def units_ternary(records: np.ndarray, s: Scratch) -> np.ndarray:

@@ -142,7 +142,7 @@ def compress(grad, residual, codec: str, *, out: np.ndarray | None = None,
             np.copyto(flat, grad[lo:hi])
         else:
             np.add(grad[lo:hi], residual[lo:hi], out=flat)
-        ENCODERS[codec](x, hi - lo - (b - a - 1) * c.block, records[a:b], s)
-        _decode_into(records[a:b], c, s, s.decoded[: b - a])
+        units = ENCODERS[codec](x, hi - lo - (b - a - 1) * c.block, records[a:b], s)
+        np.multiply(units, scales(records[a:b], c)[:, None], out=s.decoded[: b - a])  # = decode's values
         np.subtract(flat, s.decoded.reshape(-1)[: hi - lo], out=new_residual[lo:hi])
     return payload, new_residual
