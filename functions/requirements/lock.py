@@ -54,11 +54,16 @@ def hashed(pin: str, machine: str) -> str:
 
 def main() -> None:
     lines = {arch: [hashed(pin, machine) for pin in PYPI] for arch, machine in MACHINES.items()}
+    # A pure-Python wheel is the same file on both machines: written once, as _ANY.
+    common = [line for line in lines["x86_64"] if all(line in pins for pins in lines.values())]
+    platform = {arch: [line for line in pins if line not in common] for arch, pins in lines.items()}
     body = "".join(f"    {arch!r}: (\n" + "".join(f"        {line!r},\n" for line in pins) + "    ),\n"
-                   for arch, pins in lines.items())
+                   for arch, pins in platform.items())
     template = OUT.read_text().split("# --- generated below", 1)[0]
     OUT.write_text(template + "# --- generated below by functions/requirements/lock.py; do not edit ---\n"
-                   f"PYPI_PINS: dict[str, tuple[str, ...]] = {{\n{body}}}\n"
+                   f"_PLATFORM: dict[str, tuple[str, ...]] = {{\n{body}}}\n"
+                   "_ANY: tuple[str, ...] = (\n" + "".join(f"    {line!r},\n" for line in common) + ")\n"
+                   "PYPI_PINS = {arch: pins + _ANY for arch, pins in _PLATFORM.items()}\n"
                    "# Unverified: no hash. The PyTorch CPU index was not reachable where this was generated.\n"
                    f"TORCH_CPU_PINS: tuple[str, ...] = {TORCH_CPU!r}\n")
 

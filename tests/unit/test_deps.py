@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,15 @@ def test_pip_that_cannot_run_is_one_line():
 
 def test_pip_runs_in_this_interpreter():
     assert deps.check_pip().startswith("pip ")
+
+
+def test_pins_are_what_the_lock_script_resolves():
+    """pins.py is generated; its pins must be the script's, so a version bump there is regenerated."""
+    path = Path(__file__).resolve().parents[2] / "functions" / "requirements" / "lock.py"
+    spec = importlib.util.spec_from_file_location("lambda_lock", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for arch in script.MACHINES:
+        pypi, torch = deps.lambda_locks(arch)
+        assert sorted(line.split()[0] for line in pypi.lines) == sorted(script.PYPI)
+        assert torch.lines == script.TORCH_CPU
