@@ -65,8 +65,10 @@ def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -
     np.add(pos.view(np.uint8), 1, out=digits)
     np.subtract(digits, neg.view(np.uint8), out=digits)
     d = digits.reshape(k, -1, TERNARY_DIGITS)
-    codes = s.codes[:k]  # contiguous: Horner here and one copy into the records measured 1.6x
-    np.copyto(codes, d[:, :, TERNARY_DIGITS - 1])  # faster than Horner in the strided records
+    # Horner in contiguous scratch, then one copy into the strided records: measured 1.6x faster
+    # than Horner in the records themselves.
+    codes = s.codes[:k]
+    np.copyto(codes, d[:, :, TERNARY_DIGITS - 1])
     for j in range(TERNARY_DIGITS - 2, -1, -1):  # four vectorised passes, one per digit
         np.multiply(codes, 3, out=codes)
         np.add(codes, d[:, :, j], out=codes)
@@ -74,6 +76,9 @@ def encode_ternary(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -
     scales(records, CODECS["ternary"])[:] = scale
     np.subtract(digits, 1, out=digits)
     return s.units[:k]
+
+
+assert CODECS["sign"].block & (CODECS["sign"].block - 1) == 0, "the sign scale's fold halves the block"
 
 
 def encode_sign(x: np.ndarray, count: int, records: np.ndarray, s: Scratch) -> np.ndarray:
