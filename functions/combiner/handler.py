@@ -2,8 +2,9 @@
 
 A thin adapter: the logic lives in lambdatrain's runtime packages, shipped beside this file (what
 the zip holds: components/archive.py). torch and numpy live on the EFS mount (see
-lambdatrain/roles/packages.py), so the mount's package folder goes on the path before anything
-imports them.
+lambdatrain/roles/packages.py), so the mount's package folder goes on the path here, but nothing
+imports them at init: the watchdog fires every few minutes, before setup has installed them too,
+and needs neither (lambdatrain/roles/edge.py imports the combine path on its first combine).
 """
 
 import os
@@ -12,8 +13,7 @@ from lambdatrain.roles.packages import add_packages_to_path
 
 add_packages_to_path(os.environ)
 
-from lambdatrain.roles import combiner  # noqa: E402,F401  init: torch loads before the first invocation's clock
-from lambdatrain.roles.edge import handle  # noqa: E402  (needs the packages on the path)
+from lambdatrain.roles.edge import handle  # noqa: E402  torch-free: the combine path loads on demand
 
 
 def handler(event, context):

@@ -4,10 +4,15 @@
 (``InvalidEvent``: Lambda reports it as a function error with the one-line message); a duplicate or
 late delivery (``StaleRound``, ``AlreadyDone``, ``ClaimLost``) is answered as a no-op, because
 raising would make Lambda retry an event whose work is already done.
+
+The watchdog's path imports neither torch nor numpy (every role module that needs them is imported
+inside its branch): it runs every few minutes from deployment on, before setup has installed them,
+and a cold tick should not pay for loading torch from EFS.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Callable
 
 from lambdatrain.roles import recovery
@@ -59,19 +64,30 @@ def _s3_reader():
 
 
 def _combine(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
-    from lambdatrain.roles import combiner
-
     kind = event_kind(event)
+    if kind == "watchdog":
+        only_keys(event, {"watchdog"})
+        if not installed("numpy", "torch"):
+            # Before setup nothing can run: an error here would be retried and dead-lettered on every tick.
+            return Outcome("noop", detail={"reason": "torch and numpy are not installed yet (run setup)"})
+        return recovery.watchdog(runtime)
+    from lambdatrain.roles import combiner  # numpy and torch: the combine path only
+
     if kind == "records":
         outcomes = [combiner.claim_or_skip(runtime, CombineEvent(run=t.run, round=t.round, workers=0, epochsdone=0))
                     for t in parse_stream_records(event)]
         return Outcome("batch", detail={"rounds": [o.to_dict() for o in outcomes]})
     if kind == "combine":
         return combiner.claim_or_skip(runtime, parse_combine(event))
-    if kind == "watchdog":
-        only_keys(event, {"watchdog"})
-        return recovery.watchdog(runtime)
     raise InvalidEvent("event", f"the combiner does not take '{kind}' events")
+
+
+def installed(*names: str) -> bool:
+    """Whether every package in ``names`` can be imported, without importing any of them."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in names)
+    except (ImportError, ValueError):  # a broken or half-installed package counts as missing
+        return False
 
 
 def _work(runtime: Runtime, event: dict[str, Any], context: Any) -> Outcome:
