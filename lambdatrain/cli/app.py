@@ -4,7 +4,7 @@
 Each command parses its options and delegates to a keyword-only function. ``main`` is the one
 entry point (console script and ``python -m lambdatrain``): click runs standalone there, so a usage
 error is its usage line and one error line (exit 2), and a domain error is one line (exit 1,
-edge.Command).
+edge.Command), and so is any other failure, unless ``--debug`` asks for the traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,7 +22,8 @@ from rich.console import Console
 
 from lambdatrain.cli import ops, plan, preflight
 from lambdatrain.cli import setup as setup_cli
-from lambdatrain.cli.edge import Command, show_help_without_command, with_groups
+from lambdatrain.cli.edge import (DEBUG_HELP, Command, debugging, report_unexpected, set_debug, show_help_without_command,
+                                  with_groups)
 from lambdatrain.cli.settings import settings_group
 from lambdatrain.protocol.config import LOCAL_TRAIN
 
@@ -36,8 +38,12 @@ DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
 
 
 @app.callback(invoke_without_command=True)
-def lambdatrain(ctx: typer.Context) -> None:
+def lambdatrain(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
     """Data-parallel training on AWS Lambda, and the same system on this machine."""
+    set_debug(debug)
     show_help_without_command(ctx)
 
 
@@ -135,8 +141,19 @@ def evaluate(
 
 
 def main() -> None:
-    """The console script: click standalone, under the name users type."""
-    app(prog_name="lambdatrain")
+    """The console script: click standalone, under the name users type.
+
+    Commands report their own failures (edge.Command); what fails outside a command (a group's
+    callback, the option groups' conversion) is caught here, so no traceback reaches a user
+    unless --debug or LAMBDATRAIN_DEBUG asks for it.
+    """
+    try:
+        app(prog_name="lambdatrain")
+    except Exception as exc:  # noqa: BLE001 - the outermost edge
+        if debugging():
+            raise
+        report_unexpected("lambdatrain", exc)
+        sys.exit(1)
 
 
 # Registered after this module's own commands: --help lists them in this order.

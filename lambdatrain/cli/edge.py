@@ -1,27 +1,55 @@
-"""The CLI's edge: the command class every command uses, so a domain error becomes one line on stderr
-and exit status 1, and a group of options declared once (a dataclass) can join any command.
+"""The CLI's edge: the command class every command uses, so a failure becomes one line on stderr and
+exit status 1, and a group of options declared once (a dataclass) can join any command.
 
-Usage errors (an unknown option or command, a bad type, a missing argument) never reach this
-module: click reports them itself (usage line, error line, exit 2) from the app's standalone entry.
+A domain error is its own sentence. Any other exception (a bug, or a library's error that no
+command maps, such as a local-stack process dying) is one line too: the command, the exception's
+type and first line, and what to do; ``--debug`` or ``LAMBDATRAIN_DEBUG=1`` shows the traceback
+instead. Usage errors (an unknown option or command, a bad type, a missing argument) never reach
+this module: click reports them itself (usage line, error line, exit 2) from the app's standalone
+entry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from typing import Any, ContextManager
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand
+from typer.exceptions import Abort, Exit, TyperException  # typer's bundled click raises these, not click's
 
 from lambdatrain.protocol.errors import LambdaTrainError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error is one line, whatever the width
 
 
+DEBUG_ENV = "LAMBDATRAIN_DEBUG"  # set to 1: failures show their traceback (as --debug does)
+DEBUG_HELP = f"show the traceback of a failure (or set {DEBUG_ENV}=1)"
+_debug = {"on": False}  # what the top-level --debug said in this process
+
+
+def set_debug(on: bool) -> None:
+    _debug["on"] = on
+
+
+def debugging() -> bool:
+    """--debug was given, or the environment asks for tracebacks."""
+    return _debug["on"] or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def report(exc: LambdaTrainError) -> None:
     err.print(f"error: {exc}", markup=False)
+
+
+def report_unexpected(what: str, exc: BaseException) -> None:
+    """One line for an exception no command expected: what failed, how, and what to do next."""
+    lines = str(exc).strip().splitlines()
+    how = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    err.print(f"error: {what} failed ({how}); run it again, and if it fails again add --debug "
+              f"(or set {DEBUG_ENV}=1) for the traceback and report it", markup=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +73,7 @@ class OptionGroup:
 
 
 class Command(TyperCommand):
-    """Every lambdatrain command: its option groups' values in ctx.meta, domain errors as one line."""
+    """Every lambdatrain command: its option groups' values in ctx.meta, every failure as one line."""
 
     groups: tuple[OptionGroup, ...] = ()
 
@@ -65,8 +93,17 @@ class Command(TyperCommand):
         try:
             with self.guard():
                 return super().invoke(ctx)
+        except (Exit, Abort, TyperException, EOFError):
+            raise  # click's own ways to end a command (exit codes, usage errors), and end of input: Aborted!
         except LambdaTrainError as exc:
+            if debugging():
+                raise
             report(exc)
+            raise typer.Exit(1) from None
+        except Exception as exc:  # noqa: BLE001 - the edge: whatever it is, the user gets one line
+            if debugging():
+                raise
+            report_unexpected(ctx.command_path, exc)
             raise typer.Exit(1) from None
 
 
