@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 # - dataset: the CIFAR-10 archive (163 MB) from S3 in seconds; decoding and writing the four arrays
 #   takes about 36 s on a development machine (issue 13), a few times that on one Lambda vCPU.
 BUDGET_S = {"packages": 540.0, "dataset": 240.0}
-SCRATCH = "lambdatrain-setup"  # pip's TMPDIR, below the function's /tmp
+# pip's TMPDIR, below the function's /tmp. pip --target unpacks everything there before moving it
+# into the staging folder, so /tmp must hold the unpacked packages: the starter's 2048 MB
+# (starterEphemeralStorage in components/config.py and docs/deploy.md) against ~1.3 GB.
+SCRATCH = "lambdatrain-setup"
 # S3 answers 403 rather than 404 for a missing key when the caller may not list the bucket, and
 # the starter's role may not (it reads only start/ and datasets/ objects).
 _MISSING = {"404", "NoSuchKey", "403", "AccessDenied", "Forbidden"}
