@@ -68,7 +68,7 @@ def local_train(
     """
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.ops.progress import ConsoleDisplay
-    from lambdatrain.ops.local_train import TrainRequest, train
+    from lambdatrain.ops.local_train import TrainRequest, interrupted, train
     from lambdatrain.protocol.config import parse_config
 
     settings = dataclasses.asdict(ctx.meta["settings"])
@@ -79,8 +79,11 @@ def local_train(
     prepared = None if resume and data is None else resolve_dataset(data, cache_dir)
     if prepared is not None:
         console.print(f"dataset: {prepared}")
-    summary = train(TrainRequest(data=prepared, out=out, settings=settings, resume=resume, given=given),
-                    ConsoleDisplay(console))
+    try:
+        summary = train(TrainRequest(data=prepared, out=out, settings=settings, resume=resume, given=given),
+                        ConsoleDisplay(console))
+    except KeyboardInterrupt:  # Ctrl-C: the stack has stopped (train's with-block); say how to go on
+        raise interrupted(out) from None
     console.print(f"checkpoint {summary['checkpoint']}", highlight=False)  # the display printed the rest
 
 

@@ -128,11 +128,23 @@ def _run_to_continue(out: Path, request: TrainRequest) -> tuple[str, dict[str, A
     return run, config
 
 
+def resume_command(out: Path) -> str:
+    return f"lambdatrain local train --resume --out {out}"
+
+
+def interrupted(out: Path) -> LambdaTrainError:
+    """What to tell a user who stopped ``local train`` (Ctrl-C): how to continue, if a run began."""
+    pending = unfinished_runs(out.resolve())
+    if not pending:
+        return LambdaTrainError("interrupted before a run started: nothing to continue")
+    return LambdaTrainError(f"interrupted: continue run {pending[0]} with `{resume_command(out.resolve())}`")
+
+
 def _refuse_unfinished(out: Path) -> None:
     pending = unfinished_runs(out)
     if pending:
         raise LambdaTrainError(f"{out} holds the unfinished run {pending[0]}: continue it with "
-                               f"`lambdatrain local train --resume --out {out}`, or choose another --out")
+                               f"`{resume_command(out)}`, or choose another --out")
 
 
 def invoke_starter(stack: LocalStack, event: dict[str, Any], attempts: int) -> dict[str, Any]:

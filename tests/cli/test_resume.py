@@ -94,3 +94,20 @@ def test_killed_local_train_resumes_to_the_uninterrupted_model(trained, cli_data
 
     nothing = _lambdatrain_run("local", "train", "--resume", "--out", out)
     assert_one_line_error(nothing, f"nothing to resume in {out}")
+
+
+def test_ctrl_c_stops_the_stack_and_names_the_command_that_continues(cli_data, tmp_path):
+    out, mount = tmp_path / "out", tmp_path / "out" / "stack" / "efs"
+    proc = subprocess.Popen(_lambdatrain("local", "train", "--data", cli_data, "--out", out, *FLAGS),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env())
+    deadline = time.monotonic() + 180
+    while not list(mount.glob("runs/*/config.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    run = next(mount.glob("runs/*/config.json")).parent.name
+    assert proc.returncode == 1, stdout + stderr
+    assert stderr.strip().splitlines() == [f"error: interrupted: continue run {run} with "
+                                           f"`lambdatrain local train --resume --out {out}`"], stderr
+    assert sandboxes(mount) == []  # the stack stopped its processes
