@@ -68,7 +68,7 @@ def local_train(
     """
     from lambdatrain.training.data import resolve_dataset
     from lambdatrain.ops.progress import ConsoleDisplay
-    from lambdatrain.ops.local_train import TrainRequest, interrupted, train
+    from lambdatrain.ops.local_train import TrainRequest, check_out, interrupted, train
     from lambdatrain.protocol.config import parse_config
 
     settings = dataclasses.asdict(ctx.meta["settings"])
@@ -76,12 +76,13 @@ def local_train(
     parse_config(settings)  # bad settings stop here, before anything starts
     # A resumed run keeps its settings: the ones typed are checked against them, the defaults are not.
     given = frozenset(k for k in settings if ctx.get_parameter_source(k).name != "DEFAULT")
-    prepared = None if resume and data is None else resolve_dataset(data, cache_dir)
-    if prepared is not None:
-        console.print(f"dataset: {prepared}")
+    request = TrainRequest(data=None, out=out, settings=settings, resume=resume, given=given)
+    check_out(request)  # an --out that does not fit stops here, before the dataset is prepared
+    request.data = None if resume and data is None else resolve_dataset(data, cache_dir)
+    if request.data is not None:
+        console.print(f"dataset: {request.data}")
     try:
-        summary = train(TrainRequest(data=prepared, out=out, settings=settings, resume=resume, given=given),
-                        ConsoleDisplay(console))
+        summary = train(request, ConsoleDisplay(console))
     except KeyboardInterrupt:  # Ctrl-C: the stack has stopped (train's with-block); say how to go on
         raise interrupted(out) from None
     console.print(f"checkpoint {summary['checkpoint']}", highlight=False)  # the display printed the rest

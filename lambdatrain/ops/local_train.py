@@ -170,15 +170,22 @@ def _first_event(stack: LocalStack, run: str, settings: dict[str, Any], resume: 
     return {"start": True, "run": run, **settings}
 
 
+def check_out(request: TrainRequest) -> tuple[str | None, dict[str, Any]]:
+    """The run that --resume continues and its settings, or (None, the request's) for a new run;
+    an ``out`` that does not fit the request is refused in one line. Nothing is changed."""
+    out = request.out.resolve()
+    if request.resume:
+        return _run_to_continue(out, request)
+    _refuse_unfinished(out)
+    return None, dict(request.settings)
+
+
 def train(request: TrainRequest, display: Display | None = None) -> dict[str, Any]:
     out = request.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     stack_dir = out / "stack"
-    settings = dict(request.settings)
-    if request.resume:
-        run, settings = _run_to_continue(out, request)
-    else:
-        _refuse_unfinished(out)
+    run, settings = check_out(request)
+    if run is None:
         shutil.rmtree(stack_dir, ignore_errors=True)  # a finished run's files: exported into out already
         run = new_run_id()
     shutil.rmtree(stack_dir / "dlq", ignore_errors=True)  # the failures of an earlier stack, not this one's
