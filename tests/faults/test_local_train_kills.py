@@ -59,7 +59,7 @@ def test_dead_idle_environment_is_a_runtime_exit(tmp_path):
 def _park_and_kill(request: TrainRequest, points: tuple[str, ...], killed: list[str], stop: threading.Event) -> None:
     """Arm ``points`` as hangs; a thread SIGKILLs the starter parked at each, once reached."""
     request.stack.faults = ",".join(f"starter:{p}:1:hang" for p in points)
-    request.start_attempts = len(points) + 1
+    request.start_attempts += len(points)  # the parked deaths on top of what a real death may need
     mount = request.out / "stack" / "efs"
 
     def killer() -> None:
