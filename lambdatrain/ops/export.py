@@ -8,30 +8,36 @@ module), so the model loads without lambdatrain's checkpoint format::
     model = build_model(ModelSpec(**meta["spec"]))      # or torchvision.models.vgg19(num_classes=...)
     model.load_state_dict(torch.load("model.pt", weights_only=True)); model.eval()
 
-The weights come from ``checkpoint.pt`` of a ``local train --out`` folder, or from the run's folder
-on EFS (the weights file of the run's current round, checked against the ledger's digest), which
-is only reachable where the file system is mounted.
+The files come, in this order, from ``checkpoint.pt`` of a ``local train --out`` folder; for a
+finished run on a stack, from ``s3://BUCKET/exports/RUN/``, where the combiner wrote them when the
+run finished (no EFS mount needed); else from the run's folder on EFS (the weights file of the
+run's current round, checked against the ledger's digest), which is only reachable where the file
+system is mounted. All three are made by ``training.checkpoint.export_files``: the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from botocore.exceptions import ClientError
 
+from lambdatrain.ledger.items import DONE
 from lambdatrain.training import checkpoint
+from lambdatrain.training.checkpoint import META_FILE, MODEL_FILE, build_hint, export_meta  # noqa: F401 (API)
 from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.errors import DataError
 from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.ops.errors import MountUnavailable
 from lambdatrain.ops.source import RunSource
+from lambdatrain.roles.combiner import export_key
 from lambdatrain.roles.settings import DEFAULT_MOUNT, EXPORT_PREFIX
 
-FORMAT = "lambdatrain-export-v1"
-MODEL_FILE, META_FILE = "model.pt", "model.json"
+UPLOAD_WAIT_S = 60.0  # how long after a run's end its export may still be on its way to the bucket
 
 
 def _from_mount(source: RunSource) -> dict[str, Any]:
@@ -39,9 +45,11 @@ def _from_mount(source: RunSource) -> dict[str, Any]:
     mount = source.target.mount if source.target else None
     paths = efs.RunLayout(mount or Path(DEFAULT_MOUNT), source.run)
     if mount is None or not paths.weights(record.round).is_file():
+        where = (f"its model is not in the bucket's {EXPORT_PREFIX}{source.run}/ and " if record.state == DONE
+                 else "the combiner writes its model to the bucket when it finishes; until then ")
         raise MountUnavailable(
-            f"the weights of run {source.run} are on EFS ({paths.weights(record.round)} is not here): run export "
-            f"where the file system is mounted and pass --mount PATH, or export a `local train --out` folder")
+            f"{where}the weights of run {source.run} are on EFS ({paths.weights(record.round)} is not here): run "
+            f"export where the file system is mounted and pass --mount PATH, or export a `local train --out` folder")
     return checkpoint.final_model(mount, source.run, record.round, record.weights, source.ledger.metrics(source.run))
 
 
@@ -52,37 +60,55 @@ def _from_folder(source: RunSource) -> dict[str, Any]:
     return record
 
 
-def build_hint(record: dict[str, Any]) -> str:
-    """Python that rebuilds the bare module; torchvision's own VGG19 where the shapes are its own."""
-    if record["model"] == "vgg19" and float(record["width"]) == 1.0:
-        return f"torchvision.models.vgg19(num_classes={record['num_classes']})"
-    return "lambdatrain.training.model.build_model(lambdatrain.training.model.ModelSpec(**meta['spec']))"
+def _fetch(source: RunSource) -> dict[str, bytes] | None:
+    s3, bucket, files = source.target.s3(), source.target.name("bucket"), {}
+    for name in (MODEL_FILE, META_FILE):
+        try:
+            files[name] = s3.get_object(Bucket=bucket, Key=export_key(source.run, name))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+    return files
 
 
-def export_meta(record: dict[str, Any]) -> dict[str, Any]:
-    return {"format": FORMAT, "state_dict": MODEL_FILE,
-            "spec": {"name": record["model"], "width": record["width"], "num_classes": record["num_classes"]},
-            "build": build_hint(record), "input_size": record["input_size"],
-            "input": "RGB, resized to input_size x input_size, scaled to [0, 1], then (x - mean) / std per channel",
-            "mean": list(record["mean"]), "std": list(record["std"]), "classes": list(record["classes"]),
-            "run": record["run"], "round": record["round"], "metrics": dict(record.get("metrics") or {}),
-            "settings": dict(record["config"])}
+def _from_bucket(source: RunSource, *, sleep: Callable[[float], None] = time.sleep) -> dict[str, bytes] | None:
+    """The files the combiner wrote for a finished run; None where there is no bucket or no export.
+
+    The combiner uploads right after the run's last commit, so a run that has just finished may
+    not have them yet: without the run's weights on a mount here, wait for them a little.
+    """
+    target = source.target
+    if target is None or not target.names.get("bucket"):
+        return None
+    record = source.ledger.get_run(source.run)
+    if record.state != DONE:
+        return None
+    mounted = target.mount is not None and efs.RunLayout(target.mount, source.run).weights(record.round).is_file()
+    while True:
+        files = _fetch(source)
+        if files is not None or mounted or time.time() > record.updated_at + UPLOAD_WAIT_S:
+            return files  # None: finished before the combiner wrote exports, or the upload failed
+        sleep(1.0)
 
 
 def export(source: RunSource, out: Path, *, to_s3: bool = False) -> dict[str, Any]:
-    record = _from_folder(source) if source.folder is not None else _from_mount(source)
+    files = None if source.folder is not None else _from_bucket(source)
+    if files is None:
+        files = checkpoint.export_files(_from_folder(source) if source.folder is not None else _from_mount(source))
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(record["state_dict"], out / MODEL_FILE)
-    (out / META_FILE).write_text(json.dumps(export_meta(record), indent=2, sort_keys=True))
-    result: dict[str, Any] = {"run": source.run, "round": record["round"],
+    for name, body in files.items():
+        (out / name).write_bytes(body)
+    meta = json.loads(files[META_FILE])
+    result: dict[str, Any] = {"run": source.run, "round": meta["round"],
                               "files": [str(out / MODEL_FILE), str(out / META_FILE)]}
     if to_s3:
         if source.target is None:
             raise MountUnavailable("--s3 needs a stack: pass --local-state, --endpoint or --stack-outputs with the run id")
         bucket = source.target.name("bucket")
         s3 = source.target.s3()
-        for name in (MODEL_FILE, META_FILE):
-            s3.upload_file(str(out / name), bucket, f"{EXPORT_PREFIX}{source.run}/{name}")
+        for name, body in files.items():
+            s3.put_object(Bucket=bucket, Key=export_key(source.run, name), Body=body)
         result["s3"] = f"s3://{bucket}/{EXPORT_PREFIX}{source.run}/"
     return result
 

@@ -4,6 +4,12 @@ Each step is idempotent, so a combiner that dies anywhere is simply redone by th
 watchdog re-drives a claim whose lease ran out): the new weights are a deterministic function of
 the round's inputs, rewriting them yields the same bytes, and only the ledger's conditional commit
 publishes them, once.
+
+When the last round commits, the combiner writes the run's model to the stack's bucket under
+``exports/<run>/`` (``training.checkpoint.export_files``), so it can be fetched without the EFS
+mount. It is built from what the commit published (the final weights' digest, the METRIC items),
+so every delivery writes the same bytes: a finish delivered again (Lambda retries an invocation
+that died between the commit and the upload, the stream a batch) writes the same objects again.
 """
 
 from __future__ import annotations
@@ -11,17 +17,49 @@ from __future__ import annotations
 import time
 import uuid
 
+import boto3
+
 from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.errors import ClaimLost, CorruptFile, StaleRound
-from lambdatrain.ledger.items import RoundRecord, RunRecord
-from lambdatrain.logs import bind
+from lambdatrain.ledger.items import DONE, RoundRecord, RunRecord
+from lambdatrain.logs import bind, logger
 from lambdatrain.protocol.events import CombineEvent, Outcome
 from lambdatrain.roles import sharding
 from lambdatrain.roles.claimed import publish, reduce_slice, reopen
 from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import EXPORT_PREFIX
+from lambdatrain.training import checkpoint
+
+
+def export_key(run: str, name: str) -> str:
+    """The S3 key of one file of a run's export."""
+    return f"{EXPORT_PREFIX}{run}/{name}"
+
+
+def export_model(runtime: Runtime, run: str) -> list[str]:
+    """Write a finished run's model to ``s3://<bucket>/exports/<run>/``; the keys written (none without a bucket)."""
+    if runtime.settings.bucket is None:
+        return []
+    record = runtime.ledger.get_run(run)
+    files = checkpoint.export_files(checkpoint.final_model(runtime.settings.mount, run, record.round, record.weights,
+                                                           runtime.ledger.metrics(run)))
+    s3 = boto3.client("s3")
+    for name, body in files.items():
+        # PutObject replaces an object whole (S3 has no partial writes), so a re-delivered finish is harmless.
+        s3.put_object(Bucket=runtime.settings.bucket, Key=export_key(run, name), Body=body)
+    keys = [export_key(run, name) for name in files]
+    logger.info("model exported", extra={"bucket": runtime.settings.bucket, "keys": keys})
+    return keys
 
 
 def combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
+    outcome = _combine(runtime, ev)
+    if outcome.status == "finished":
+        export_model(runtime, ev.run)
+    return outcome
+
+
+def _combine(runtime: Runtime, ev: CombineEvent) -> Outcome:
     bind(run=ev.run, round=ev.round)
     record = runtime.ledger.check_current(ev.run, ev.round)
     if ev.claim is not None:
@@ -60,4 +98,7 @@ def claim_or_skip(runtime: Runtime, ev: CombineEvent) -> Outcome:
     except ClaimLost as exc:
         return Outcome("skipped", run=ev.run, round=ev.round, detail={"reason": str(exc)})
     except StaleRound as exc:
+        record = runtime.ledger.get_run(ev.run)
+        if record.state == DONE and record.round == ev.round + 1:  # the last round's finish, delivered again
+            export_model(runtime, ev.run)
         return Outcome("stale", run=ev.run, round=ev.round, detail={"reason": str(exc)})
