@@ -25,8 +25,9 @@ each codec a fresh process compresses a P-element gradient with error feedback (
 residual), encodes it again without feedback, decodes the payload into a buffer, and reads one
 payload file with ``np.load`` and adds it with ``decode_add``, the combiner's per-file work; that
 last time sits beside the float32 floor measured for one file in the same loop, interleaved.
-Buffers are touched before the clock starts; throughput is GB/s of float32 input (4 P bytes over
-the time); bytes per parameter come from the real payload's length.
+Output buffers are touched before the clock starts; throughput is GB/s of float32 input (4 P bytes
+over the time), from wall and from CPU time (the process's own, which other processes on a shared
+machine inflate far less); bytes per parameter come from the real payload's length.
 Local disk (or the page cache, unless ``--cold``) is not EFS: EFS reads run at
 roughly 100-500 MB/s per client, so on Lambda the reads dominate and these numbers are the CPU
 side of the combine only.
@@ -91,11 +92,12 @@ def _combine_child(files, params: int, shards: int, shard: int, barrier, results
 def _floor_child(files, params: int, barrier, results) -> None:
     baseline = rss_bytes()
     barrier.wait()
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     acc = np.zeros(params, dtype=np.float32)
     for path, *_ in files:
         acc += np.load(path, allow_pickle=False)
-    results.put({"start": start, "end": time.time(), "peak": peak_rss_bytes(), "baseline": baseline})
+    results.put({"start": start, "end": time.time(), "cpu": time.process_time() - cpu, "peak": peak_rss_bytes(),
+                 "baseline": baseline})
 
 
 def run_children(target, arg_sets: list[tuple], cold: bool) -> list[dict[str, Any]]:
@@ -144,47 +146,65 @@ def _codec_child(payload_path: str, params: int, codec: str, barrier, results) -
     from lambdatrain.training import compress as C
 
     grad, residual = _vectors(params)
-    payload = np.zeros(C.payload_nbytes(params, codec), dtype=np.uint8)  # zeros: touched before timing
-    new_residual, decoded = np.zeros(params, dtype=np.float32), np.zeros(params, dtype=np.float32)
+    # np.full, not np.zeros: calloc'd zeros are not touched, and the first write would fault them in
+    payload = np.full(C.payload_nbytes(params, codec), 0, dtype=np.uint8)
+    new_residual, decoded = np.full(params, 0, dtype=np.float32), np.full(params, 0, dtype=np.float32)
+
+    def read_decode_add() -> None:
+        acc = np.zeros(params, dtype=np.float32)  # as the floor's: first touched by the adds
+        C.decode_add(np.load(payload_path, allow_pickle=False), params, codec, acc, 0.5)
+
     barrier.wait()
-    times, clock = {}, time.perf_counter()
+    out = {}
     for name, step in (("compress", lambda: C.compress(grad, residual, codec, out=payload, new_residual=new_residual)),
                        ("encode", lambda: C.encode(grad, codec, out=payload)),
-                       ("decode", lambda: C.decode(payload, params, codec, out=decoded))):
+                       ("decode", lambda: C.decode(payload, params, codec, out=decoded)),
+                       ("read_decode_add", read_decode_add)):
+        wall, cpu = time.perf_counter(), time.process_time()
         step()
-        times[name], clock = time.perf_counter() - clock, time.perf_counter()
-    acc = np.zeros(params, dtype=np.float32)  # as the floor's: first touched by the adds
-    C.decode_add(np.load(payload_path, allow_pickle=False), params, codec, acc, 0.5)
-    times["read_decode_add"] = time.perf_counter() - clock
-    results.put({"seconds": times["read_decode_add"], **{f"{k}_seconds": v for k, v in times.items()}})
+        out[f"{name}_seconds"], out[f"{name}_cpu_seconds"] = time.perf_counter() - wall, time.process_time() - cpu
+    results.put({"seconds": out["read_decode_add_seconds"], **out})
+
+
+CODEC_STEPS = ("compress", "encode", "decode", "read_decode_add")
+
+
+def median(values: list[float]) -> float:
+    """The median (the lower middle one for an even count), as median_runs picks."""
+    return sorted(values)[(len(values) - 1) // 2]
 
 
 def bench_codecs(codecs: list[str], params: int, files, folder: Path, cold: bool, repeat: int) -> list[dict[str, Any]]:
-    """Each codec's compress, encode, decode and read + decode_add, beside the one-file float32 floor."""
+    """Each codec's compress, encode, decode and read + decode_add, beside the one-file float32 floor;
+    wall and CPU time (the machine is shared: CPU time is what other sessions' load inflates least)."""
     from lambdatrain.training import compress as C
 
     model_bytes, rows = 4 * params, []
     for codec in codecs:
-        grad, residual = _vectors(params)
-        payload, _ = C.compress(grad, residual, codec)
+        payload, _ = C.compress(*_vectors(params), codec)
         path = folder / f"payload-{codec}.npy"
         np.save(path, payload)
         floors, runs = [], []
         for _ in range(repeat):  # interleaved, as the combine's runs are
-            floors.append({"seconds": floor(files[:1], params, cold)})
+            (f,) = run_children(_floor_child, [(files[:1], params)], cold)
+            floors.append({"seconds": f["end"] - f["start"], "cpu_seconds": f["cpu"]})
             runs.append(run_children(_codec_child, [(str(path), params, codec)], cold)[0])
-        floor_s, m = median_runs(floors)["seconds"], median_runs(runs)
+        floor_s, floor_cpu = median([f["seconds"] for f in floors]), median([f["cpu_seconds"] for f in floors])
         row = {"codec": codec, "params": params, "payload_bytes": int(payload.size),
                "bits_per_param": 8 * payload.size / params, "vs_float32_bytes": payload.size / model_bytes,
-               "floor_seconds_per_file": floor_s, "floor_gbps": model_bytes / floor_s / 1e9,
-               "floor_seconds_per_file_runs": [f["seconds"] for f in floors], "vs_floor": m["seconds"] / floor_s,
-               "runs": runs}
-        for step in ("compress", "encode", "decode", "read_decode_add"):
-            seconds = sorted(r[f"{step}_seconds"] for r in runs)[(repeat - 1) // 2]
-            row[f"{step}_seconds"], row[f"{step}_gbps"] = seconds, model_bytes / seconds / 1e9
-        log(f"{codec}: {row['bits_per_param']:.3f} bits/param (1/{1 / row['vs_float32_bytes']:.1f} of float32); "
-            + ", ".join(f"{s} {row[f'{s}_gbps']:.2f} GB/s" for s in ("compress", "encode", "decode", "read_decode_add"))
-            + f"; float32 floor {row['floor_gbps']:.2f} GB/s (read + decode_add x{row['vs_floor']:.2f} its time)")
+               "floor_seconds_per_file": floor_s, "floor_cpu_seconds_per_file": floor_cpu,
+               "floor_gbps": model_bytes / floor_s / 1e9, "floor_cpu_gbps": model_bytes / floor_cpu / 1e9,
+               "floor_runs": floors, "runs": runs}
+        for step in CODEC_STEPS:
+            for kind in ("", "_cpu"):
+                seconds = median([r[f"{step}{kind}_seconds"] for r in runs])
+                row[f"{step}{kind}_seconds"], row[f"{step}{kind}_gbps"] = seconds, model_bytes / seconds / 1e9
+        row["vs_floor"] = row["read_decode_add_seconds"] / floor_s
+        row["vs_floor_cpu"] = row["read_decode_add_cpu_seconds"] / floor_cpu
+        log(f"{codec}: {row['bits_per_param']:.3f} bits/param (1/{1 / row['vs_float32_bytes']:.1f} of float32); GB/s "
+            + ", ".join(f"{s} {row[f'{s}_gbps']:.2f} (CPU {row[f'{s}_cpu_gbps']:.2f})" for s in CODEC_STEPS)
+            + f"; float32 floor {row['floor_gbps']:.2f} (CPU {row['floor_cpu_gbps']:.2f}): read + decode_add "
+            f"x{row['vs_floor']:.2f} its time (CPU x{row['vs_floor_cpu']:.2f})")
         rows.append(row)
     return rows
 
