@@ -11,12 +11,14 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
+from rich.console import Console
 
 from lambdatrain.cli.edge import Command
 from lambdatrain.cli.settings import setting_option
+from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate
 from lambdatrain.planning.plot import plot_plan
@@ -56,12 +58,14 @@ def plan_command(
     Calibrates on this machine unless the constants are given. The run's settings (model, width,
     batch size, micro-batch, transport) default as a run's do.
     """
-    result = run_plan(model=model, width=width, workers=_ints(workers), memories=_ints(memory), shards=_ints(shards),
-                      batch_size=batch_size, micro_batch=micro_batch, train_samples=train_samples,
-                      transport=transport, arch=arch, storage=storage, client_read_mbps=client_read_mbps,
-                      fs_read_mbps=fs_read_mbps, seconds_per_image=seconds_per_image, cold_start_s=cold_start,
-                      provisioned=provisioned, invoke_latency_s=invoke_latency,
-                      worker_fixed_s=worker_fixed, png=png)
+    # On stderr: stdout may be the JSON a script reads.
+    with Phase(Console(stderr=True), "calibrating on this machine") as phase:
+        result = run_plan(model=model, width=width, workers=_ints(workers), memories=_ints(memory),
+                          shards=_ints(shards), batch_size=batch_size, micro_batch=micro_batch,
+                          train_samples=train_samples, transport=transport, arch=arch, storage=storage,
+                          client_read_mbps=client_read_mbps, fs_read_mbps=fs_read_mbps,
+                          seconds_per_image=seconds_per_image, cold_start_s=cold_start, provisioned=provisioned,
+                          invoke_latency_s=invoke_latency, worker_fixed_s=worker_fixed, png=png, step=phase.step)
     if as_json:
         print(json.dumps(result, default=str))
     else:
@@ -73,9 +77,9 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
              client_read_mbps: float, fs_read_mbps: float, micro_batch: int = 64,
              seconds_per_image: float | None = None, cold_start_s: float | None = None,
              provisioned: bool = False, invoke_latency_s: float | None = None, worker_fixed_s: float | None = None,
-             png: Path | None = None) -> dict:
+             png: Path | None = None, step: Callable[[str], None] = lambda what: None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lt-plan-") as folder:
-        params, calibration = calibrate(model, width, Path(folder), micro_batch=micro_batch,
+        params, calibration = calibrate(model, width, Path(folder), micro_batch=micro_batch, step=step,
                                                 seconds_per_image=seconds_per_image, cold_start_s=cold_start_s,
                                                 invoke_latency_s=invoke_latency_s, worker_fixed_s=worker_fixed_s)
     if storage == "efs":

@@ -1,4 +1,6 @@
-"""Following a run: the one poll loop and the one progress display, for ``watch`` and ``local train``.
+"""Following a run: the one poll loop and the one progress display, for ``watch`` and ``local train``;
+and ``Phase``, what every slow step before it shows (preparing a dataset, starting the local stack,
+calibrating the planner).
 
 ``follow`` reads the ledger through a ``RunSource`` (a table, local or on AWS) and reports each
 committed round once, in order, until the run ends. ``ConsoleDisplay`` shows it: on a terminal a
@@ -9,14 +11,73 @@ per evaluated round; elsewhere (CI, pipes) a line per round. Both commands end w
 from __future__ import annotations
 
 import time
+from types import TracebackType
 from typing import Any, Callable
 
 from rich.console import Console
+from rich.status import Status
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lambdatrain.ledger.items import RUNNING
 from lambdatrain.ops.source import RunSource
 from lambdatrain.ops.views import duration, pct, plural, read_run, reported_line, status_from
+
+
+Step = Callable[[str], None]  # what a slow function calls with the name of each step it starts
+
+
+class Phase:
+    """A slow step, shown as rich shows work in progress: on a terminal a spinner with the phase's
+    name and current step, elsewhere (CI, pipes, logs) one plain line per step; both end with a
+    line saying how long it took.
+
+    A lazy phase shows nothing until its first step, for work that may turn out to be done already
+    (a dataset prepared on an earlier run). ``step`` is the callback the slow function is given.
+    """
+
+    def __init__(self, console: Console, name: str, *, lazy: bool = False):
+        self.console, self.name, self.lazy = console, name, lazy
+        self.status: Status | None = None
+        self.shown = False
+        self.t0 = 0.0
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    def _show(self, text: str) -> None:
+        if not self.shown:
+            self.shown = True
+            if self.console.is_terminal:
+                self.status = Status(text, console=self.console)
+                self.status.start()
+                return
+        if self.status is not None:
+            self.status.update(text)
+        else:
+            self._line(text)
+
+    def step(self, what: str) -> None:
+        self._show(f"{self.name}: {what}")
+
+    def begin(self) -> "Phase":
+        self.t0 = time.monotonic()
+        if not self.lazy:
+            self._show(f"{self.name} ...")
+        return self
+
+    def end(self, *, ok: bool = True) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        if self.shown and ok:  # a failure says itself, in the error line that follows
+            self._line(f"{self.name}: done in {time.monotonic() - self.t0:.1f} s")
+        self.shown = False
+
+    def __enter__(self) -> "Phase":
+        return self.begin()
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.end(ok=kind is None)
 
 
 class Display:
@@ -39,7 +100,6 @@ class Display:
 
     def end(self, s: dict[str, Any]) -> None:
         """When the run has ended (not when a timeout ended the follow)."""
-
 
 def round_line(m: dict[str, Any], total: int) -> str:
     """One committed round: its number as the ledger has it (from 0), then how many of the run's are done."""
@@ -68,12 +128,24 @@ class ConsoleDisplay(Display):
         self.console = console
         self.bar: Progress | None = None
         self.task = None
+        self.pending: Phase | None = None
+
+    def starting(self, name: str) -> None:
+        """Show ``name`` as a phase until the run's first report (``local train``: the stack's start
+        and the starter's work, seconds in which nothing else would show)."""
+        self.pending = Phase(self.console, name).begin()
+
+    def _started(self, *, ok: bool) -> None:
+        if self.pending is not None:
+            self.pending.end(ok=ok)
+            self.pending = None
 
     def _print(self, text: str) -> None:
         # soft_wrap: a line stays one line in a log or a pipe, whatever width rich assumes there.
         self.console.print(text, highlight=False, soft_wrap=True)
 
     def start(self, s: dict[str, Any]) -> None:
+        self._started(ok=True)
         if not self.console.is_terminal:
             self._print(start_line(s))
             return
@@ -93,13 +165,13 @@ class ConsoleDisplay(Display):
                             info=f"loss {loss}  {reported_line(s)}  eta {duration(s['eta_s'])}")
 
     def stop(self) -> None:
+        self._started(ok=False)  # the run never reported: the error that follows says why
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
 
     def end(self, s: dict[str, Any]) -> None:
         self._print(end_line(s))
-
 
 def follow(source: RunSource, display: Display | None = None, *, interval: float, timeout: float | None = None,
            check: Callable[[], None] = lambda: None, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:

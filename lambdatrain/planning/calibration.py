@@ -162,11 +162,16 @@ def model_params(model: str, width: float) -> int:
     return FlatLayout.of(build_model(ModelSpec(model, width))).size
 
 
+def _quiet(what: str) -> None:
+    """The default ``step``: library callers see nothing."""
+
+
 def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, data: Path | None = None,
-              repeats: int = 1, **overrides: Any) -> tuple[int, Calibration]:
+              repeats: int = 1, step: Callable[[str], None] = _quiet, **overrides: Any) -> tuple[int, Calibration]:
     """(params, calibration) for ``model`` measured here, on the prepared dataset ``data`` (generated
     images if None; ``repeats`` timed rounds, the median kept); ``overrides`` that are not None
-    replace fields and skip their measurement."""
+    replace fields and skip their measurement. ``step`` hears of each measurement as it starts."""
+    step(f"building {model} at width {width:g}")
     params = model_params(model, width)
     given = {k: v for k, v in overrides.items() if v is not None}
     measured: dict[str, float] = {}
@@ -174,11 +179,15 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
         from lambdatrain.training.data import open_prepared
 
         prepared = open_prepared(data) if data is not None else None
+        step("timing a worker's compute on one thread")
         measured["seconds_per_image"], measured["compute_fixed_s"] = measure_compute(
             model, width, micro_batch=micro_batch, repeats=repeats, data=prepared)
     elif "compute_fixed_s" not in given:
+        step("timing a round's fixed cost")
         measured["compute_fixed_s"] = measure_compute_fixed(model, width)
     if "cold_start_s" not in given:
+        step("timing a cold start in a fresh interpreter")
         measured["cold_start_s"] = measure_cold_start(model, width, data=data)
+    step("timing a model-sized file written and read back")
     measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(min(params, 50_000_000), folder)
     return params, Calibration(**{**measured, **given})

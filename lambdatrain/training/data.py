@@ -22,6 +22,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -40,6 +41,12 @@ DATA_HINT = (
     "an image folder or .tar.gz of one, or a prepared directory)"
 )
 
+Step = Callable[[str], None]  # told the name of each slow step as it starts (the CLI shows them)
+
+
+def _quiet(what: str) -> None:
+    """The default ``step``: library callers and tests see nothing."""
+
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -56,7 +63,7 @@ class PreparedData:
 
 
 # --- preparation --------------------------------------------------------------------------------
-def prepare_dataset(source: Path, dest: Path, *, val_fraction: float = 0.1, seed: int = 0) -> Path:
+def prepare_dataset(source: Path, dest: Path, *, val_fraction: float = 0.1, seed: int = 0, step: Step = _quiet) -> Path:
     """Decode ``source`` into a prepared directory at ``dest`` (a prepared ``source`` is returned as is)."""
     source, dest = Path(source), Path(dest)
     if not 0.0 <= val_fraction < 1.0:
@@ -66,8 +73,11 @@ def prepare_dataset(source: Path, dest: Path, *, val_fraction: float = 0.1, seed
     if is_prepared(source):
         return source
     _check_replaceable(dest)
+    step(f"decoding {source.name}")
     raw = read_source(source)
+    step(f"shuffling and splitting {len(raw.train_y)} images")
     arrays, val_split = _split(raw, val_fraction, seed)
+    step("measuring the channels' mean and std")
     mean, std = _channel_stats(arrays["train_x"])
     meta = {
         "format_version": FORMAT_VERSION,
@@ -81,6 +91,7 @@ def prepare_dataset(source: Path, dest: Path, *, val_fraction: float = 0.1, seed
         "val_fraction": val_fraction,
         "seed": seed,
     }
+    step(f"writing {dest}")
     _write_atomically(dest, arrays, meta)
     return dest
 
@@ -225,15 +236,17 @@ def _check_arrays(root: Path, arrays: dict[str, np.ndarray], meta: dict) -> None
 
 # --- finding a dataset --------------------------------------------------------------------------
 def resolve_dataset(
-    source: Path | None, cache_dir: Path, *, val_fraction: float = 0.1, seed: int = 0, fetch: Fetch | None = None
+    source: Path | None, cache_dir: Path, *, val_fraction: float = 0.1, seed: int = 0, fetch: Fetch | None = None,
+    step: Step = _quiet,
 ) -> Path:
     """A prepared directory for ``source``: itself, a cached preparation, or a fresh one.
 
     ``None`` means CIFAR-10: prepared in ``cache_dir/cifar10``, from a cached or downloaded tarball.
+    ``step`` hears of each slow step, and only of work that is done now (not of a cached result).
     """
     cache_dir = Path(cache_dir)
     if source is None:
-        return _resolve_cifar10(cache_dir, val_fraction, seed, fetch or download)
+        return _resolve_cifar10(cache_dir, val_fraction, seed, fetch or download, step)
     source = Path(source).expanduser()
     if not source.exists():
         raise DataError(f"dataset not found: {source}; {DATA_HINT}")
@@ -242,7 +255,7 @@ def resolve_dataset(
     dest = cache_dir / _cache_name(source, val_fraction, seed)
     if is_prepared(dest):
         return dest
-    return prepare_dataset(source, dest, val_fraction=val_fraction, seed=seed)
+    return prepare_dataset(source, dest, val_fraction=val_fraction, seed=seed, step=step)
 
 
 def _cache_name(source: Path, val_fraction: float, seed: int) -> str:
@@ -255,13 +268,15 @@ def _cache_name(source: Path, val_fraction: float, seed: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', source.name)[:48]}-{key}"
 
 
-def _resolve_cifar10(cache_dir: Path, val_fraction: float, seed: int, fetch: Fetch) -> Path:
+def _resolve_cifar10(cache_dir: Path, val_fraction: float, seed: int, fetch: Fetch, step: Step) -> Path:
     dest = cache_dir / "cifar10"
     if is_prepared(dest):
         return dest
     tarball = cache_dir / "cifar-10-python.tar.gz"
     if tarball.is_file():
+        step(f"checking {tarball.name}")
         verify_md5(tarball, CIFAR10_MD5, f"run again to re-download or {DATA_HINT}")
     else:
+        step(f"downloading {CIFAR10_URL}")
         fetch_verified(CIFAR10_URL, tarball, CIFAR10_MD5, fetch, DATA_HINT)
-    return prepare_dataset(tarball, dest, val_fraction=val_fraction, seed=seed)
+    return prepare_dataset(tarball, dest, val_fraction=val_fraction, seed=seed, step=step)
