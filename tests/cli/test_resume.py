@@ -60,7 +60,7 @@ def _computed(log: str) -> list[tuple[int, int]]:
     return [(x["round"], x["worker"]) for x in lines if x.get("message") == "result recorded"]
 
 
-def test_killed_local_train_resumes_to_the_uninterrupted_model(trained, cli_data, tmp_path):
+def test_killed_local_train_resumes_to_the_uninterrupted_model(cli, trained, cli_data, tmp_path):
     out = tmp_path / "out"
     run = _kill_mid_run(out, cli_data)
     layout = efs.RunLayout(out / "stack" / "efs", run)
@@ -69,10 +69,11 @@ def test_killed_local_train_resumes_to_the_uninterrupted_model(trained, cli_data
     worker_log = out / "stack" / "logs" / "worker.log"
     before = worker_log.read_text()
 
-    again = _lambdatrain_run("local", "train", "--data", cli_data, "--out", out, *FLAGS)
+    # Refusals come before anything starts: in process (no stack, no moto tables) is enough.
+    again = cli("local", "train", "--data", cli_data, "--out", out, *FLAGS)
     assert_one_line_error(again, f"holds the unfinished run {run}", f"lambdatrain local train --resume --out {out}")
     assert layout.config.exists() and layout.committed_rounds()[-1] == resumed_from  # nothing deleted
-    other = _lambdatrain_run("local", "train", "--resume", "--out", out, "--workers", "3")
+    other = cli("local", "train", "--resume", "--out", out, "--workers", "3")
     assert_one_line_error(other, f"--resume continues run {run} with its own settings: --workers 3 differs from its 2")
 
     resumed = _lambdatrain_run("local", "train", "--resume", "--out", out)  # the run's own settings and dataset
@@ -92,7 +93,7 @@ def test_killed_local_train_resumes_to_the_uninterrupted_model(trained, cli_data
     committed = sorted(x for x in _computed(before + after) if x[0] < resumed_from)
     assert committed == [(r, w) for r in range(resumed_from) for w in range(TINY["workers"])]
 
-    nothing = _lambdatrain_run("local", "train", "--resume", "--out", out)
+    nothing = cli("local", "train", "--resume", "--out", out)
     assert_one_line_error(nothing, f"nothing to resume in {out}")
 
 
