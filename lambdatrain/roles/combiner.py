@@ -45,7 +45,9 @@ def export_model(runtime: Runtime, run: str) -> list[str]:
                                                            runtime.ledger.metrics(run)))
     s3 = boto3.client("s3")
     for name, body in files.items():
-        # PutObject replaces an object whole (S3 has no partial writes), so a re-delivered finish is harmless.
+        # S3 never stores a partial object, and the last of several writes of a key wins (PutObject,
+        # https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html): a finish delivered
+        # twice, even at once, leaves whole files of the same bytes.
         s3.put_object(Bucket=runtime.settings.bucket, Key=export_key(run, name), Body=body)
     keys = [export_key(run, name) for name in files]
     logger.info("model exported", extra={"bucket": runtime.settings.bucket, "keys": keys})
