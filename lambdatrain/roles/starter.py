@@ -53,8 +53,9 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     runs = runtime.ledger
     if runs.find_run(run) is not None:
         return _duplicate(runtime, run, config, per_epoch, reason="duplicate start")
-    # Every write below is repeated as is by a start re-sent with the same run id (the starter's
-    # process died, a client retried): the same bytes, since initial weights are seeded.
+    # A start re-sent with this run id (the starter's process died, a client retried) before the
+    # run exists repeats the writes below: the same settings and, initial weights being seeded,
+    # the same weights; only config.json's created_at moves.
     weights, flat = trainer.initial_weights(config, len(data.classes))
     paths = efs.RunLayout(runtime.settings.mount, run)
     efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
