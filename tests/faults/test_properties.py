@@ -98,6 +98,7 @@ BAD_SETTING: dict[str, st.SearchStrategy] = {
     "max_train_samples": except_none(below(1)),
     "val_samples": except_none(below(1)),
     "augment": NOT_BOOL,
+    "nesterov": NOT_BOOL,  # true with momentum 0 is refused too (tests/unit/test_protocol.py)
     "mode": NOT_STR | TEXT.filter(lambda s: s not in MODES),
     "local_steps": below(1) | st.integers(min_value=2),  # more than one only applies to mode average
     "transport": NOT_STR | TEXT.filter(lambda s: s not in TRANSPORTS),

@@ -147,3 +147,10 @@ def test_the_schema_and_the_validator_accept_the_same_values(name):
         except InvalidEvent:
             accepted = False
         assert validator.is_valid(event) == accepted, (name, value)
+
+
+def test_nesterov_needs_momentum():
+    assert parse_config({"workers": 1, "nesterov": True}).nesterov is True
+    with pytest.raises(InvalidEvent) as info:
+        parse_config({"workers": 1, "nesterov": True, "momentum": 0})
+    assert info.value.field == "nesterov" and "momentum" in str(info.value)
