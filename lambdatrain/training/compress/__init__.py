@@ -15,11 +15,12 @@ The codecs (the value a block of elements decodes to; s is the block's one scale
   and -) with blocks of 256, is 2.125 bits (1/15.06). Measured on a 20 M-element vector (this
   machine's 2 shared cores, load about 1.4, prototype kernels): bit planes encoded at 2.2 GB/s of
   float32 input and decoded at 2.7-3.1 GB/s; base-3 encoded at 1.9 GB/s (Horner in uint8, four
-  passes) and decoded at 2.7 GB/s (one table lookup per byte). Both are faster than a float32
-  file read and add from the page cache (about 2 GB/s, bench.combine's floor) and far faster than
-  EFS (0.1-0.5 GB/s per client), where the bytes are the cost: base-3 moves 18 % fewer bytes for
-  a 12 % slower encode, so it is the one kept. 240 rather than 320 (also a multiple of 5, 1.7
-  bits): at most the 256 of the accuracy simulation in issue 14, so no scale covers more values.
+  passes) and decoded at 2.7 GB/s (one table lookup per byte). Both run at about the speed of a
+  float32 file read and add from the page cache (bench.combine's floor, 1.3-2.0 GB/s) and far
+  faster than EFS (0.1-0.5 GB/s per client), where the bytes are the cost: base-3 moves 18 %
+  fewer bytes for a 12 % slower encode, so it is the one kept. 240 rather than 320 (also a
+  multiple of 5, 1.7 bits): at most the 256 of the accuracy simulation in issue 14, so no scale
+  covers more values. The kept kernels' speeds: docs/benchmarks.md, "Compressed codecs".
 * ``sign``: s = the block's mean magnitude, x -> -s if x < 0 else +s; one bit per element
   (np.packbits), blocks of 256: 32 + 4 = 36 bytes per 256, 1.125 bits, 1/28.4 of float32.
 
