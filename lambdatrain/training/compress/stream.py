@@ -26,7 +26,8 @@ CHUNK_BLOCKS = 512
 
 
 def _steps(n: int, codec: Codec) -> Iterator[tuple[int, int, int, int]]:
-    """(first element, end element, first block, end block) of each chunk, the partial block last."""
+    """(first element, end element, first block, end block) of each chunk, the partial block last
+    and alone, so ``min(hi - lo, block)`` is the number of real elements per block of a chunk."""
     full = n // codec.block
     for a in range(0, full, CHUNK_BLOCKS):
         b = min(a + CHUNK_BLOCKS, full)
@@ -88,7 +89,7 @@ def encode(vector, codec: str, out: np.ndarray | None = None) -> np.ndarray:
         else:
             x, flat = _chunk(s.values, lo, hi, c.block)
             np.copyto(flat, vector[lo:hi])
-        ENCODERS[codec](x, hi - lo - (b - a - 1) * c.block, records[a:b], s)
+        ENCODERS[codec](x, min(hi - lo, c.block), records[a:b], s)
     return payload
 
 
@@ -142,7 +143,7 @@ def compress(grad, residual, codec: str, *, out: np.ndarray | None = None,
             np.copyto(flat, grad[lo:hi])
         else:
             np.add(grad[lo:hi], residual[lo:hi], out=flat)
-        units = ENCODERS[codec](x, hi - lo - (b - a - 1) * c.block, records[a:b], s)
+        units = ENCODERS[codec](x, min(hi - lo, c.block), records[a:b], s)
         np.multiply(units, scales(records[a:b], c)[:, None], out=s.decoded[: b - a])  # = decode's values
         np.subtract(flat, s.decoded.reshape(-1)[: hi - lo], out=new_residual[lo:hi])
     return payload, new_residual
