@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=None, help="folder for the files (default: a temp dir)")
     parser.add_argument("--checksum", choices=ALGORITHMS, default=DEFAULT_ALGORITHM, help="file checksum algorithm")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every measurement")
-    parser.add_argument("--codecs", type=lambda t: [c for c in t.split(",") if c.strip()], default=["ternary", "sign"],
+    parser.add_argument("--codecs", type=lambda t: [c.strip() for c in t.split(",") if c.strip()], default=["ternary", "sign"],
                         help="compressed codecs to measure beside float32 ('' for none)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
