@@ -2,7 +2,8 @@
 
 Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
 reader sees a whole file or none; every array file gets a digest (length and checksum, see
-digest.py) that readers check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``).
+digest.py) that readers check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``). Every
+file is opened through ``traffic.Counted``, which counts the bytes of each read and write call.
 
 ::
 
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from lambdatrain.storage.traffic import Counted
 from lambdatrain.storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, algorithm_of, checksum_of, finish, new_hasher
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.protocol.events import check_run_id
@@ -123,7 +125,7 @@ def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORI
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with Counted(open(tmp, "wb"), path) as f:  # counted under the name it is renamed to
             writer = _HashingWriter(f, hasher)
             np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
             f.flush()
@@ -142,7 +144,7 @@ def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w") as f:
+        with Counted(open(tmp, "w"), path) as f:
             json.dump(obj, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
@@ -152,7 +154,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
+    with Counted(open(path, "rb"), path) as f:
         return json.load(f)
 
 
@@ -235,7 +237,7 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES,
     """
     algorithm, hasher = _verifier(digest.checksum, path)
     try:
-        f = open(path, "rb", buffering=0)
+        f = Counted(open(path, "rb", buffering=0), path)
     except OSError as exc:
         raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
     with f:
@@ -264,7 +266,7 @@ def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: in
     """
     algorithm, hasher = _verifier(checksum, path)
     try:
-        f = open(path, "rb", buffering=0)
+        f = Counted(open(path, "rb", buffering=0), path)
     except OSError as exc:
         raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
     with f:

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from lambdatrain.storage import traffic
 from lambdatrain.training.datasources import Fetch, RawDataset, download, fetch_verified, read_source, verify_md5
 from lambdatrain.protocol.errors import DataError, InvalidEvent
 
@@ -182,6 +183,7 @@ def open_prepared(root: Path) -> PreparedData:
             raise DataError(f"{root} is an incomplete prepared dataset: {path.name} is missing; prepare it again")
         try:
             arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
+            traffic.mapped(path, arrays[name])  # its reads are page faults: the mapped length counts
         except (ValueError, OSError) as exc:
             raise DataError(f"cannot read {path}: {' '.join(str(exc).split())}; prepare the dataset again") from exc
     _check_arrays(root, arrays, meta)

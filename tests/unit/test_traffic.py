@@ -1,0 +1,86 @@
+"""The byte counter of the storage layer: categories by path, counts from real calls, the dump."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lambdatrain.storage import efs, traffic
+
+
+@pytest.fixture(autouse=True)
+def clean_counter(monkeypatch):
+    monkeypatch.delenv(traffic.ENV_DIR, raising=False)
+    traffic.reset()
+    yield
+    traffic.reset()
+
+
+def test_categories_follow_the_run_layout(tmp_path):
+    paths = efs.RunLayout(tmp_path, "run")
+    assert traffic.category(paths.weights(3)) == "weights"
+    assert traffic.category(paths.optim(3)) == "optim"
+    assert traffic.category(paths.result(3, 7)) == "results"
+    assert traffic.category(paths.metric(3)) == "metric"
+    assert traffic.category(paths.config) == "config"
+    assert traffic.category(efs.digest_path(paths.weights(3))) == "digests"
+    assert traffic.category(paths.shard(3, 1)) == "weights"
+    assert traffic.category(paths.shard_optim(3, 1)) == "optim"
+    assert traffic.category(tmp_path / "elsewhere.npy") == "other"
+
+
+def test_array_round_trip_counts_the_file_bytes_both_ways(tmp_path):
+    path = efs.RunLayout(tmp_path, "run").weights(0)
+    digest = efs.write_array(path, np.arange(1001, dtype=np.float32))
+    written = traffic.totals()
+    assert written["weights"]["write"] == path.stat().st_size == digest.bytes
+    assert written["digests"]["write"] == efs.digest_path(path).stat().st_size
+    efs.read_array(path)  # reads the sidecar, then the file
+    read = traffic.totals()
+    assert read["weights"]["read"] == path.stat().st_size
+    assert read["digests"]["read"] == efs.digest_path(path).stat().st_size
+
+
+def test_a_range_read_counts_header_and_slice_only(tmp_path):
+    path = efs.RunLayout(tmp_path, "run").result(0, 1)
+    array = np.arange(4096, dtype=np.float32)
+    efs.write_array(path, array)
+    traffic.reset()
+    [checksum] = efs.range_digests(array, [(100, 300)])
+    chunks = list(efs.stream_range(path, 100, 300, checksum))
+    header = path.stat().st_size - array.nbytes
+    assert sum(c.nbytes for c in chunks) == 800
+    assert traffic.totals() == {"results": {"read": header + 800}}
+
+
+def test_json_counts_are_utf8_bytes(tmp_path):
+    path = efs.RunLayout(tmp_path, "run").metric(2)
+    efs.write_json(path, {"name": "é" * 3, "loss": 1.5})
+    assert efs.read_json(path)["name"] == "ééé"
+    size = path.stat().st_size
+    assert traffic.totals() == {"metric": {"read": size, "write": size}}
+
+
+def test_mapped_dataset_counts_the_mapped_length(tmp_path):
+    np.save(tmp_path / "train_x.npy", np.zeros((10, 4, 4, 3), dtype=np.uint8))
+    array = np.load(tmp_path / "train_x.npy", mmap_mode="r")
+    traffic.mapped(tmp_path / "train_x.npy", array)
+    # The header (128 bytes) sits in the first page, so mmap maps it too: the whole file.
+    assert traffic.totals() == {"datasets": {"mapped": (tmp_path / "train_x.npy").stat().st_size}}
+
+
+def test_dump_is_written_per_process_only_when_asked(tmp_path, monkeypatch):
+    path = efs.RunLayout(tmp_path, "run").config
+    efs.write_json(path, {"a": 1})
+    assert not (tmp_path / "dumps").exists() and traffic.by_path() == {}
+    monkeypatch.setenv(traffic.ENV_DIR, str(tmp_path / "dumps"))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lt-worker")
+    efs.read_json(path)
+    [dump] = (tmp_path / "dumps").glob("lt-worker-*.json")
+    record = json.loads(dump.read_text())
+    size = path.stat().st_size
+    assert record["function"] == "lt-worker"
+    assert record["totals"] == {"config": {"read": size, "write": size}}
+    assert record["paths"] == {str(path): {"read": size}}  # per path only since asked
