@@ -12,19 +12,23 @@ from lambdatrain.ledger import schema
 from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED
 from lambdatrain.logs import logger
 from lambdatrain.protocol.events import CombineEvent, Outcome, WorkEvent, check_run_id
-from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.runtime import Runtime, invoke_all
 from lambdatrain.roles.settings import COMBINER, WORKER
 
 
 def fan_out(runtime: Runtime, run: str, round_no: int, only: list[int] | None = None) -> list[int]:
-    """Invoke the workers of round_no (all, or ``only`` those) if the run is still running."""
+    """Invoke the workers of round_no (all, or ``only`` those) if the run is still running.
+
+    Concurrently (``roles.runtime.invoke_all``): one ledger read, then about N / INVOKE_POOL
+    invocation latencies instead of N. A failed invocation raises after the others were made; the
+    round then waits for the watchdog, which re-drives exactly the workers that have not recorded.
+    """
     record = runtime.ledger.get_run(run)
     if record.state != RUNNING or record.round != round_no:
         return []
     targets = list(range(record.workers)) if only is None else only
-    for w in targets:
-        runtime.invoker.invoke(WORKER, WorkEvent(run=run, round=round_no, workerno=w, workers=record.workers,
-                                                 epochsdone=record.epoch).to_event())
+    invoke_all(runtime.invoker, WORKER, [WorkEvent(run=run, round=round_no, workerno=w, workers=record.workers,
+                                                   epochsdone=record.epoch).to_event() for w in targets])
     return targets
 
 

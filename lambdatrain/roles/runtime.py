@@ -2,23 +2,41 @@
 
 A Lambda process keeps module state between invocations, so the runtime (and its boto3 clients)
 is built on the first invocation and reused by the warm ones.
+
+``invoke_all`` is the fan-out (the starter's, the combiner's and the watchdog's): N asynchronous
+invocations made concurrently by a bounded thread pool over one boto3 client, so a round's fan-out
+takes about ceil(N / INVOKE_POOL) invocation latencies instead of N. A pool, not a tree (worker i
+invoking workers 2i+1 and 2i+2): a tree would let workers invoke functions, which they never may
+(tests/functional/test_runtime_security.py), and would put log2(N) asynchronous deliveries, each
+queued by Lambda, one after another on the critical path.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import boto3
 from botocore.config import Config
 
+from lambdatrain.logs import logger
 from lambdatrain.roles import settings as settings_mod
 from lambdatrain.roles.faults import Faults
 from lambdatrain.ledger.table import Ledger
 from lambdatrain.roles.settings import RuntimeSettings
+
+# Concurrent invocations per fan-out. At ~20-30 ms per asynchronous invoke, 32 at a time fan out to
+# 256 workers in about 8 latencies; botocore's own CPU per call (signing, serializing, holding the
+# GIL) is the rest. Lambda's Invoke quota (concurrent executions x 10 per second) is far above it.
+INVOKE_POOL = 32
+
+
+class SupportsInvoke(Protocol):
+    def invoke(self, logical: str, payload: dict[str, Any]) -> None: ...
 
 
 class Invoker:
@@ -26,12 +44,38 @@ class Invoker:
 
     def __init__(self, functions: dict[str, str], client=None):
         self.functions = functions
+        # boto3 clients are thread-safe; one HTTP connection per pool thread, or urllib3 would
+        # discard the extras ("Connection pool is full") and reconnect on every call.
         self.client = client or boto3.client(
-            "lambda", config=Config(retries={"mode": "standard", "max_attempts": 8}, read_timeout=30))
+            "lambda", config=Config(retries={"mode": "standard", "max_attempts": 8}, read_timeout=30,
+                                    max_pool_connections=INVOKE_POOL))
 
     def invoke(self, logical: str, payload: dict[str, Any]) -> None:
         self.client.invoke(FunctionName=self.functions[logical], InvocationType="Event",
                            Payload=json.dumps(payload).encode())
+
+
+def invoke_all(invoker: SupportsInvoke, logical: str, payloads: Sequence[dict[str, Any]],
+               pool: int = INVOKE_POOL) -> None:
+    """Invoke ``logical`` once per payload, up to ``pool`` at a time; raise after every one was tried.
+
+    Each invocation keeps botocore's retries. One that still fails does not stop the others: they
+    are all attempted, then the first error is raised, so the handler fails as a sequential loop
+    would have (the watchdog re-drives what was not invoked) without leaving the rest uninvoked.
+    The order of invocations is arbitrary, as Lambda's order of delivery is: results are keyed by
+    worker (or shard) number, so no result depends on it.
+    """
+    if len(payloads) <= 1 or pool <= 1:
+        for payload in payloads:
+            invoker.invoke(logical, payload)
+        return
+    with ThreadPoolExecutor(max_workers=min(pool, len(payloads)), thread_name_prefix="invoke") as executor:
+        futures = [executor.submit(invoker.invoke, logical, payload) for payload in payloads]
+    errors = [(p, f.exception()) for p, f in zip(payloads, futures) if f.exception() is not None]
+    if errors:
+        logger.error("invocations failed", extra={"function": logical, "failed": len(errors), "of": len(payloads),
+                                                  "payloads": [p for p, _ in errors], "error": str(errors[0][1])})
+        raise errors[0][1]
 
 
 @dataclass

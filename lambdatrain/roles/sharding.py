@@ -24,15 +24,16 @@ from lambdatrain.ledger.items import RunRecord
 from lambdatrain.logs import logger
 from lambdatrain.roles.claimed import publish, reduce_slice, reopen
 from lambdatrain.protocol.events import CombineEvent, Outcome
-from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.runtime import Runtime, invoke_all
 from lambdatrain.roles.settings import COMBINER
 
 
 def fan_out_shares(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str) -> Outcome:
     shards = record.config.combine_shards
-    for s in range(shards):
-        runtime.invoker.invoke(COMBINER, CombineEvent(run=ev.run, round=ev.round, workers=record.workers,
-                                                      epochsdone=record.epoch, shard=s, claim=token).to_event())
+    # Concurrently, as the workers are; a share left uninvoked is a share that died (see above).
+    invoke_all(runtime.invoker, COMBINER, [CombineEvent(run=ev.run, round=ev.round, workers=record.workers,
+                                                        epochsdone=record.epoch, shard=s, claim=token).to_event()
+                                           for s in range(shards)])
     return Outcome("sharded", run=ev.run, round=ev.round, detail={"shards": shards})
 
 
