@@ -1,8 +1,11 @@
-"""``lambdatrain plan``: predicted epoch time and cost for worker counts, memory sizes and shards.
+"""``lambdatrain plan``: predicted round and epoch time and cost for every recipe (transport, mode,
+local steps, batch), worker count, memory size and shard count given.
 
 Calibrates on this machine (a worker's compute on two micro-batches of generated images, a fresh
 process's cold start, one model-sized file written and read back), then applies the model of
-lambdatrain/planning/planner.py; a table, and optionally a PNG or JSON.
+lambdatrain/planning/planner.py to the recipes of lambdatrain/planning/recipes.py (all of them
+unless ``--transports``, ``--modes`` or ``--local-steps`` narrow them); a table grouped by recipe,
+and optionally a PNG or JSON.
 """
 
 from __future__ import annotations
@@ -22,11 +25,24 @@ from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.protocol.config import DEFAULTS
+from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, narrow
+from lambdatrain.protocol.config import DEFAULTS, MODES
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in _names(text) or []]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of positive integers", param_hint=option)
+    return values
 
 
 def plan_command(
@@ -35,10 +51,14 @@ def plan_command(
     workers: Annotated[str, typer.Option(help="comma-separated worker counts N")] = "1,2,4,8,17,32,64",
     memory: Annotated[str, typer.Option(help="comma-separated worker memory sizes (MB)")] = "10240",
     shards: Annotated[str, typer.Option(help="comma-separated combine shard counts S")] = "1,4",
-    batch_size: Annotated[int, setting_option("batch_size")] = DEFAULTS["batch_size"],
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="global batch of every recipe (default: each recipe's own)", min=1)] = None,
     micro_batch: Annotated[int, setting_option("micro_batch", "calibration runs two")] = DEFAULTS["micro_batch"],
     train_samples: Annotated[int, typer.Option(help="training samples per epoch")] = 45_000,
-    transport: Annotated[str, setting_option("transport")] = DEFAULTS["transport"],
+    transports: Annotated[Optional[str], typer.Option(
+        help=f"comma-separated transports to plan (default: every recipe's; known: {', '.join(TRANSPORTS)})")] = None,
+    modes: Annotated[Optional[str], typer.Option(help=f"comma-separated modes ({', '.join(MODES)})")] = None,
+    local_steps: Annotated[Optional[str], typer.Option(help="comma-separated local steps K to plan")] = None,
     arch: Annotated[str, typer.Option(help="x86_64 or arm64 (prices)")] = "x86_64",
     storage: Annotated[str, typer.Option(help="efs (AWS limits) or local (this machine's disk only)")] = "efs",
     client_read_mbps: Annotated[float, typer.Option(help="EFS per-client read limit, MiB/s")] = 500.0,
@@ -51,18 +71,25 @@ def plan_command(
     png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
-    """Predict epoch time and cost on Lambda.
+    """Predict round and epoch time and cost on Lambda.
 
-    For ranges of worker counts N, memory sizes and combine shards S.
+    For every recipe (transport, mode, local steps, batch size) and ranges of worker counts N,
+    memory sizes and combine shards S. Rows of ternary_ef and sign_ef are modelled, not yet
+    runnable.
 
-    Calibrates on this machine unless the constants are given. The run's settings (model, width,
-    batch size, micro-batch, transport) default as a run's do.
+    Calibrates on this machine unless the constants are given. Model, width and micro-batch
+    default as a run's do.
     """
+    try:
+        recipes = narrow(RECIPES, transports=_names(transports), modes=_names(modes),
+                         local_steps=_ints(local_steps, "--local-steps"), batch_size=batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--transports/--modes/--local-steps") from None
     # On stderr: stdout may be the JSON a script reads.
     with Phase(Console(stderr=True), "calibrating on this machine") as phase:
-        result = run_plan(model=model, width=width, workers=_ints(workers), memories=_ints(memory),
-                          shards=_ints(shards), batch_size=batch_size, micro_batch=micro_batch,
-                          train_samples=train_samples, transport=transport, arch=arch, storage=storage,
+        result = run_plan(model=model, width=width, workers=_ints(workers, "--workers"),
+                          memories=_ints(memory, "--memory"), shards=_ints(shards, "--shards"), recipes=recipes,
+                          micro_batch=micro_batch, train_samples=train_samples, arch=arch, storage=storage,
                           client_read_mbps=client_read_mbps, fs_read_mbps=fs_read_mbps,
                           seconds_per_image=seconds_per_image, cold_start_s=cold_start, provisioned=provisioned,
                           invoke_latency_s=invoke_latency, worker_fixed_s=worker_fixed, png=png, step=phase.step)
@@ -73,7 +100,7 @@ def plan_command(
 
 
 def run_plan(*, model: str, width: float, workers: list[int], memories: list[int], shards: list[int],
-             batch_size: int, train_samples: int, transport: str, arch: str, storage: str,
+             recipes: list[Recipe], train_samples: int, arch: str, storage: str,
              client_read_mbps: float, fs_read_mbps: float, micro_batch: int = 64,
              seconds_per_image: float | None = None, cold_start_s: float | None = None,
              provisioned: bool = False, invoke_latency_s: float | None = None, worker_fixed_s: float | None = None,
@@ -89,34 +116,56 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
     else:
         store = planner.Storage(*(4 * [float("inf")]))
     rows = planner.plan(params, calibration, store, workers=workers, memories=memories, shards=shards,
-                        prices=planner.Prices.for_arch(arch), batch_size=batch_size, train_samples=train_samples,
-                        result_bytes_per_param=4 if transport == "float32" else 2, provisioned=provisioned)
-    fastest = {f"S={s},{m}MB": planner.best(rows, s, m)["workers"] for s in shards for m in memories}
+                        recipes=recipes, prices=planner.Prices.for_arch(arch), train_samples=train_samples,
+                        provisioned=provisioned)
+    fastest = [{"recipe": r.label, "shards": s, "memory_mb": m,
+                "workers": planner.best(rows, s, m, r.label)["workers"]} for r in recipes for s in shards for m in memories]
     if png is not None:
-        plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), batch {batch_size}, "
-                             f"{storage}, {arch}")
+        plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), {storage}, {arch}")
     return {"model": model, "width": width, "params": params, "calibration": planner.calibration_dict(calibration),
             "storage": storage, "rows": rows, "fastest_workers": fastest, "png": str(png) if png else None}
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
-    for col in ("N", "MB", "S", "round s", "worker s", "combine s", "cold start s", "epoch min", "$ / epoch"):
-        table.add_column(col, justify="right")
-    for r in result["rows"]:
-        table.add_row(str(r["workers"]), str(r["memory_mb"]), str(r["shards"]), f"{r['round_s']:.2f}",
-                      f"{r['worker_s']:.2f}", f"{r['combine_s']:.2f}", f"{r['cold_start_s']:.1f}",
-                      f"{r['epoch_s'] / 60:.1f}", f"{r['cost_usd']:.3f}")
+    for col in ("recipe", "N", "MB", "S", "round s", "worker s", "combine s", "epoch min", "$ / round",
+                "$ / epoch", "EFS MB / round"):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    previous = None
+    for r in result["rows"]:  # planner.plan keeps a recipe's rows together
+        if previous is not None and r["recipe"] != previous:
+            table.add_section()
+        label = "" if r["recipe"] == previous else r["recipe"] + ("" if r["runnable"] else " (modelled)")
+        previous = r["recipe"]
+        table.add_row(label, str(r["workers"]), str(r["memory_mb"]), str(r["shards"]), f"{r['round_s']:.2f}",
+                      f"{r['worker_s']:.2f}", f"{r['combine_s']:.2f}", f"{r['epoch_s'] / 60:.1f}",
+                      f"{r['cost_per_round']:.4f}", f"{r['cost_per_epoch']:.3f}", f"{r['efs_bytes_per_round'] / 1e6:.1f}")
     console = Console()
     console.print(table)
-    lines = dict.fromkeys((r["shards"], r["memory_mb"]) for r in result["rows"])  # in the table's order
-    fastest = "; ".join(f"N = {planner.best(result['rows'], s, m)['workers']} with S = {s} and {m} MB workers"
-                        for s, m in lines)
-    console.print(f"An epoch is warm rounds; the first adds the cold start. Fastest: {fastest}."
-                  + (f" Plot: {result['png']}" if result["png"] else ""), highlight=False, soft_wrap=True)
+    console.print(_summary(result), highlight=False, soft_wrap=True)
+
+
+def _summary(result: dict) -> str:
+    """The table's last line, a sentence: the fastest and the cheapest runnable configuration, and
+    the fastest modelled one where the plan has any."""
+    def where(r: dict) -> str:
+        return (f"{r['recipe']} at N = {r['workers']}, S = {r['shards']}, {r['memory_mb']} MB "
+                f"({r['epoch_s'] / 60:.1f} min and ${r['cost_per_epoch']:.2f} per epoch)")
+
+    runnable = [r for r in result["rows"] if r["runnable"]]
+    modelled = [r for r in result["rows"] if not r["runnable"]]
+    parts = []
+    if runnable:
+        parts.append(f"Fastest: {where(min(runnable, key=lambda r: r['epoch_s']))}; cheapest: "
+                     f"{where(min(runnable, key=lambda r: r['cost_per_epoch']))}.")
+    if modelled:
+        parts.append(f"Fastest modelled, not yet runnable: {where(min(modelled, key=lambda r: r['epoch_s']))}.")
+    parts.append("An epoch is warm rounds; the first adds the cold start.")
+    if result["png"]:
+        parts.append(f"Plot: {result['png']}.")
+    return " ".join(parts)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,16 +1,44 @@
 """The planner: predicted epoch time and dollar cost of a run for worker counts, memory sizes and
 combine shards, from a few constants measured on this machine and AWS's published limits and prices.
 
-Per round (sync mode, global batch B split over N workers, all workers identical)::
+Per round (global batch B split over N workers, K local steps per round: K = 1 in sync mode, K
+optimizer steps per worker in average mode; all workers identical)::
 
     worker   = fixed + load + compute + write
-      load    = model bytes  / min(client read,  fs read limit / N)   (N workers read at once)
-      compute = (B / N) * seconds per image per vCPU / vCPUs            (perfect intra-op scaling)
-                + per-round compute / min(1, vCPUs)                      (weights in, gradients out)
+      load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once)
+      compute = K * (B / N) * seconds per image per vCPU / vCPUs        (perfect intra-op scaling)
+                + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
+    rounds per epoch = (samples / N) // (K * B / N)                      (K local steps: K times fewer)
     first epoch = epoch + worker cold start + combiner cold start   (on-demand concurrency)
+
+What moves on EFS per round (``efs_bytes``), as the roles move it today; P parameters, model =
+4P bytes (weights are float32 whatever the transport), result = one worker's result in the
+transport (P x 4 or 2 bytes; a codec's ``payload_nbytes``), state = the combiner's model-sized
+float32 files (weights; + momentum in sync mode; + the update's residual for a compressed
+transport)::
+
+    worker read     N * model              (a compressed transport: N * result, see below)
+    worker write    N * result
+    combiner read   N * result + S * state * model  (+ state * model when S > 1)
+    combiner write  state * model          (+ state * model when S > 1; + result when compressed)
+
+Each of the S shares reads the whole weights and momentum files (lambdatrain/roles/claimed.py
+``reduce_slice``) and writes its slice; the share that completes the round reads the slices back
+and writes the whole files (roles/sharding.py ``_assemble``). The combiner's reads of its own state
+are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in the bytes for dollars.
+
+The compressed transports ``ternary_ef`` and ``sign_ef`` are modelled, not yet runnable (rows say
+``runnable: false``), under issue 14's design: a worker writes its compressed result; a warm
+worker that holds the previous round's weights reads only the combiner's compressed update (the
+same payload size) instead of the weights, so worker down = result (a cold or lagging worker reads
+the weights; not in the warm round); the combiner keeps its residual as a float32 state file
+beside the momentum and writes the full weights every round as well as the update. The workers'
+residuals live outside EFS; where is not chosen yet, so their bytes, time and requests are 0 in the
+model (``state_bytes_per_worker_round``). Encoding and decoding time is not modelled (the codecs
+run at about the speed of a page-cache read, docs/benchmarks.md "Compressed codecs").
 
 Assumptions, stated because they decide the answer:
 
@@ -52,6 +80,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from lambdatrain.planning.recipes import RECIPES, Recipe, transport
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
@@ -104,9 +133,14 @@ class Scenario:
     shards: int = 1
     batch_size: int = 256  # global batch: samples per round over all workers
     train_samples: int = 45_000  # CIFAR-10's training split after the 10 % validation split
-    result_bytes_per_param: int = 4  # 2 for float16/bfloat16 transport
+    transport: str = "float32"  # a name in recipes.TRANSPORTS
+    mode: str = "sync"  # sync: one optimizer step per round; average: local SGD
+    local_steps: int = 1  # average mode: optimizer steps per worker per round
     combiner_memory_mb: int = 3008
     provisioned: bool = False  # provisioned concurrency: sandboxes initialised before round 0, no cold start
+
+    def __post_init__(self) -> None:
+        Recipe(self.transport, self.mode, self.local_steps, self.batch_size)  # validates them together
 
 
 def vcpus(memory_mb: int) -> float:
@@ -130,18 +164,31 @@ def cold_start(s: Scenario, c: Calibration) -> float:
 
 
 def rounds_per_epoch(s: Scenario) -> int:
-    """As trainer.rounds_per_epoch: the smallest shard over the per-worker batch."""
-    return max(1, (s.train_samples // s.workers) // max(1, s.batch_size // s.workers))
+    """As trainer.rounds_per_epoch: the smallest shard over what a worker takes per round (its batch
+    times its local steps)."""
+    return max(1, (s.train_samples // s.workers) // (max(1, s.batch_size // s.workers) * s.local_steps))
+
+
+def efs_bytes(s: Scenario) -> dict[str, int]:
+    """Bytes read and written on EFS per round by all workers and by the combiner (module docstring)."""
+    t = transport(s.transport)
+    model, result, n = 4 * s.params, t.payload_bytes(s.params), s.workers
+    compressed = t.codec is not None
+    state = 1 + (s.mode == "sync") + compressed  # weights, momentum, the update's residual
+    assembled = state * model if s.shards > 1 else 0  # shares' slices, written then read back
+    return {"worker_read": n * (result if compressed else model), "worker_write": n * result,
+            "combiner_read": n * result + s.shards * state * model + assembled,
+            "combiner_write": state * model + assembled + (result if compressed else 0)}
 
 
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
     """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
     epoch, of scenario ``s``."""
-    model_bytes, result_bytes = 4 * s.params, s.result_bytes_per_param * s.params
-    n, shards = s.workers, s.shards
+    model_bytes, result_bytes = 4 * s.params, transport(s.transport).payload_bytes(s.params)
+    n, shards, moved = s.workers, s.shards, efs_bytes(s)
     read = min(storage.client_read, c.read_bps)
-    load = model_bytes / min(read, storage.fs_read / n)
-    compute = (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
+    load = moved["worker_read"] / n / min(read, storage.fs_read / n)
+    compute = s.local_steps * (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
         single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(storage.client_write, c.write_bps, storage.fs_write / n)
     worker = c.worker_fixed_s + load + compute + write
@@ -152,29 +199,40 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
     gb_s = rounds * (n * worker * s.memory_mb + shards * combine * s.combiner_memory_mb) / 1024
-    efs_read = rounds * (n * model_bytes + n * result_bytes) / GB
-    efs_write = rounds * (n * result_bytes + 2 * model_bytes) / GB  # results, weights, momentum
+    efs_read = rounds * (moved["worker_read"] + moved["combiner_read"]) / GB
+    efs_write = rounds * (moved["worker_write"] + moved["combiner_write"]) / GB
     wru = rounds * (2 * n + 4 + shards)  # result record + round update each; claim, commit, metric
     cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
-    return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "vcpus": vcpus(s.memory_mb),
+    total = sum(cost.values())
+    return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "transport": s.transport,
+            "runnable": transport(s.transport).runnable, "mode": s.mode, "local_steps": s.local_steps,
+            "batch_size": s.batch_size, "recipe": Recipe(s.transport, s.mode, s.local_steps, s.batch_size).label,
+            "vcpus": vcpus(s.memory_mb), "model_bytes": model_bytes, "result_bytes": result_bytes,
+            "efs_bytes": moved, "efs_bytes_per_round": sum(moved.values()), "state_bytes_per_worker_round": 0,
             "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
             "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
             "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
-            "first_epoch_s": rounds * round_s + cold, "cost_usd": sum(cost.values()),
+            "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,
+            "cost_per_epoch": total, "cost_usd": total,
             "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
 
 
 def plan(params: int, c: Calibration, storage: Storage, *, workers: Iterable[int], memories: Iterable[int],
-         shards: Iterable[int], prices: Prices = Prices(), **scenario: Any) -> list[dict[str, Any]]:
-    return [predict(Scenario(params=params, workers=n, memory_mb=m, shards=s, **scenario), c, storage, prices)
-            for m in memories for s in shards for n in workers]
+         shards: Iterable[int], recipes: Iterable[Recipe] = RECIPES, prices: Prices = Prices(),
+         **scenario: Any) -> list[dict[str, Any]]:
+    """One row per recipe, memory, S and N, in that order (so a recipe's rows stay together)."""
+    return [predict(Scenario(params=params, workers=n, memory_mb=m, shards=s, transport=r.transport, mode=r.mode,
+                             local_steps=r.local_steps, batch_size=r.batch_size, **scenario), c, storage, prices)
+            for r in recipes for m in memories for s in shards for n in workers]
 
 
-def best(rows: list[dict[str, Any]], shards: int, memory_mb: int) -> dict[str, Any]:
-    """The fastest row of one (S, memory) line: where adding workers stops paying."""
-    return min((r for r in rows if r["shards"] == shards and r["memory_mb"] == memory_mb), key=lambda r: r["epoch_s"])
+def best(rows: list[dict[str, Any]], shards: int, memory_mb: int, recipe: str | None = None) -> dict[str, Any]:
+    """The fastest row of one (S, memory) line (of one recipe, when given): where adding workers
+    stops paying."""
+    return min((r for r in rows if r["shards"] == shards and r["memory_mb"] == memory_mb
+                and recipe in (None, r["recipe"])), key=lambda r: r["epoch_s"])
 
 
 def calibration_dict(c: Calibration) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The plan as a picture: epoch time and cost per epoch against workers, one line per (S, memory).
+"""The plan as a picture: epoch time and cost per epoch against workers, one line per (recipe, S,
+memory).
+
+Colour says the recipe, line style and marker the shard count S and memory. Lines of one recipe
+and different S often coincide in cost (S changes the combine's time, hardly its bytes), so each
+(S, memory) line is drawn shifted sideways by a few percent of N, with its own marker and dash:
+coinciding lines stay visible side by side instead of hiding each other.
 
 Drawn with matplotlib's headless Agg backend, imported on the first plot so that the CLI (which
 imports this module) starts without loading matplotlib.
@@ -9,33 +15,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+MARKERS, DASHES = "os^Dv<>p", ("-", "--", ":", "-.")
+SHIFT = 1.06  # sideways factor between (S, memory) lines on the log2 N axis: about a twelfth of a doubling
+
 
 def plot_plan(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Epoch time and cost per epoch against workers, one line per (S, memory), as a small PNG."""
+    """Epoch time and cost per epoch against workers, one line per (recipe, S, memory), as a small PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80)
-    for key in sorted({(r["shards"], r["memory_mb"]) for r in rows}):
-        line = sorted((r for r in rows if (r["shards"], r["memory_mb"]) == key), key=lambda r: r["workers"])
-        label = f"S={key[0]}, {key[1]} MB"
-        xs = [r["workers"] for r in line]
-        ax_t.plot(xs, [r["epoch_s"] / 60 for r in line], marker="o", ms=3, label=label)
-        ax_c.plot(xs, [r["cost_usd"] for r in line], marker="o", ms=3, label=label)
-        fastest = min(line, key=lambda r: r["epoch_s"])
-        ax_t.annotate(f"N={fastest['workers']}", (fastest["workers"], fastest["epoch_s"] / 60), fontsize=7,
-                      xytext=(0, 6), textcoords="offset points", ha="center")
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))  # in the plan's order
+    lines = sorted({(r["shards"], r["memory_mb"]) for r in rows})
+    colours = plt.get_cmap("tab10")
+    fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=80)
+    for i, recipe in enumerate(recipes):
+        for j, key in enumerate(lines):
+            line = sorted((r for r in rows if r["recipe"] == recipe and (r["shards"], r["memory_mb"]) == key),
+                          key=lambda r: r["workers"])
+            if not line:
+                continue
+            modelled = "" if line[0]["runnable"] else " (modelled)"
+            style = {"color": colours(i % 10), "marker": MARKERS[j % len(MARKERS)], "ms": 3, "lw": 1,
+                     "ls": DASHES[j % len(DASHES)], "label": f"{recipe}{modelled}, S={key[0]}, {key[1]} MB"}
+            xs = [r["workers"] * SHIFT ** (j - (len(lines) - 1) / 2) for r in line]
+            ax_t.plot(xs, [r["epoch_s"] / 60 for r in line], **style)
+            ax_c.plot(xs, [r["cost_per_epoch"] for r in line], **style)
     for ax, label in ((ax_t, "epoch time (min)"), (ax_c, "cost per epoch ($)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("workers N")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7)
+    fig.legend(*ax_t.get_legend_handles_labels(), fontsize=6, loc="center right", frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.68, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

@@ -11,6 +11,8 @@ import pytest
 from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
 from lambdatrain.planning.plot import plot_plan
+from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, narrow
+from lambdatrain.protocol.config import TRANSPORTS as config_transports
 from lambdatrain.training.data import open_prepared
 from lambdatrain.protocol.config import RunConfig
 from lambdatrain.training.trainer import rounds_per_epoch
@@ -104,7 +106,9 @@ def test_cost_adds_lambda_requests_efs_and_dynamodb():
     row = _predict(workers=2, memory_mb=1024, combiner_memory_mb=1024)
     r, p = row["rounds_per_epoch"], planner.Prices()
     gb_s = r * (2 * row["worker_s"] + row["combine_s"])
-    efs = r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.03 + r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.06
+    # Read: the workers' weights, the combiner's two results and its weights and momentum;
+    # written: two results, the new weights and momentum.
+    efs = r * (2 * 4e6 + 2 * 4e6 + 2 * 4e6) / 1e9 * 0.03 + r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.06
     expected = gb_s * p.gb_second + r * 3 * p.request + efs + r * 9 * p.dynamodb_wru
     assert row["cost_usd"] == pytest.approx(expected)
 
@@ -115,7 +119,7 @@ def test_arm_is_cheaper_per_gb_second():
 
 def test_best_finds_the_fastest_worker_count():
     rows = planner.plan(20_000_000, CAL, planner.Storage(), workers=[1, 2, 4, 8, 16, 32, 64], memories=[10240],
-                        shards=[1])
+                        shards=[1], recipes=[Recipe("float32", batch_size=256)])
     fastest = planner.best(rows, 1, 10240)
     assert fastest["epoch_s"] == min(r["epoch_s"] for r in rows)
     assert 1 < fastest["workers"] < 64  # the combine makes the curve turn up
@@ -161,3 +165,95 @@ def test_calibrate_skips_what_is_given(tmp_path, monkeypatch):
 def test_cold_start_probe_imports_a_worker_in_a_fresh_process(tiny_dataset):
     seconds = calibration.measure_cold_start("vgg19_cifar", 0.0625, data=tiny_dataset, timeout_s=240)
     assert 0 < seconds < 240
+
+
+P = 1_000_003  # not a multiple of any block: the codecs' partial last block counts
+
+
+def _result_bytes(transport: str) -> int:
+    """One result counted independently of the planner: dtype widths, and the codecs' records as
+    the compress package documents them (ternary: 48 code bytes + a float32 scale per 240
+    elements; sign: 32 + 4 per 256), a partial last block taking a whole record."""
+    widths = {"float32": 4, "float16": 2, "bfloat16": 2}
+    if transport in widths:
+        return P * widths[transport]
+    block, record = {"ternary_ef": (240, 52), "sign_ef": (256, 36)}[transport]
+    return -(-P // block) * record
+
+
+@pytest.mark.parametrize("transport", ["float32", "float16", "bfloat16", "ternary_ef", "sign_ef"])
+@pytest.mark.parametrize("mode,steps", [("sync", 1), ("average", 4)])
+@pytest.mark.parametrize("shards", [1, 4])
+def test_efs_bytes_per_round_count_who_reads_and_writes_what(transport, mode, steps, shards):
+    n, model, result = 3, 4 * P, _result_bytes(transport)
+    compressed = transport.endswith("_ef")
+    files = 1 + (mode == "sync") + compressed  # the combiner's weights, momentum, residual
+    row = planner.predict(planner.Scenario(P, n, 1769, shards=shards, transport=transport, mode=mode,
+                                           local_steps=steps), CAL, FAST)
+    slices = files * model if shards > 1 else 0  # shares write their slices, the last reads them back
+    expected = {"worker_read": n * (result if compressed else model), "worker_write": n * result,
+                "combiner_read": n * result + shards * files * model + slices,
+                "combiner_write": files * model + slices + (result if compressed else 0)}
+    assert row["result_bytes"] == result and row["model_bytes"] == model
+    assert row["efs_bytes"] == expected
+    assert row["efs_bytes_per_round"] == sum(expected.values())
+    assert row["runnable"] is not compressed
+
+
+def test_compressed_results_are_the_codecs_fraction_of_float32():
+    sizes = {t: planner.predict(planner.Scenario(20_000_000, 1, 1769, transport=t), CAL, FAST)["result_bytes"]
+             for t in ("float32", "ternary_ef", "sign_ef")}
+    assert sizes["float32"] / sizes["ternary_ef"] == pytest.approx(32 / 1.7333, rel=1e-3)
+    assert sizes["float32"] / sizes["sign_ef"] == pytest.approx(32 / 1.125, rel=1e-3)
+
+
+def test_average_mode_takes_k_steps_per_round_and_k_times_fewer_rounds():
+    sync = _predict(workers=4, batch_size=128)
+    local = _predict(workers=4, batch_size=128, mode="average", local_steps=4)
+    assert local["compute_s"] == pytest.approx(4 * sync["compute_s"])
+    assert local["rounds_per_epoch"] == sync["rounds_per_epoch"] // 4
+    assert local["efs_bytes_per_round"] < sync["efs_bytes_per_round"]  # no momentum file; per-round bytes else equal
+    assert local["efs_bytes"]["worker_write"] == sync["efs_bytes"]["worker_write"]
+    config = RunConfig(workers=4, batch_size=128, mode="average", local_steps=4)
+    assert local["rounds_per_epoch"] == rounds_per_epoch(config, 45_000)
+
+
+def test_fixed_per_round_compute_is_paid_once_in_average_mode():
+    cal = replace(CAL, compute_fixed_s=0.1)
+    row = _predict(cal, batch_size=128, mode="average", local_steps=3)
+    assert row["compute_s"] == pytest.approx(3 * 128 * 0.01 + 0.1)
+
+
+def test_rows_carry_the_recipe_and_the_per_round_and_per_epoch_figures():
+    rows = planner.plan(P, CAL, FAST, workers=[1, 2], memories=[1769], shards=[1, 4])
+    assert len(rows) == len(RECIPES) * 2 * 2
+    for row in rows:
+        for field in ("workers", "memory_mb", "shards", "transport", "mode", "local_steps", "batch_size",
+                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable", "cost_per_round"):
+            assert field in row, field
+        assert row["cost_per_epoch"] == pytest.approx(row["cost_per_round"] * row["rounds_per_epoch"])
+    assert {(r["transport"], r["mode"], r["local_steps"], r["batch_size"]) for r in rows} == \
+        {(r.transport, r.mode, r.local_steps, r.batch_size) for r in RECIPES}
+
+
+def test_runnable_transports_are_the_ones_a_run_accepts():
+    assert {name for name, t in TRANSPORTS.items() if t.runnable} == set(config_transports)
+
+
+@pytest.mark.parametrize("kw,message", [({"transport": "int8"}, "unknown transport"),
+                                        ({"mode": "async"}, "unknown mode"),
+                                        ({"local_steps": 2}, "must be 1 in sync mode")])
+def test_bad_scenarios_are_one_line_errors(kw, message):
+    with pytest.raises(ValueError, match=message):
+        planner.Scenario(P, 2, 1769, **kw)
+
+
+def test_narrow_keeps_matching_recipes_and_overrides_the_batch():
+    kept = narrow(RECIPES, transports=["float16"], modes=["average"], batch_size=512)
+    assert [(r.transport, r.mode, r.local_steps, r.batch_size) for r in kept] == \
+        [("float16", "average", 4, 512), ("float16", "average", 16, 512)]
+    assert [r.local_steps for r in narrow(RECIPES, local_steps=[16])] == [16]
+    with pytest.raises(ValueError, match="no recipe matches"):
+        narrow(RECIPES, transports=["sign_ef"], modes=["average"])
+    with pytest.raises(ValueError, match="unknown mode"):
+        narrow(RECIPES, modes=["async"])
