@@ -84,3 +84,25 @@ def test_dump_is_written_per_process_only_when_asked(tmp_path, monkeypatch):
     assert record["function"] == "lt-worker"
     assert record["totals"] == {"config": {"read": size, "write": size}}
     assert record["paths"] == {str(path): {"read": size}}  # per path only since asked
+
+
+def test_bench_attributes_next_rounds_state_to_the_combine_that_wrote_it():
+    from bench.traffic import round_of
+
+    assert round_of("/m/runs/a/weights/r000003.npy", "read") == 3
+    assert round_of("/m/runs/a/weights/r000003.npy.digest.json", "write") == 2
+    assert round_of("/m/runs/a/optim/r000003.npy", "write") == 2
+    assert round_of("/m/runs/a/rounds/r000003/w0001.npy", "write") == 3
+    assert round_of("/m/runs/a/config.json", "read") is None
+
+
+def test_bench_refuses_an_unknown_transport_in_one_line():
+    import argparse
+
+    from bench.traffic import configurations
+
+    args = argparse.Namespace(transports="float32,ternary_xx", average_local_steps=4)
+    with pytest.raises(SystemExit, match=r"^bench.traffic: unknown transport ternary_xx; choose from float32"):
+        configurations(args)
+    args.transports = "float16"
+    assert configurations(args) == [("float16", "sync", 1), ("float32", "average", 4)]
