@@ -118,33 +118,38 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
     rows = planner.plan(params, calibration, store, workers=workers, memories=memories, shards=shards,
                         recipes=recipes, prices=planner.Prices.for_arch(arch), train_samples=train_samples,
                         provisioned=provisioned)
-    fastest = [{"recipe": r.label, "shards": s, "memory_mb": m,
-                "workers": planner.best(rows, s, m, r.label)["workers"]} for r in recipes for s in shards for m in memories]
+    fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
+               for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
     if png is not None:
         plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), {storage}, {arch}")
     return {"model": model, "width": width, "params": params, "calibration": planner.calibration_dict(calibration),
             "storage": storage, "rows": rows, "fastest_workers": fastest, "png": str(png) if png else None}
 
 
-def _print_table(result: dict) -> None:
-    from rich.table import Table
+# The table's columns: header, width, and how a row fills it. Plain aligned text fits 80 columns,
+# where a bordered table of eleven columns wraps its headers into ellipses.
+COLUMNS = (("N", 4, lambda r: f"{r['workers']}"), ("MB", 6, lambda r: f"{r['memory_mb']}"),
+           ("S", 3, lambda r: f"{r['shards']}"), ("round s", 8, lambda r: f"{r['round_s']:.2f}"),
+           ("worker s", 9, lambda r: f"{r['worker_s']:.2f}"),
+           ("combine s", 10, lambda r: f"{r['combine_s']:.2f}"),
+           ("epoch min", 10, lambda r: f"{r['epoch_s'] / 60:.1f}"),
+           ("$/round", 8, lambda r: f"{r['cost_per_round']:.2g}"),
+           ("$/epoch", 8, lambda r: f"{r['cost_per_epoch']:.3g}"),
+           ("EFS MB/round", 13, lambda r: f"{r['efs_bytes_per_round'] / 1e6:.4g}"))
 
-    table = Table(title=f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
-    for col in ("recipe", "N", "MB", "S", "round s", "worker s", "combine s", "epoch min", "$ / round",
-                "$ / epoch", "EFS MB / round"):
-        table.add_column(col, justify="left" if col == "recipe" else "right")
-    previous = None
-    for r in result["rows"]:  # planner.plan keeps a recipe's rows together
-        if previous is not None and r["recipe"] != previous:
-            table.add_section()
-        label = "" if r["recipe"] == previous else r["recipe"] + ("" if r["runnable"] else " (modelled)")
-        previous = r["recipe"]
-        table.add_row(label, str(r["workers"]), str(r["memory_mb"]), str(r["shards"]), f"{r['round_s']:.2f}",
-                      f"{r['worker_s']:.2f}", f"{r['combine_s']:.2f}", f"{r['epoch_s'] / 60:.1f}",
-                      f"{r['cost_per_round']:.4f}", f"{r['cost_per_epoch']:.3f}", f"{r['efs_bytes_per_round'] / 1e6:.1f}")
-    console = Console()
-    console.print(table)
-    console.print(_summary(result), highlight=False, soft_wrap=True)
+
+def _print_table(result: dict) -> None:
+    """One block per recipe (planner.plan keeps a recipe's rows together), then a sentence."""
+    console = Console(highlight=False)
+    console.print(f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
+    for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["recipe"] == recipe]
+        console.print(f"\n{recipe}" + ("" if rows[0]["runnable"] else " (modelled, not yet runnable)"))
+        console.print("".join(f"{name:>{width}}" for name, width, _ in COLUMNS), soft_wrap=True)
+        for r in rows:
+            console.print("".join(f"{cell(r):>{width}}" for _, width, cell in COLUMNS), soft_wrap=True)
+    console.print("")
+    console.print(_summary(result), soft_wrap=True)
 
 
 def _summary(result: dict) -> str:

@@ -1,4 +1,5 @@
-"""`lambdatrain plan`: given constants skip their measurement, and the first epoch adds the cold start."""
+"""`lambdatrain plan`: given constants skip their measurement, the first epoch adds the cold start, every
+recipe is planned unless flags narrow it, and the output's shapes (JSON rows, a table ending in a sentence)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,48 @@ def test_plan_with_provisioned_concurrency_has_no_cold_start(cli):
     result = cli(*FLAGS, "--provisioned")
     assert result.exit_code == 0, result.output
     assert all(r["first_epoch_s"] == r["epoch_s"] for r in json.loads(result.stdout)["rows"])
+
+
+def test_plan_evaluates_every_recipe_for_every_configuration(cli):
+    from lambdatrain.planning.recipes import RECIPES
+
+    result = cli(*FLAGS, "--shards", "1,2")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    rows = plan["rows"]
+    assert len(rows) == len(RECIPES) * 2 * 2  # recipes x N in {1, 4} x S in {1, 2}
+    for row in rows:
+        for field in ("workers", "memory_mb", "shards", "transport", "mode", "local_steps", "batch_size",
+                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable"):
+            assert field in row, field
+        assert row["runnable"] == (row["transport"] in ("float32", "float16", "bfloat16"))
+    assert {r["transport"] for r in rows} == {"float32", "float16", "bfloat16", "ternary_ef", "sign_ef"}
+
+
+def test_narrowing_flags_and_batch_size_select_the_recipes(cli):
+    result = cli(*FLAGS, "--transports", "float16,float32", "--modes", "average", "--local-steps", "4",
+                 "--batch-size", "256")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert {(r["transport"], r["mode"], r["local_steps"], r["batch_size"]) for r in rows} == \
+        {("float32", "average", 4, 256), ("float16", "average", 4, 256)}
+
+
+@pytest.mark.parametrize("flags,message", [(["--transports", "int8"], "unknown transport"),
+                                           (["--transports", "sign_ef", "--modes", "average"], "no recipe"),
+                                           (["--workers", "1,x"], "positive integers")])
+def test_bad_narrowing_is_a_usage_error_in_one_line(cli, flags, message):
+    result = cli(*FLAGS, *flags)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_table_groups_recipes_and_ends_with_a_sentence(cli):
+    result = cli(*[f for f in FLAGS if f != "--json"], "--transports", "float32,sign_ef", "--modes", "sync")
+    assert result.exit_code == 0, result.output
+    assert "sign_ef sync, batch 128 (modelled, not yet runnable)" in result.stdout.splitlines()
+    last = " ".join(result.stdout.split())  # the summary soft-wraps; its words are what count
+    summary = last[last.rindex("Fastest:"):]
+    assert summary.startswith("Fastest: float32 sync, batch 128 at N = ")
+    assert "Fastest modelled, not yet runnable: sign_ef sync" in summary and summary.endswith("cold start.")
+    assert "{" not in summary
