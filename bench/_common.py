@@ -82,7 +82,7 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Pool initializer: the child is sent SIGTERM when the benchmark dies, rather than training on
     for minutes as an orphan after a ``kill`` (Linux's PR_SET_PDEATHSIG; its local stack's
     sandboxes then exit at the end of their stdin)."""
@@ -92,7 +92,11 @@ def _die_with_parent() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: no such call, and a kill leaves the child running
-        pass
+        return
+    # A parent that died before the call above sends no signal (prctl(2)): the child was
+    # re-parented already, so it ends itself.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def in_child(fn, *args, env: dict[str, str] | None = None):
@@ -103,7 +107,7 @@ def in_child(fn, *args, env: dict[str, str] | None = None):
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:
-        with mp.get_context("spawn").Pool(1, initializer=_die_with_parent) as pool:
+        with mp.get_context("spawn").Pool(1, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             return pool.apply(fn, args)
     finally:
         for k, v in saved.items():
