@@ -19,6 +19,11 @@ MARKERS, DASHES = "os^Dv<>p", ("-", "--", ":", "-.")
 SHIFT = 1.06  # sideways factor between (S, memory) lines on the log2 N axis: about a twelfth of a doubling
 
 
+def shifted(workers: int, line: int, lines: int) -> float:
+    """Where line ``line`` of ``lines`` (S, memory) lines draws N: spread symmetrically around N."""
+    return workers * SHIFT ** (line - (lines - 1) / 2)
+
+
 def plot_plan(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Epoch time and cost per epoch against workers, one line per (recipe, S, memory), as a small PNG."""
     import matplotlib
@@ -39,7 +44,7 @@ def plot_plan(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             modelled = "" if line[0]["runnable"] else " (modelled)"
             style = {"color": colours(i % 10), "marker": MARKERS[j % len(MARKERS)], "ms": 3, "lw": 1,
                      "ls": DASHES[j % len(DASHES)], "label": f"{recipe}{modelled}, S={key[0]}, {key[1]} MB"}
-            xs = [r["workers"] * SHIFT ** (j - (len(lines) - 1) / 2) for r in line]
+            xs = [shifted(r["workers"], j, len(lines)) for r in line]
             ax_t.plot(xs, [r["epoch_s"] / 60 for r in line], **style)
             ax_c.plot(xs, [r["cost_per_epoch"] for r in line], **style)
     for ax, label in ((ax_t, "epoch time (min)"), (ax_c, "cost per epoch ($)")):

@@ -10,6 +10,7 @@ import pytest
 
 from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
+from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, narrow
 from lambdatrain.protocol.config import TRANSPORTS as config_transports
@@ -130,6 +131,12 @@ def test_plot_writes_a_small_png(tmp_path):
     path = plot_plan(rows, tmp_path / "plan.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size < 200_000
+
+
+def test_plot_draws_each_shard_line_beside_the_others():
+    xs = [plot.shifted(8, j, 3) for j in range(3)]
+    assert xs[0] < xs[1] == 8 < xs[2]  # distinct positions, centred on N
+    assert xs[2] < 8 * 2 ** 0.25  # well short of the next power of two's half-way mark
 
 
 def test_relative_error():
