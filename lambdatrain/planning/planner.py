@@ -1,5 +1,6 @@
-"""The planner: predicted epoch time and dollar cost of a run for worker counts, memory sizes and
-combine shards, from a few constants measured on this machine and AWS's published limits and prices.
+"""The planner: predicted round and epoch time and dollar cost of a run for a recipe (transport,
+mode, local steps, global batch: recipes.py), worker counts, memory sizes and combine shards, from
+a few constants measured on this machine and AWS's published limits and prices.
 
 Per round (global batch B split over N workers, K local steps per round: K = 1 in sync mode, K
 optimizer steps per worker in average mode; all workers identical)::
