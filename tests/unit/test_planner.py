@@ -205,6 +205,9 @@ def test_efs_bytes_per_round_count_who_reads_and_writes_what(transport, mode, st
     assert row["efs_bytes"] == expected
     assert row["efs_bytes_per_round"] == sum(expected.values())
     assert row["runnable"] is not compressed
+    # A worker's time moves its own share of those bytes at the 1 GB/s the storage allows.
+    assert row["load_s"] == pytest.approx(expected["worker_read"] / n / 1e9)
+    assert row["write_s"] == pytest.approx(result / 1e9)
 
 
 def test_compressed_results_are_the_codecs_fraction_of_float32():
