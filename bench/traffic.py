@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         r["up_ratio_to_float32"] = r["up_bytes_per_worker_round"] / base["up_bytes_per_worker_round"] if base else None
         r["down_ratio_to_float32"] = (r["down_bytes_per_worker_round"] / base["down_bytes_per_worker_round"]
                                       if base else None)
-    emit({"results": results, "settings": {k: v for k, v in vars(args).items()}, "wall_s": time.time() - started,
+    emit({"results": results, "settings": dict(vars(args)), "wall_s": time.time() - started,
           "machine": machine()})
 
 
