@@ -4,8 +4,9 @@
 
 The real handlers run in-process (tests/harness.py's InlineSystem: DynamoDB on a moto server, the
 stream read by the real poller) on a tiny model (one sample per worker per round). Every AWS call
-the handlers make takes ``--invoke-latency`` seconds more: the ledger's DynamoDB calls (a botocore
-``before-send`` hook that sleeps, then lets the request go to moto) and the workers' invocations
+the handlers make takes ``--invoke-latency`` seconds: the ledger's DynamoDB calls (a botocore
+``before-send`` hook sleeps, then the request goes to moto, whose own time is measured and taken
+out, because it grows with moto's table where DynamoDB's does not) and the workers' invocations
 (the production ``Invoker`` with its boto3 client and thread pool, whose ``before-send`` hook sleeps
 and then answers 202, queueing the event in the system as Lambda would).
 
@@ -15,10 +16,10 @@ the parallel system would run them: round r takes
     max over workers w (accepted_w - F_r + worker_wall_w) + (F_{r+1} - combiner_start_r)
 
 where F_r is when round r's fan-out sent its first invocation, accepted_w when worker w's
-invocation was accepted, worker_wall_w the worker handler's wall time, and the combiner's part
-runs from its start to the next round's first invocation (the claim, the results query, the sum,
-the commit and the fan-out's ledger read). The stream's delivery of the ready record is AWS's and
-is left out (one record per round passes the filter, whatever N).
+invocation was accepted, worker_wall_w the worker handler's wall time (less moto's), and the
+combiner's part runs from its start to the next round's first invocation (the claim, the results
+query, the sum, the commit and the fan-out's ledger read; less moto's time). The stream's delivery
+of the ready record is AWS's and is left out (one record per round passes the filter, whatever N).
 
 Per N, ``results`` holds ``fanout_s`` (round r's first invocation sent to its last accepted),
 ``round_overhead_s`` (the round's time minus the slowest worker's compute minus the combine's
@@ -66,6 +67,8 @@ class Timeline:
         self.combiner_ops: collections.Counter = collections.Counter()  # (round, operation) -> seconds
         self.round = 0  # the round whose handler is running (handlers run one at a time)
         self.role = ""
+        self.handler: tuple[int, int | None] = (0, None)  # (round, worker), or (round, None): the combiner
+        self.emulator_s: collections.Counter = collections.Counter()  # handler -> seconds inside moto
         self.local = threading.local()
 
     def count(self, what: str, round_no: int | None = None) -> None:
@@ -88,6 +91,7 @@ def build(root: Path, table: str, latency: float, timeline: Timeline):
             if name != WORKER:
                 return super().invoke(name, event, context)
             timeline.round, timeline.role = event["round"], WORKER
+            timeline.handler = (event["round"], event["workerno"])
             t0 = time.perf_counter()
             answer = super().invoke(name, event, context)
             timeline.workers[event["round"]].append((event["workerno"], time.perf_counter() - t0))
@@ -95,6 +99,7 @@ def build(root: Path, table: str, latency: float, timeline: Timeline):
 
         def _deliver_batch(self, batch):
             timeline.round, timeline.role = parse_stream_records(batch)[0].round, COMBINER
+            timeline.handler = (timeline.round, None)
             timeline.combiner_start.setdefault(timeline.round, time.perf_counter())
             return super()._deliver_batch(batch)
 
@@ -103,6 +108,10 @@ def build(root: Path, table: str, latency: float, timeline: Timeline):
     def ledger_call(**_: Any) -> None:
         timeline.count("dynamodb")
         time.sleep(latency)
+        timeline.local.sent = time.perf_counter()
+
+    def ledger_answered(**_: Any) -> None:  # moto's own time, which grows with its table (see measure_round)
+        timeline.emulator_s[timeline.handler] += time.perf_counter() - timeline.local.sent
 
     def call_started(**_: Any) -> None:
         timeline.local.t0 = time.perf_counter()
@@ -113,6 +122,7 @@ def build(root: Path, table: str, latency: float, timeline: Timeline):
 
     events = system.ledger.client.meta.events
     events.register("before-send.dynamodb", ledger_call)
+    events.register("response-received.dynamodb", ledger_answered)
     events.register("before-call.dynamodb", call_started)
     events.register("after-call.dynamodb", call_ended)
 
@@ -152,14 +162,22 @@ def measure_round(timeline: Timeline, results: dict[int, Any], r: int) -> dict[s
     first = min(s for s, _, _ in sends)
     accepted = {w: a for _, a, w in sends}
     walls = dict(timeline.workers[r])
-    workers_s = max(accepted[w] - first + walls[w] for w in walls)
-    combiner_s = min(s for s, _, _ in timeline.invocations[r + 1]) - timeline.combiner_start[r]
+    emu = timeline.emulator_s
+    # Each DynamoDB call costs the fixed latency, not moto's time: moto's grows with its table (it
+    # deep-copies the table for every TransactWriteItems and walks the partition for a Query),
+    # DynamoDB's does not. With moto's time left in, the same sum is round_overhead_with_emulator_s.
+    workers_s = max(accepted[w] - first + walls[w] - emu[(r, w)] for w in walls)
+    raw_workers_s = max(accepted[w] - first + walls[w] for w in walls)
+    raw_combiner_s = min(s for s, _, _ in timeline.invocations[r + 1]) - timeline.combiner_start[r]
+    combiner_s = raw_combiner_s - emu[(r, None)]
     compute_s = max(res.compute_s for res in results[r])
     round_s = workers_s + combiner_s
     calls = {what: n for (rr, what), n in timeline.calls.items() if rr == r}
     return {"fanout_s": max(accepted.values()) - first, "round_s": round_s, "worker_compute_s": compute_s,
             "combine_arithmetic_s": timeline.reduce_s[r], "workers_phase_s": workers_s, "combiner_s": combiner_s,
             "round_overhead_s": round_s - compute_s - timeline.reduce_s[r],
+            "round_overhead_with_emulator_s": raw_workers_s + raw_combiner_s - compute_s - timeline.reduce_s[r],
+            "combiner_emulator_s": emu[(r, None)],
             "dynamodb_calls_per_round": calls.get("dynamodb", 0), "invocations_per_round": calls.get("invoke", 0),
             "api_calls_per_round": sum(calls.values())}
 
