@@ -83,6 +83,7 @@ from typing import Any, Iterable
 
 from lambdatrain.planning.recipes import RECIPES, Recipe, transport
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
+from lambdatrain.roles.runtime import INVOKE_POOL
 
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
 
@@ -123,7 +124,7 @@ class Calibration:
     worker_fixed_s: float = 0.15  # ledger reads and the conditional write, per invocation
     combiner_fixed_s: float = 0.2  # claim, ledger reads, weights read, commit (per combiner)
     invoke_latency_s: float = 0.5  # stream delivery to the combiner + async invoke, per round
-    per_invoke_s: float = 0.03  # the combiner's fan-out calls are made one after another
+    per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,11 @@ def efs_bytes(s: Scenario) -> dict[str, int]:
             "combiner_write": state * model + assembled + (result if compressed else 0)}
 
 
+def fanout_waves(workers: int, shards: int) -> int:
+    """Invocation latencies on a round's critical path: the shares' fan-out, then the workers',
+    each INVOKE_POOL at a time (lambdatrain/roles/runtime.py; bench.protocol measures it)."""
+    return math.ceil(shards / INVOKE_POOL) + math.ceil(workers / INVOKE_POOL)
+
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
     """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
     epoch, of scenario ``s``."""
@@ -196,7 +202,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     update = s.params * c.update_s_per_param / shards + model_bytes / (shards * min(storage.client_write, c.write_bps))
     combine = c.combiner_fixed_s + combine_read + update
-    invoke = c.invoke_latency_s + c.per_invoke_s * (n + shards)
+    invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards)
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
     gb_s = rounds * (n * worker * s.memory_mb + shards * combine * s.combiner_memory_mb) / 1024

@@ -267,3 +267,13 @@ def test_narrow_keeps_matching_recipes_and_overrides_the_batch():
         narrow(RECIPES, transports=["sign_ef"], modes=["average"])
     with pytest.raises(ValueError, match="unknown mode"):
         narrow(RECIPES, modes=["async"])
+
+
+def test_fanout_costs_one_invoke_latency_per_pool_wave_not_per_worker():
+    from lambdatrain.planning.planner import fanout_waves
+    from lambdatrain.roles.runtime import INVOKE_POOL
+
+    assert fanout_waves(1, 1) == 2  # the single share's invoke, then the workers'
+    assert fanout_waves(INVOKE_POOL, 1) == 2
+    assert fanout_waves(INVOKE_POOL + 1, 1) == 3
+    assert fanout_waves(256, 4) == 1 + 256 // INVOKE_POOL
