@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import boto3
+from botocore.config import Config
 
 from lambdatrain.ledger.setup import SetupLedger, SetupLost
 from lambdatrain.logs import logger
@@ -184,8 +185,11 @@ def _heartbeat(book: SetupLedger, settings: RuntimeSettings, owner: str, lease_s
                clock: Callable[[], float]) -> Iterator[Callable[[], None]]:
     """Renew the lease every third of it on a thread of its own; yields a check that raises SetupLost."""
     stop, lost = threading.Event(), []
-    # A client of its own: boto3 resources are not thread-safe, and pip blocks the main thread.
-    renewer = SetupLedger(boto3.session.Session().resource("dynamodb").Table(settings.table), clock)
+    # A client of its own: boto3 resources are not thread-safe, and pip blocks the main thread. Its
+    # calls give up well inside a renewal period, so a slow answer cannot outlast the lease.
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=min(5.0, lease_s / 12),
+                    read_timeout=max(1.0, lease_s / 12))
+    renewer = SetupLedger(boto3.session.Session().resource("dynamodb", config=config).Table(settings.table), clock)
 
     def renew() -> None:
         while not stop.wait(lease_s / 3):
@@ -194,6 +198,9 @@ def _heartbeat(book: SetupLedger, settings: RuntimeSettings, owner: str, lease_s
             except SetupLost as exc:
                 lost.append(exc)
                 return
+            except Exception as exc:  # noqa: BLE001 - a throttle or timeout: the next tick tries again
+                # The thread must outlive a failed renewal: two more chances remain inside the lease.
+                logger.warning("setup lease renewal failed; retrying", extra={"error": repr(exc)})
 
     def alive() -> None:
         if lost:
