@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ _ROUND_FILE = re.compile(r"r\d{6}\.npy$")
 
 _totals: dict[tuple[str, str], int] = {}
 _paths: dict[str, dict[str, int]] = {}  # only while ENV_DIR is set: one entry per file touched
+# The combine reads files on several threads (training/reduce.py): every update and snapshot of
+# the counts, and each dump, happens under this lock.
+_lock = threading.Lock()
 
 
 def category(path: Path | str) -> str:
@@ -54,10 +58,11 @@ def category(path: Path | str) -> str:
 def add(path: Path | str, direction: str, nbytes: int, kind: str | None = None) -> None:
     """Count ``nbytes`` moved by one call on ``path`` (``kind`` overrides the category)."""
     key = (kind or category(path), direction)
-    _totals[key] = _totals.get(key, 0) + nbytes
-    if os.environ.get(ENV_DIR):
-        per = _paths.setdefault(str(path), {})
-        per[direction] = per.get(direction, 0) + nbytes
+    with _lock:
+        _totals[key] = _totals.get(key, 0) + nbytes
+        if os.environ.get(ENV_DIR):
+            per = _paths.setdefault(str(path), {})
+            per[direction] = per.get(direction, 0) + nbytes
 
 
 class Counted:
@@ -104,19 +109,23 @@ def mapped(path: Path | str, array: np.ndarray) -> None:
 def totals() -> dict[str, dict[str, int]]:
     """{category: {direction: bytes}} of this process since start (or the last reset)."""
     out: dict[str, dict[str, int]] = {}
-    for (cat, direction), n in sorted(_totals.items()):
+    with _lock:
+        snapshot = sorted(_totals.items())
+    for (cat, direction), n in snapshot:
         out.setdefault(cat, {})[direction] = n
     return out
 
 
 def by_path() -> dict[str, dict[str, int]]:
     """{path: {direction: bytes}}, kept only while ``ENV_DIR`` is set."""
-    return {p: dict(d) for p, d in _paths.items()}
+    with _lock:
+        return {p: dict(d) for p, d in _paths.items()}
 
 
 def reset() -> None:
-    _totals.clear()
-    _paths.clear()
+    with _lock:
+        _totals.clear()
+        _paths.clear()
 
 
 def done() -> Path | None:
@@ -126,7 +135,7 @@ def done() -> Path | None:
         return None
     function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "process")
     path = Path(folder) / f"{function}-{os.getpid()}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # one per thread: no shared temp
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps({"function": function, "pid": os.getpid(), "totals": totals(),
                                "paths": by_path()}, sort_keys=True))

@@ -106,3 +106,29 @@ def test_bench_refuses_an_unknown_transport_in_one_line():
         configurations(args)
     args.transports = "float16"
     assert configurations(args) == [("float16", "sync", 1), ("float32", "average", 4)]
+
+
+def test_counts_from_the_combines_reader_threads_add_up_and_dump_safely(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv(traffic.ENV_DIR, str(tmp_path))
+    traffic.reset()
+    errors = []
+
+    def reader() -> None:
+        try:
+            for i in range(2000):
+                traffic.add(tmp_path / "runs/r/rounds/r0/w0000.npy", "read", 1)
+                if i % 200 == 0:
+                    traffic.done()
+        except Exception as exc:  # noqa: BLE001 - the test reports any
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert traffic.totals()["results"]["read"] == 8 * 2000
+    traffic.reset()
