@@ -56,8 +56,10 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     # A start re-sent with this run id (the starter's process died, a client retried) before the
     # run exists repeats the writes below: the same settings and, initial weights being seeded,
     # the same weights; only config.json's created_at moves.
-    weights, flat = trainer.initial_weights(config, len(data.classes))
     paths = efs.RunLayout(runtime.settings.mount, run)
+    if paths.config.exists():  # an earlier start wrote it but made no run: only the same settings go on
+        _same_settings(run, RunConfig(**efs.read_json(paths.config)["config"]), config)
+    weights, flat = trainer.initial_weights(config, len(data.classes))
     efs.write_json(paths.config, {"run": run, "config": config.to_dict(), "rounds_per_epoch": per_epoch,
                                   "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                                   "n_params": flat.n_params, "created_at": runtime.clock()})
@@ -78,14 +80,22 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
 def _duplicate(runtime: Runtime, run: str, config: RunConfig, per_epoch: int, *, reason: str) -> Outcome:
     """A start for a run that exists: the same settings re-drive it and answer as the first start
     did (a retry is a no-op); other settings are a different run under a taken id, refused."""
-    existing = runtime.ledger.get_run(run).config
+    _same_settings(run, runtime.ledger.get_run(run).config, config)
+    outcome = recovery.redrive(runtime, run, reason=reason)
+    outcome.detail.update(workers=config.workers, rounds_per_epoch=per_epoch)
+    return outcome
+
+
+def _same_settings(run: str, existing: RunConfig, config: RunConfig) -> None:
+    """Refuse a start that reuses a run id with other settings, before it writes anything.
+
+    A concurrent start with other settings can still pass the check before the first one writes;
+    the ledger's conditional create then refuses it (``_duplicate``), after its EFS writes.
+    """
     if existing != config:
         theirs, ours = existing.to_dict(), config.to_dict()
         differ = ", ".join(f"{k} {ours[k]!r}, not {theirs[k]!r}" for k in ours if ours[k] != theirs[k])
         raise InvalidEvent("run", f"run {run} exists with other settings ({differ}): choose a new run id")
-    outcome = recovery.redrive(runtime, run, reason=reason)
-    outcome.detail.update(workers=config.workers, rounds_per_epoch=per_epoch)
-    return outcome
 
 
 def s3_records(event: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -47,3 +47,18 @@ def test_duplicate_start_with_other_settings_is_refused_in_one_line(make_system)
     assert "run-taken exists with other settings" in message and "workers 3, not 2" in message
     assert "\n" not in message
     assert system.ledger.get_run("run-taken") == before  # nothing changed
+
+
+def test_start_with_other_settings_after_a_start_died_before_its_run_leaves_the_files_alone(make_system):
+    # The first start died after writing config.json and round 0's weights but before the run
+    # existed; a start reusing the id with other settings must not overwrite them.
+    system = make_system(faults="starter:after_weights:1")
+    with pytest.raises(BaseException, match="after_weights"):
+        system.invoke(STARTER, {"start": True, "run": "run-half", **SETTINGS})
+    run_dir = system.mount / "runs" / "run-half"
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    with pytest.raises(Exception) as caught:
+        system.invoke(STARTER, {"start": True, "run": "run-half", **{**SETTINGS, "workers": 3}})
+    assert "run-half exists with other settings" in str(caught.value)
+    assert {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
+    assert system.ledger.find_run("run-half") is None
