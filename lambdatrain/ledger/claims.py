@@ -97,16 +97,27 @@ class Claims:
                 raise
 
     def reopen_worker(self, run: str, r: int, worker: int, token: str) -> None:
-        """Drop one worker's (corrupt) result so that worker runs again; the claim is released."""
-        self.client.transact_write_items(TransactItems=[
-            {"Delete": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": result_sk(r, worker)})}},
-            {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": round_sk(r)}),
-                        "UpdateExpression": "DELETE reported :w SET #s = :open REMOVE claim",
-                        "ConditionExpression": "#s = :combining AND claim = :token",
-                        "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": to_ddb({":w": worker_set([worker]), ":open": schema.OPEN,
-                                                                ":combining": schema.COMBINING, ":token": token})}},
-        ])
+        """Drop one worker's (corrupt) result so that worker runs again; the claim is released.
+
+        ClaimLost when the claim is no longer ours: another share of a sharded combine found the
+        same file and reopened the round first, or the lease was taken over.
+        """
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Delete": {"TableName": self.table.name,
+                            "Key": to_ddb({"pk": pk(run), "sk": result_sk(r, worker)})}},
+                {"Update": {"TableName": self.table.name, "Key": to_ddb({"pk": pk(run), "sk": round_sk(r)}),
+                            "UpdateExpression": "DELETE reported :w SET #s = :open REMOVE claim",
+                            "ConditionExpression": "#s = :combining AND claim = :token",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": to_ddb({":w": worker_set([worker]), ":open": schema.OPEN,
+                                                                    ":combining": schema.COMBINING,
+                                                                    ":token": token})}},
+            ])
+        except ClientError as exc:
+            if not failed_condition(exc):
+                raise
+            raise ClaimLost(f"round {r} of run {run} is no longer combined under this claim") from exc
 
     def commit(self, run: str, r: int, token: str, *, weights: Digest, epoch: int, finished: str | None,
                metric: dict[str, Any], meta_extra: dict[str, Any]) -> None:

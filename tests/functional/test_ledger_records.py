@@ -43,3 +43,20 @@ def test_folder_ledger_answers_what_the_table_ledger_answers(system, tmp_path):
 
 def test_worker_sets_are_stored_zero_padded_in_worker_order():
     assert sorted(worker_set([10, 2, 2])) == ["00002", "00010"]
+
+
+def test_reopening_a_worker_under_a_claim_that_is_not_ours_is_claim_lost(system):
+    # A second share of a sharded combine that found the same corrupt file, or a combiner whose
+    # lease was taken over: a no-op at the handlers' edge, not a function error.
+    import pytest
+
+    from lambdatrain.protocol.errors import ClaimLost
+
+    run = system.invoke(STARTER, {"start": True, "workers": 2, **SMALL})["run"]
+    system.run_to_end(run)
+    last = system.ledger.get_run(run).round - 1
+    before = system.ledger.get_round(run, last)
+    with pytest.raises(ClaimLost):
+        system.ledger.claims.reopen_worker(run, last, 0, "0" * 32)
+    assert system.ledger.get_round(run, last) == before
+    assert [r.worker for r in system.ledger.results(run, last)] == [0, 1]
