@@ -88,11 +88,12 @@ pulumi.export(
     "startCommand",
     # An explicit run id (RUN=..., or one from the time): the AWS CLI retries a synchronous invoke
     # after its 60 s read timeout, and the starter answers a start it knows as a duplicate, so a
-    # retry is the same run; the synchronous answer (or the starter's error) is printed.
+    # retry is the same run; the synchronous answer (or the starter's error) is printed. A subshell,
+    # so the id made here does not stay in the user's shell and name the next paste's run too.
     functions.functions["starter"].name.apply(
-        lambda name: "RUN=${RUN:-run-$(date -u +%Y%m%d-%H%M%S)}; "
+        lambda name: "(RUN=${RUN:-run-$(date -u +%Y%m%d-%H%M%S)}; "
         f"aws lambda invoke --function-name {name} --cli-binary-format raw-in-base64-out "
         f"""--payload '{{"start": true, "run": "'"$RUN"'", "workers": {settings.workers}}}' out.json """
-        "&& cat out.json"
+        "&& cat out.json)"
     ),
 )

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError
 
+from lambdatrain.ops.errors import StartUnanswered
 from lambdatrain.ops.target import Target
 from lambdatrain.protocol.config import parse_config
 from lambdatrain.protocol.events import check_run_id
@@ -63,16 +64,22 @@ def start(target: Target, settings: Mapping[str, Any], *, run: str | None = None
     """Start a run; a retryable failure is retried with exponential backoff and full jitter
     (aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter), the same run id each time.
     Any other error, or the last attempt's, is raised (the CLI says it in one line)."""
-    event = start_event(settings, run if run is not None else new_run_id())
+    run_id = run if run is not None else new_run_id()
+    event = start_event(settings, run_id)
     rng = rng or random.Random()
-    for attempt in range(attempts - 1):
+    for attempt in range(attempts):
         try:
             return target.invoke(event)
         except (*_TIMEOUTS, ClientError) as exc:
             if not retryable(exc):
                 raise
+            if attempt == attempts - 1:
+                # The starter may have run: the id is what lets the user look, or retry as a no-op.
+                raise StartUnanswered(f"run {run_id} got no answer in {attempts} attempts ({exc}); it may have "
+                                      f"started: check `lambdatrain status {run_id}`, or retry the same start "
+                                      f"with --run {run_id}") from exc
         sleep(rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
-    return target.invoke(event)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def s3_record(bucket: str, key: str) -> dict[str, Any]:

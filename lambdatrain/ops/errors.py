@@ -29,5 +29,9 @@ class StarterFailed(OpsError):
     """The starter function raised; the message is its one-line error."""
 
 
+class StartUnanswered(OpsError):
+    """Every attempt to start a run timed out or failed transiently: it may have started."""
+
+
 class MountUnavailable(OpsError):
     """The run's files are on EFS and EFS is not mounted here."""

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from lambdatrain.ops import control
+from lambdatrain.ops.errors import StartUnanswered
 from tests.cli.conftest import TINY, TINY_FLAGS, assert_one_line_error
 
 
@@ -54,9 +55,13 @@ def test_start_raises_other_errors_at_once_and_the_last_transient_one():
         control.start(refused, TINY, sleep=lambda s: None)
     assert len(refused.events) == 1
     throttled = FlakyStarter(*[_client_error("TooManyRequestsException", 429)] * control.START_ATTEMPTS)
-    with pytest.raises(ClientError, match="TooManyRequestsException"):
+    with pytest.raises(StartUnanswered, match="TooManyRequestsException") as caught:
         control.start(throttled, TINY, sleep=lambda s: None)
     assert len(throttled.events) == control.START_ATTEMPTS
+    # The run id the attempts carried is in the one line, so the user can look or retry as a no-op.
+    run_id = throttled.events[0]["run"]
+    assert f"lambdatrain status {run_id}" in str(caught.value) and f"--run {run_id}" in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_explicit_run_id_is_kept():

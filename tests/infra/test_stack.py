@@ -116,18 +116,21 @@ def test_start_command_is_ready_to_paste(stack, workers, request, tmp_path):
     assert plan.outputs["startCommand"].endswith(
         f"aws lambda invoke --function-name lambdatrain-{stack}-starter --cli-binary-format "
         f"""raw-in-base64-out --payload '{{"start": true, "run": "'"$RUN"'", "workers": {workers}}}' out.json """
-        "&& cat out.json"
+        "&& cat out.json)"
     )
     # Run by a shell with a stand-in `aws` that prints its --payload: a run id, given or made.
     (tmp_path / "aws").write_text('#!/bin/sh\nwhile [ "$1" != --payload ]; do shift; done; echo "$2" > out.json\n')
     (tmp_path / "aws").chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     for given, expected in (("RUN=mine; ", "mine"), ("", None)):
-        out = subprocess.run(["bash", "-c", given + plan.outputs["startCommand"]], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, check=True).stdout
-        payload = json.loads(out)
+        script = given + plan.outputs["startCommand"] + '; echo "left in the shell: ${RUN:-nothing}"'
+        out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        payload = json.loads(out[0])
         assert payload["start"] is True and payload["workers"] == workers
         assert payload["run"] == expected if expected else re.fullmatch(r"run-\d{8}-\d{6}", payload["run"])
+        # A made id stays in the subshell: pasting the command again names a new run.
+        assert out[1] == f"left in the shell: {expected or 'nothing'}"
 
 
 def test_program_builds_again_in_the_same_process(dev):
