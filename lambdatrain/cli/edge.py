@@ -41,7 +41,8 @@ def debugging() -> bool:
 
 
 def report(exc: LambdaTrainError) -> None:
-    err.print(f"error: {exc}", markup=False)
+    # One line whatever the message holds: a function's errorMessage or torch's can span several.
+    err.print("error: " + " ".join(str(exc).split()), markup=False)
 
 
 def report_unexpected(what: str, exc: BaseException) -> None:

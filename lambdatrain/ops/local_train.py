@@ -145,6 +145,11 @@ def _refuse_unfinished(out: Path) -> None:
     if pending:
         raise LambdaTrainError(f"{out} holds the unfinished run {pending[0]}: continue it with "
                                f"`{resume_command(out)}`, or choose another --out")
+    # A new run replaces <out>/stack; only ever a folder a local stack made (efs/, logs/ inside).
+    stack_dir = out / "stack"
+    if stack_dir.exists() and any(stack_dir.iterdir()) and \
+            not any((stack_dir / name).is_dir() for name in ("efs", "logs")):
+        raise LambdaTrainError(f"{stack_dir} exists and is not a local stack's folder: choose another --out")
 
 
 def invoke_starter(stack: LocalStack, event: dict[str, Any], attempts: int) -> dict[str, Any]:

@@ -112,3 +112,13 @@ def test_ctrl_c_stops_the_stack_and_names_the_command_that_continues(cli_data, t
     assert stderr.strip().splitlines() == [f"error: interrupted: continue run {run} with "
                                            f"`lambdatrain local train --resume --out {out}`"], stderr
     assert sandboxes(mount) == []  # the stack stopped its processes
+
+
+def test_local_train_never_deletes_a_stack_folder_it_did_not_make(cli, cli_data, tmp_path):
+    # --out . in a project with a folder of its own named stack/: refused, nothing deleted.
+    mine = tmp_path / "stack" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("not a local stack")
+    result = cli("local", "train", "--data", cli_data, "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    assert_one_line_error(result, "is not a local stack's folder")
+    assert mine.read_text() == "not a local stack"
