@@ -36,7 +36,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 # .tar/.tar.gz of one) or a prepared directory; without it the cache or the official download.
 # Interrupted (Ctrl-C, a reboot), it is never started over: `make train` then stops and names the
 # command that continues the run from its last committed round, `lambdatrain local train --resume
-# --out $(OUT)` (`make train TRAIN_ARGS=--resume` is the same).
+# --out $(OUT)` (`make train TRAIN_ARGS=--resume` is the same when WORKERS and EPOCHS are as before).
 train: venv
 	$(VENV)/bin/lambdatrain local train $(if $(DATA),--data $(DATA)) --workers $(WORKERS) \
 		--epochs $(EPOCHS) --out $(OUT) $(TRAIN_ARGS)

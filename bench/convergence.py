@@ -6,7 +6,7 @@ average (local SGD) modes and for float32 against 16-bit worker results.
                                 [--runs-file runs.jsonl] [--no-average] [--control]
     python -m bench.convergence --divergence 30 [--seeds 0]
 
-Every run is ``local.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
+Every run is ``ops.local_train.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
 every few rounds so each run gives several points; SGD at ``--lr`` with a cosine schedule by
 default, so every run ends annealed, not mid-swing. Sync runs use float32, bfloat16 and float16

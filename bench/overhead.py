@@ -15,9 +15,9 @@ each (worker_memory_mb 1769), so the single loop runs with N threads. The runs a
 distributed_ips is samples / sum of round times (round_s: fan-out to commit, so it includes
 loading weights, writing results, the combine and the waits; the combiner's evaluation, which
 the single loop does not do, is taken out) and, end to end, samples / wall
-time of ``local.train`` (which adds starting the stack and the initial evaluation). Per-
+time of ``ops.local_train.train`` (which adds starting the stack and the initial evaluation). Per-
 invocation overhead comes from the ledger's result items: load_s and write_s of each worker; the
-first round's invocations are each process's first (``local.train`` prewarms the processes, so
+first round's invocations are each process's first (``ops.local_train.train`` prewarms the processes, so
 torch is imported before round 0, but the first invocation builds the model and opens the data).
 """
 

@@ -2,7 +2,7 @@
 
     python -m bench.planner [--workers 1,2,4] [--samples 2048] [--width 0.125]
 
-Runs tiny ``local.train`` runs with the same total samples and global batch for each N, and
+Runs tiny ``ops.local_train.train`` runs with the same total samples and global batch for each N, and
 predicts the same with the planner calibrated on this machine: the worker's compute path
 (``trainer.compute_sync`` on the prepared dataset, one thread, the run's micro-batch), a fresh
 process's cold start, file bandwidth of ``write_array``/``stream_array``, storage "local" (no EFS

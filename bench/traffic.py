@@ -2,7 +2,7 @@
 
     python -m bench.traffic [--workers 4] [--transports float32,float16,bfloat16] [--average-local-steps 4]
 
-Runs one short ``local.train`` per transport (``sync`` mode) and one in ``average`` mode (float32,
+Runs one short ``ops.local_train.train`` per transport (``sync`` mode) and one in ``average`` mode (float32,
 ``local_steps`` 4; 0 leaves it out) of the full-width ``vgg19_cifar`` (``--width 1``) on tiny
 synthetic data (tests/datagen.py), with ``--rounds`` rounds of ``--batch-size`` samples. The bytes
 are counted where they move: lambdatrain/storage/traffic.py counts every read and write call on
@@ -45,7 +45,7 @@ def settings(args: argparse.Namespace, transport: str, mode: str, local_steps: i
 
 
 def trained(prepared: Path, out: Path, run_settings: dict[str, Any]) -> dict[str, Any]:
-    """One local.train with every Lambda process dumping its counts; returns the dumps."""
+    """One ops.local_train.train with every Lambda process dumping its counts; returns the dumps."""
     from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.ops.local_train import TrainRequest, train
     from lambdatrain.protocol.limits import MB_PER_VCPU

@@ -3,8 +3,8 @@ against AWS and the local stack alike.
 
 Every command that talks to a stack takes the same target options, declared once as
 ``lambdatrain.ops.target.TargetOptions`` and added after the command's own by ``OperatorCommand``;
-``start`` also takes every run setting (cli/settings.py). Every command that takes a RUN also takes
-the ``--out`` folder of a finished ``local train``. Domain errors, AWS client errors included, end
+``start`` also takes every run setting (cli/settings.py). The commands that read a run (status,
+watch, plot, export) also take the ``--out`` folder of a finished ``local train``. Domain errors, AWS client errors included, end
 as one line on stderr and exit code 1. ``register(app)`` adds the commands to the main app.
 """
 
