@@ -59,7 +59,7 @@ def plan_command(
         help=f"comma-separated transports to plan (default: every recipe's; known: {', '.join(TRANSPORTS)})")] = None,
     modes: Annotated[Optional[str], typer.Option(help=f"comma-separated modes ({', '.join(MODES)})")] = None,
     local_steps: Annotated[Optional[str], typer.Option(help="comma-separated local steps K to plan")] = None,
-    arch: Annotated[str, typer.Option(help="x86_64 or arm64 (prices)")] = "x86_64",
+    arch: Annotated[str, typer.Option(help="Lambda's architecture, for its price: x86_64 or arm64")] = "x86_64",
     storage: Annotated[str, typer.Option(help="efs (AWS limits) or local (this machine's disk only)")] = "efs",
     client_read_mbps: Annotated[float, typer.Option(help="EFS per-client read limit, MiB/s")] = 500.0,
     fs_read_mbps: Annotated[float, typer.Option(help="EFS file-system read limit, MiB/s")] = 10240.0,
@@ -80,6 +80,9 @@ def plan_command(
     Calibrates on this machine unless the constants are given. Model, width and micro-batch
     default as a run's do.
     """
+    for value, known, hint in ((arch, planner.ARCHITECTURES, "--arch"), (storage, planner.STORAGES, "--storage")):
+        if value not in known:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(known)}", param_hint=hint)
     try:
         recipes = narrow(RECIPES, transports=_names(transports), modes=_names(modes),
                          local_steps=_ints(local_steps, "--local-steps"), batch_size=batch_size)

@@ -85,6 +85,9 @@ from lambdatrain.planning.recipes import RECIPES, Recipe, transport
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 from lambdatrain.roles.runtime import INVOKE_POOL
 
+ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
+STORAGES = ("efs", "local")  # AWS's EFS limits, or this machine's disk only (the local stack)
+
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
 
 
@@ -98,6 +101,8 @@ class Prices:
 
     @classmethod
     def for_arch(cls, arch: str) -> "Prices":
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}: one of {', '.join(ARCHITECTURES)}")
         return cls(gb_second=0.0000133334) if arch == "arm64" else cls()
 
 

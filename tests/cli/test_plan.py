@@ -70,3 +70,15 @@ def test_table_groups_recipes_and_ends_with_a_sentence(cli):
     assert summary.startswith("Fastest: float32 sync, batch 128 at N = ")
     assert "Fastest modelled, not yet runnable: sign_ef sync" in summary and summary.endswith("cold start.")
     assert "{" not in summary
+
+
+@pytest.mark.parametrize("option, value", [("--arch", "arm"), ("--storage", "EFS")])
+def test_plan_refuses_an_unknown_architecture_or_storage_as_a_usage_error(option, value):
+    # A typo used to plan silently with x86 prices or an unlimited local disk.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lambdatrain", "plan", option, value, "--seconds-per-image", "0.05",
+                             "--cold-start", "3"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert option in result.stderr and value in result.stderr
