@@ -138,9 +138,9 @@ class Ledger:
     def record_result(self, run: str, r: int, result: ResultRecord) -> bool:
         """Record a worker's result of round r; True when this record completed the set of N.
 
-        Safe under duplicate delivery: the RESULT item is written once (a second delivery whose
-        file has the same digest is a no-op), and the worker number is ADDed to a string set, so
-        it counts once however often it is added.
+        Safe under duplicate delivery: the RESULT item is written once (a second put for the same
+        worker is a no-op, whatever it carries: a re-run writes the same bytes), and the worker
+        number is ADDed to a string set, so it counts once however often it is added.
         """
         now = self.clock()
         try:
@@ -200,7 +200,7 @@ class Ledger:
         return self._all(self.table.query, ConsistentRead=True, KeyConditionExpression=Key("pk").eq(pk(run)))
 
     def check_current(self, run: str, r: int) -> RunRecord:
-        """The run, if r is its current round and it is running; StaleRound otherwise."""
+        """The run, if r is its current round; StaleRound otherwise (its state is the caller's to check)."""
         record = self.get_run(run)
         if record.round != r:
             raise StaleRound(f"round {r} is not the current round ({record.round}) of run {run}")

@@ -43,7 +43,7 @@ from lambdatrain.roles import packages as deps
 from lambdatrain.roles import setup_steps as steps
 from lambdatrain.roles.settings import DATASET_PREFIX, ENV_BUCKET, RuntimeSettings
 
-if TYPE_CHECKING:  # the runtime module imports numpy (through the ledger), which setup installs
+if TYPE_CHECKING:  # for annotations only: setup is handed the runtime, it never builds one
     from lambdatrain.roles.runtime import Runtime
 
 DEFAULT_DATASET = f"{DATASET_PREFIX}cifar-10-python.tar.gz"
