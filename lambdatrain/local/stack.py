@@ -8,6 +8,7 @@ schema the Pulumi program deploys.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import boto3
 
 from lambdatrain.ledger import schema
+from lambdatrain.protocol.errors import ConfigError
 from lambdatrain.roles import settings as names
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.poller import StreamPoller
@@ -72,6 +74,20 @@ class LocalStack:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "LocalStack":
+        """Start every part; a part that fails stops the ones already up (no server left behind)."""
+        try:
+            return self._start()
+        except OSError as exc:
+            self.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"a port the local stack needs is in use ({exc.strerror}): pass another "
+                                  f"--port, or 0 for any free one") from exc
+            raise
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "LocalStack":
         self.mount.mkdir(parents=True, exist_ok=True)
         self.moto = MotoServer(self.config.moto_port)
         self.moto.start()

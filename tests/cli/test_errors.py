@@ -69,3 +69,31 @@ def test_an_endpoint_alone_means_the_local_stacks_names(tmp_path):
 def test_vgg19_exports_say_to_build_with_plain_torchvision():
     assert build_hint({"model": "vgg19", "width": 1.0, "num_classes": 10}) == "torchvision.models.vgg19(num_classes=10)"
     assert "build_model" in build_hint({"model": "vgg19", "width": 0.5, "num_classes": 10})
+
+
+def test_local_serve_on_a_port_in_use_is_one_line_and_leaves_nothing_running(tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    from lambdatrain.local.stack import LocalStack, LocalStackConfig
+    from lambdatrain.protocol.errors import ConfigError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "lambdatrain", "local", "serve", "--state-dir", tmp_path / "s",
+                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and "is in use" in result.stderr and "--port" in result.stderr
+        # In process: the parts that did start (moto) are stopped again.
+        before = {t.name for t in threading.enumerate()}
+        stack = LocalStack(LocalStackConfig(state_dir=tmp_path / "in-process", lambda_port=port))
+        try:
+            stack.start()
+        except ConfigError:
+            pass
+        else:
+            raise AssertionError("the stack started on a port in use")
+        assert {t.name for t in threading.enumerate() if t.is_alive()} <= before | {"MainThread"}
