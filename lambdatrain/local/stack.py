@@ -22,6 +22,7 @@ from lambdatrain.ledger import schema
 from lambdatrain.protocol.errors import ConfigError
 from lambdatrain.roles import settings as names
 from lambdatrain.local.moto_server import MotoServer
+from lambdatrain.local.names import ACCESS_KEY, BUCKET, REGION, TABLE
 from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.environment import FunctionConfig
 from lambdatrain.local.errors import InvocationError
@@ -29,10 +30,8 @@ from lambdatrain.local.service import Delivery, LambdaService
 from lambdatrain.protocol.limits import MAX_TIMEOUT_S, MB_PER_VCPU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
-TABLE = "lambdatrain-local"
-BUCKET = "lambdatrain-local"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY["aws_access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": ACCESS_KEY["aws_secret_access_key"], "AWS_DEFAULT_REGION": REGION}
 
 
 @dataclass
@@ -119,8 +118,7 @@ class LocalStack:
     # --- wiring --------------------------------------------------------------------------------
     @property
     def client_kwargs(self) -> dict[str, Any]:
-        return {"endpoint_url": self.moto_url, "region_name": REGION,
-                "aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        return {"endpoint_url": self.moto_url, "region_name": REGION, **ACCESS_KEY}
 
     def _create_resources(self) -> None:
         dynamodb = boto3.client("dynamodb", **self.client_kwargs)

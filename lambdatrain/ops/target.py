@@ -22,16 +22,15 @@ from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                  NoCredentialsError, NoRegionError, PartialCredentialsError, ReadTimeoutError)
 
+from lambdatrain.local import names as local_names
 from lambdatrain.roles import settings as names
 from lambdatrain.protocol.endpoints import is_loopback
 from lambdatrain.ops.errors import MissingCredentials, MissingSetting, StackError, StarterFailed, Unreachable
 
 ENV_ENDPOINT = "LAMBDATRAIN_ENDPOINT"
 ENV_LOCAL_STATE = "LAMBDATRAIN_LOCAL_STATE"
-LOCAL_REGION = "us-east-1"
-LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}  # moto checks nothing
-# The local stack's names (lambdatrain.local.stack), used when only an endpoint is given.
-LOCAL_NAMES = {"table": "lambdatrain-local", "bucket": "lambdatrain-local", "starter": names.STARTER}
+# The local stack's names (lambdatrain.local.names), used when only an endpoint is given.
+LOCAL_NAMES = {"table": local_names.TABLE, "bucket": local_names.BUCKET, "starter": names.STARTER}
 # Keys of `pulumi stack output --json` (see __main__.py's pulumi.export calls).
 OUTPUT_KEYS = {"table": "tableName", "bucket": "bucketName", "starter": f"{names.STARTER}FunctionName"}
 ENV_NAMES = {"table": names.ENV_TABLE, "bucket": names.ENV_BUCKET, "starter": names.ENV_STARTER}
@@ -83,7 +82,7 @@ class Target:
     def _kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"region_name": self.region}
         if self.local:
-            kwargs.update(LOCAL_CREDENTIALS, region_name=self.region or LOCAL_REGION)
+            kwargs.update(local_names.ACCESS_KEY, region_name=self.region or local_names.REGION)
         if self.endpoints.get(service):
             kwargs["endpoint_url"] = self.endpoints[service]
         return kwargs
