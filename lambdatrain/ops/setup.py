@@ -65,10 +65,12 @@ class SetupDisplay:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
         self.task = self.progress.add_task("sending the setup event", total=len(STEPS))
-        if self.live:
-            self.progress.start()
+        self.started = False  # the bar starts with the first update, so an error before it leaves no live display
 
     def update(self, record: SetupRecord | None, waiting: str = "") -> None:
+        if self.live and not self.started:
+            self.progress.start()
+            self.started = True
         for step in STEPS:  # each finished step once, in order
             key = (record.attempt, step) if record else None
             if record and step in record.steps and key not in self.shown:
@@ -83,8 +85,9 @@ class SetupDisplay:
         self.progress.update(self.task, description=message, completed=len(record.steps) if record else 0)
 
     def stop(self) -> None:
-        if self.live:
+        if self.started:
             self.progress.stop()
+            self.started = False
 
 
 def run_setup(target: Target, event: dict[str, Any], display: SetupDisplay | None = None, *, interval: float = 2.0,

@@ -98,3 +98,18 @@ def test_step_lines_say_what_each_step_did():
     assert step_line("sweep", {"removed": [".python.staging-1"]}) == "swept what a stopped setup left: .python.staging-1"
     assert step_line("packages", {"installed": False, "versions": ["a==1", "b==2"]}) == "2 pinned packages already installed"
     assert step_line("dataset", {"prepared": True, "train": 4, "val": 2}) == "dataset prepared: 4 train, 2 validation images"
+
+
+def test_the_setup_bar_starts_with_its_first_update_so_an_early_error_leaves_no_live_display():
+    import io
+
+    from rich.console import Console
+
+    from lambdatrain.ops.setup import SetupDisplay
+
+    display = SetupDisplay(Console(file=io.StringIO(), force_terminal=True))
+    assert not display.progress.live.is_started  # e.g. no table name: the error prints, the cursor stays
+    display.update(None)
+    assert display.progress.live.is_started
+    display.stop()
+    assert not display.progress.live.is_started
