@@ -45,12 +45,14 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
     metric["wait_s"] = max(0.0, round_s - metric["worker_s"] - metric["combine_s"])
     runtime.ledger.claims.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
                           finished=DONE if finished else None, metric=metric, meta_extra=extra)
+    # What killed writers of this round left behind (a glob of three folders, before the next
+    # round can write): its folder, and the new weights' and momentum's temporaries.
+    efs.remove_temporaries(paths.round_dir(ev.round), paths.weights(ev.round + 1), paths.optim(ev.round + 1))
     runtime.faults.point("after_commit")
     if not finished:
-        # The next round starts before the clean-up: pruning unlinks about 2N files, each a round
-        # trip to EFS, and a sweep of later commits catches up on any this process does not reach.
+        # The next round starts before pruning: it unlinks about 2N files, each a round trip to
+        # EFS, and a sweep of later commits catches up on any this process does not reach.
         fan_out(runtime, ev.run, ev.round + 1)
-    efs.remove_temporaries(paths.round_dir(ev.round))  # what killed writers left behind
     pruned = retention.prune(paths, ev.round, record.rounds_per_epoch, record.config.keep_rounds)
     logger.info("round committed", extra={**metric, "pruned_files": len(pruned)})
     if finished:

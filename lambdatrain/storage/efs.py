@@ -290,11 +290,11 @@ def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def remove_temporaries(folder: Path) -> int:
-    """Delete temp files a killed writer left behind; returns how many (for recovery logs)."""
-    count = 0
-    if folder.is_dir():
-        for tmp in folder.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-            count += 1
-    return count
+def remove_temporaries(folder: Path, *files: Path) -> int:
+    """Delete what killed writers left: temp files under ``folder`` and of ``files``; how many."""
+    found = list(folder.rglob(".*.tmp")) if folder.is_dir() else []
+    for path in files:
+        found += path.parent.glob(f".{path.name}.*.tmp")
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return len(found)

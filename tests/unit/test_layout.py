@@ -115,3 +115,15 @@ def test_corrupt_file_carries_the_path_it_is_about(tmp_path):
         efs.read_array(path, digest)
     assert caught.value.path == path and caught.value.worker is None
     assert caught.value.of_worker(3).worker == 3 and str(caught.value).startswith(f"{path}: ")
+
+
+def test_remove_temporaries_takes_a_folders_and_named_files_temporaries_only(tmp_path):
+    folder, weights = tmp_path / "rounds" / "r000000", tmp_path / "weights"
+    folder.mkdir(parents=True)
+    weights.mkdir()
+    (folder / ".w0000.npy.abc.tmp").write_bytes(b"x")
+    (weights / ".r000001.npy.def.tmp").write_bytes(b"x")  # the killed combine's new weights
+    later = weights / ".r000002.npy.ghi.tmp"  # the next combine's, possibly being written now
+    later.write_bytes(b"x")
+    assert efs.remove_temporaries(folder, weights / "r000001.npy") == 2
+    assert list(tmp_path.rglob("*.tmp")) == [later]
