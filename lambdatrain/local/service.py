@@ -96,7 +96,12 @@ class Function:
         if env is None or not env.alive:
             env = Environment(self.fn, self.service.env, self.service.log_dir)  # on demand: Lambda's 10 s init
             with self.lock:
-                self.all.add(env)
+                stopping = self.service.stopping
+                if not stopping:
+                    self.all.add(env)
+            if stopping:  # stop() has already taken its list of environments: this one it would miss
+                env.kill()
+                raise InvocationError({"errorType": "Runtime.ExitError", "errorMessage": "the service stopped"})
         try:
             result = env.invoke(event, request_id)
         finally:
@@ -117,7 +122,7 @@ class Function:
             threading.Thread(target=self._warm_one, daemon=True, name=f"prewarm-{self.fn.name}").start()
 
     def _warm_one(self) -> None:
-        env = None
+        env, keep = None, False
         try:
             # Provisioned concurrency's init may take the larger of 130 s and the function's
             # timeout (lambda-runtime-environment.html), not on-demand's 10 s.
@@ -125,14 +130,15 @@ class Function:
                               init_timeout_s=max(PROVISIONED_INIT_MIN_S, self.fn.timeout_s))
         except InvocationError:
             pass  # the next invocation starts its own environment and reports the init error
-        with self.lock:
-            self.warming -= 1
-            keep = env is not None and not self.service.stopping
-            if keep:
-                self.all.add(env)
-                self.idle.append(env)
-            # Waiters re-check: take this environment, or start their own if none is coming.
-            self.returned.notify_all()
+        finally:  # whatever happened: a `warming` left raised would keep every waiter waiting
+            with self.lock:
+                self.warming -= 1
+                keep = env is not None and not self.service.stopping
+                if keep:
+                    self.all.add(env)
+                    self.idle.append(env)
+                # Waiters re-check: take this environment, or start their own if none is coming.
+                self.returned.notify_all()
         if env is not None and not keep:
             env.kill()
 
