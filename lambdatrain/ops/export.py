@@ -34,7 +34,7 @@ from lambdatrain.protocol.errors import DataError
 from lambdatrain.training.model import ModelSpec, build_model
 from lambdatrain.ops.errors import MountUnavailable
 from lambdatrain.ops.source import RunSource
-from lambdatrain.roles.combiner import export_key
+from lambdatrain.roles.combiner import export_key, upload_export
 from lambdatrain.roles.settings import DEFAULT_MOUNT, EXPORT_PREFIX
 
 UPLOAD_WAIT_S = 60.0  # how long after a run's end its export may still be on its way to the bucket
@@ -106,9 +106,7 @@ def export(source: RunSource, out: Path, *, to_s3: bool = False) -> dict[str, An
         if source.target is None:
             raise MountUnavailable("--s3 needs a stack: pass --local-state, --endpoint or --stack-outputs with the run id")
         bucket = source.target.name("bucket")
-        s3 = source.target.s3()
-        for name, body in files.items():
-            s3.put_object(Bucket=bucket, Key=export_key(source.run, name), Body=body)
+        upload_export(source.target.s3(), bucket, source.run, files)
         result["s3"] = f"s3://{bucket}/{EXPORT_PREFIX}{source.run}/"
     return result
 

@@ -36,6 +36,16 @@ def export_key(run: str, name: str) -> str:
     return f"{EXPORT_PREFIX}{run}/{name}"
 
 
+def upload_export(s3, bucket: str, run: str, files: dict[str, bytes]) -> list[str]:
+    """Put a run's export files under ``exports/<run>/`` (the combiner's and ``export --s3``'s one way)."""
+    for name, body in files.items():
+        # S3 never stores a partial object, and the last of several writes of a key wins (PutObject,
+        # https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html): a finish delivered
+        # twice, even at once, leaves whole files of the same bytes.
+        s3.put_object(Bucket=bucket, Key=export_key(run, name), Body=body)
+    return [export_key(run, name) for name in files]
+
+
 def export_model(runtime: Runtime, run: str) -> list[str]:
     """Write a finished run's model to ``s3://<bucket>/exports/<run>/``; the keys written (none without a bucket)."""
     if runtime.settings.bucket is None:
@@ -43,13 +53,7 @@ def export_model(runtime: Runtime, run: str) -> list[str]:
     record = runtime.ledger.get_run(run)
     files = checkpoint.export_files(checkpoint.final_model(runtime.settings.mount, run, record.round, record.weights,
                                                            runtime.ledger.metrics(run)))
-    s3 = boto3.client("s3")
-    for name, body in files.items():
-        # S3 never stores a partial object, and the last of several writes of a key wins (PutObject,
-        # https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html): a finish delivered
-        # twice, even at once, leaves whole files of the same bytes.
-        s3.put_object(Bucket=runtime.settings.bucket, Key=export_key(run, name), Body=body)
-    keys = [export_key(run, name) for name in files]
+    keys = upload_export(boto3.client("s3"), runtime.settings.bucket, run, files)
     logger.info("model exported", extra={"bucket": runtime.settings.bucket, "keys": keys})
     return keys
 
