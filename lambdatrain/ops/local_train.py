@@ -154,17 +154,16 @@ def _refuse_unfinished(out: Path) -> None:
 
 def invoke_starter(stack: LocalStack, event: dict[str, Any], attempts: int) -> dict[str, Any]:
     """The starter's answer; a process that died is invoked again with the same event (and run id)."""
-    for _ in range(attempts - 1):
+    for attempt in range(1, attempts + 1):
         try:
             return stack.invoke(STARTER, event)
         except InvocationError as exc:
+            if attempt == attempts:
+                raise StarterFailed(f"the starter failed: {exc} ({exc.document.get('errorType')}, "
+                                    f"{attempts} attempts; logs in {stack.state_dir / 'logs'})") from None
             if exc.document.get("errorType") not in PROCESS_DIED:
                 raise StarterFailed(f"the starter failed: {exc}") from None
-    try:
-        return stack.invoke(STARTER, event)
-    except InvocationError as exc:
-        raise StarterFailed(f"the starter failed: {exc} ({exc.document.get('errorType')}, "
-                            f"{attempts} attempts; logs in {stack.state_dir / 'logs'})") from None
+    raise AssertionError("unreachable")  # attempts >= 1: the loop returns or raises
 
 
 def _first_event(stack: LocalStack, run: str, settings: dict[str, Any], resume: bool) -> dict[str, Any]:
