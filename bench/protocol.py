@@ -183,11 +183,11 @@ def measure_round(timeline: Timeline, results: dict[int, Any], r: int) -> dict[s
 
 
 def run_one(workers: int, latency: float, data: Path, scratch: Path) -> dict[str, Any]:
+    from lambdatrain.ops.local_train import link_dataset
     from lambdatrain.roles.settings import STARTER
 
     mount = scratch / f"efs-{workers}"
-    (mount / "datasets").mkdir(parents=True)
-    (mount / "datasets" / "cifar10").symlink_to(data, target_is_directory=True)
+    link_dataset(mount, data)  # where the stack's default data setting points
     timeline = Timeline()
     system = build(mount, f"bench-{uuid.uuid4().hex[:8]}", latency, timeline)
     settings = {"workers": workers, "model": "vgg19_cifar", "width": 0.0625, "batch_size": workers, "micro_batch": 1,
