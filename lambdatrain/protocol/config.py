@@ -22,7 +22,10 @@ from lambdatrain.protocol.events import RUN_ID_PATTERN, check_relative_path, req
 MODELS = ("vgg19_cifar", "vgg11_cifar", "vgg19")
 CHECKSUMS = ("xxh3_128", "sha256")
 MODES = ("sync", "average")
-TRANSPORTS = ("float32", "float16", "bfloat16")
+TRANSPORTS = ("float32", "float16", "bfloat16", "ternary_ef", "sign_ef")
+# The compressed transports and their codec (lambdatrain/training/compress): results and the
+# combiner's update travel compressed, with error feedback on both sides (lambdatrain/training/feedback.py).
+COMPRESSED = {"ternary_ef": "ternary", "sign_ef": "sign"}
 LR_SCHEDULES = ("constant", "cosine")
 MAX_WORKERS = 1000
 # The clients that offer run settings as options: every setting is an option of both unless its
@@ -142,7 +145,10 @@ class RunConfig:
     local_steps: int = setting(1, help="average mode: optimizer steps each worker takes per round", low=1,
                                high=10_000, rule=Rule(lambda c: c.mode == "average" or c.local_steps == 1,
                                                       "only applies to mode 'average'"))
-    transport: str = setting("float32", help="dtype of worker results on EFS; sums stay float32", choices=TRANSPORTS)
+    transport: str = setting("float32", help="how worker results travel on EFS: a float dtype (sums stay float32), or "
+                                                "compressed with error feedback both ways (ternary_ef 1.7 bits, sign_ef 1.1 "
+                                                "bits per parameter; per-worker state in the stack's bucket)",
+                                 choices=TRANSPORTS)
     combine_shards: int = setting(1, help="S combiner invocations per round, each reducing one slice of the "
                                           "parameters", low=1, high=64)
     checksum: str = setting("xxh3_128", help="checksum of every EFS file", choices=CHECKSUMS,

@@ -50,6 +50,7 @@ DEFAULT_PACKAGES = "python"
 START_PREFIX, START_SUFFIX = "start/", ".json"  # s3://<bucket>/start/<run>.json triggers the starter
 DATASET_PREFIX = "datasets/"  # dataset archives: besides start files, all the starter may read
 EXPORT_PREFIX = "exports/"  # `lambdatrain export --s3` writes <prefix><run>/
+STATE_PREFIX = "state/"  # compressed transports: each worker's error-feedback residual, <prefix><run>/wNNNN/rNNNNNN.npy
 
 
 @dataclass(frozen=True)
