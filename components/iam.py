@@ -41,12 +41,22 @@ LEDGER_ACTIONS = {
         "dynamodb:Query", "dynamodb:Scan",
     ),
 }
-# S3 object access per function: (actions, key patterns). The worker never touches the bucket.
-BUCKET_ACCESS = {
-    env.STARTER: (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*")),
-    # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
-    # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).
-    env.COMBINER: (("s3:PutObject",), (f"{env.EXPORT_PREFIX}*",)),
+# S3 object access per function: statement id -> (actions, key patterns). A function has one
+# statement per grant, so each action reaches only the prefixes it needs; IAM wants the ids unique.
+# The grants that predate STATE_PREFIX keep the id "Bucket", so their deployed text is unchanged.
+BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    env.STARTER: {"Bucket": (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*"))},
+    # ternary_ef/sign_ef: each worker reads its error-feedback residual of the round before and
+    # writes this round's (lambdatrain/protocol/config.py).
+    env.WORKER: {"BucketState": (("s3:GetObject", "s3:PutObject"), (f"{env.STATE_PREFIX}*",))},
+    env.COMBINER: {
+        # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
+        # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).
+        "Bucket": (("s3:PutObject",), (f"{env.EXPORT_PREFIX}*",)),
+        # After each committed round it prunes the residuals no worker will read again, in one
+        # DeleteObjects request, which IAM authorises as s3:DeleteObject on every key it names.
+        "BucketState": (("s3:DeleteObject",), (f"{env.STATE_PREFIX}*",)),
+    },
 }
 EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess
 STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
@@ -109,9 +119,8 @@ def function_policy(logical: str, refs: PolicyRefs) -> dict:
     if INVOKES[logical]:
         targets = [refs.function_arns[t] for t in INVOKES[logical]]
         statements.append(_allow("Invoke", ["lambda:InvokeFunction"], targets))
-    if logical in BUCKET_ACCESS:
-        actions, keys = BUCKET_ACCESS[logical]
-        statements.append(_allow("Bucket", list(actions), [f"{refs.bucket_arn}/{k}" for k in keys]))
+    for sid, (actions, keys) in BUCKET_ACCESS.get(logical, {}).items():
+        statements.append(_allow(sid, list(actions), [f"{refs.bucket_arn}/{k}" for k in keys]))
     if logical == env.COMBINER:
         statements.append(_allow("LedgerStream", list(STREAM_ACTIONS), [refs.stream_arn]))
         statements.append(_allow("ListStreams", ["dynamodb:ListStreams"], ["*"]))

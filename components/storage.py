@@ -3,9 +3,11 @@
 EFS holds the packages (torch & co, see lambdatrain/roles/packages.py), the prepared dataset, the model and
 every round's gradients; the functions reach it through one access point that pins the POSIX user,
 so files written by any function belong to the same uid. The bucket receives the dataset archive,
-the start files that trigger the starter, and exports; it is private, encrypted, versioned and
-refuses plain-HTTP requests. Its configuration resources are created one after another (see
-``_create_bucket``); ``bucket_configured`` is the last of them, for anything else that configures it.
+the start files that trigger the starter, exports, and the workers' error-feedback residuals under
+``STATE_PREFIX`` (which a lifecycle rule expires, see ``STATE_EXPIRY_DAYS``); it is private,
+encrypted, versioned and refuses plain-HTTP requests. Its configuration resources are created one
+after another (see ``_create_bucket``); ``bucket_configured`` is the last of them, for anything else
+that configures it.
 
 The file system policy makes IAM the gate to EFS: without one, any NFS client the security group
 lets in could mount and write. With it, a client must use TLS, come through a mount target and
@@ -23,9 +25,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from lambdatrain.roles.settings import STATE_PREFIX
+
 POSIX_UID = 1000
 POSIX_GID = 1000
 ROOT_PATH = "/lambdatrain"  # the access point's root inside the file system
+# The combiner deletes the old residuals after each committed round; a combiner that crashed first
+# leaves them behind and nothing would ever delete them. Expiry counts from each object's creation
+# and a live run only reads the residuals of the round before, so two weeks only reaches a run
+# stopped for longer than that (its residuals are gone when it resumes).
+STATE_EXPIRY_DAYS = 14
+# The bucket is versioned, so a delete (the combiner's, or the rule's) only hides an object behind a
+# delete marker and keeps its bytes as a noncurrent version: those go a day later. S3 then removes
+# the lone delete markers by itself, as the rule expires current versions.
+STATE_NONCURRENT_DAYS = 1
 
 
 @dataclass
@@ -146,6 +159,21 @@ class Storage(pulumi.ComponentResource):
             f"{name}-bucket-versioning",
             bucket=self.bucket.id,
             versioning_configuration={"status": "Enabled"},
+            opts=after(),
+        )
+        previous = aws.s3.BucketLifecycleConfiguration(
+            f"{name}-bucket-lifecycle",
+            bucket=self.bucket.id,
+            rules=[
+                {
+                    # A backstop for residuals a crashed combiner did not delete (STATE_EXPIRY_DAYS).
+                    "id": "expire-orphaned-state",
+                    "status": "Enabled",
+                    "filter": {"prefix": STATE_PREFIX},
+                    "expiration": {"days": STATE_EXPIRY_DAYS},
+                    "noncurrent_version_expiration": {"noncurrent_days": STATE_NONCURRENT_DAYS},
+                }
+            ],
             opts=after(),
         )
         self.bucket_configured = aws.s3.BucketPolicy(

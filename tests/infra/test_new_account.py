@@ -21,6 +21,7 @@ BUCKET_CONFIGURATION = [  # in the order the program creates them, each after th
     ("aws:s3/bucketOwnershipControls:BucketOwnershipControls", "storage-bucket-ownership"),
     ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "storage-bucket-sse"),
     ("aws:s3/bucketVersioning:BucketVersioning", "storage-bucket-versioning"),
+    ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "storage-bucket-lifecycle"),
     ("aws:s3/bucketPolicy:BucketPolicy", "storage-bucket-policy"),
     ("aws:s3/bucketNotification:BucketNotification", "functions-start-notification"),
 ]
@@ -130,9 +131,3 @@ def test_sizing_output_is_what_preflight_reads(stack, reserved, request):
     assert sizing["functions"]["worker"] == {"memoryMb": {"dev": 3008, "prod": 10240}[stack],
                                              "reservedConcurrency": reserved}
 
-
-def test_combiner_keeps_put_object_on_exports_only_for_the_final_model(plan):
-    # The combiner writes a finished run's model to exports/<run>/ (issue 13, item 8): the grant stays.
-    bucket = [s for s in plan.policies()["functions-combiner-policy"] if s["Sid"] == "Bucket"]
-    assert [(s["Action"], s["Resource"]) for s in bucket] == [
-        (["s3:PutObject"], [f"arn:aws:s3:::{plan.outputs['bucketName']}/{env.EXPORT_PREFIX}*"])]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from components.iam import WILDCARD_RESOURCE_EXCEPTIONS
 from components.network import NFS_PORT
+from components.storage import STATE_EXPIRY_DAYS
+from lambdatrain.roles import settings as env
 
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG_EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -116,7 +118,55 @@ def test_bucket_access_is_scoped_to_key_prefixes(plan):
         for statement in _statements(plan, role):
             if any(a.startswith("s3:") for a in _as_list(statement["Action"])):
                 assert all(r.startswith(f"{bucket_arn}/") and r != f"{bucket_arn}/*" for r in statement["Resource"])
-    assert _granted(plan, "worker", "s3:GetObject") == []
+
+
+def _bucket_grants(plan, role):
+    """{(action, resource)} of every s3: action ``role`` is allowed, one pair per action and key pattern."""
+    return {
+        (action, resource)
+        for statement in _statements(plan, role)
+        if statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]) if action.startswith("s3:")
+        for resource in _as_list(statement["Resource"])
+    }
+
+
+def _keys(plan, prefix):
+    return f"arn:aws:s3:::{plan.outputs['bucketName']}/{prefix}*"
+
+
+def test_worker_reads_and_writes_only_its_residuals(plan):
+    state = _keys(plan, env.STATE_PREFIX)
+    assert _bucket_grants(plan, "worker") == {("s3:GetObject", state), ("s3:PutObject", state)}
+
+
+def test_combiner_prunes_residuals_and_writes_exports(plan):
+    # One DeleteObjects request after each committed round: IAM checks s3:DeleteObject per key. The
+    # export grant is kept on purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
+    assert _bucket_grants(plan, "combiner") == {
+        ("s3:DeleteObject", _keys(plan, env.STATE_PREFIX)), ("s3:PutObject", _keys(plan, env.EXPORT_PREFIX))}
+
+
+def test_starter_only_reads_start_files_and_datasets(plan):
+    assert _bucket_grants(plan, "starter") == {
+        ("s3:GetObject", _keys(plan, env.START_PREFIX)), ("s3:GetObject", _keys(plan, env.DATASET_PREFIX))}
+
+
+def test_statement_ids_are_unique_in_each_policy(plan):
+    for name, statements in plan.policies().items():
+        sids = [s["Sid"] for s in statements]
+        assert len(sids) == len(set(sids)), (name, sids)
+
+
+def test_orphaned_residuals_expire(plan):
+    # The backstop for residuals a crashed combiner did not delete; the bucket is versioned, so the
+    # hidden (noncurrent) versions must expire too or their bytes stay forever.
+    (lifecycle,) = plan.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert lifecycle.inputs["bucket"] == "storage-bucket-id"
+    (rule,) = lifecycle.inputs["rules"]
+    assert (rule["status"], rule["filter"]) == ("Enabled", {"prefix": env.STATE_PREFIX})
+    assert rule["expiration"] == {"days": STATE_EXPIRY_DAYS} and STATE_EXPIRY_DAYS == 14
+    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
 
 
 def test_efs_access_only_through_the_access_point(plan):

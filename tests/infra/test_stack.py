@@ -42,6 +42,7 @@ DEV_RESOURCES = {
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
     "aws:s3/bucketVersioning:BucketVersioning": 1,
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 1,
     "aws:s3/bucketPolicy:BucketPolicy": 1,
     "aws:s3/bucketNotification:BucketNotification": 1,
     "aws:dynamodb/table:Table": 1,

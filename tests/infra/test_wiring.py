@@ -110,6 +110,12 @@ def test_environment_names_table_mount_bucket_and_functions(plan):
         assert variables[env.ENV_PACKAGES] == env.DEFAULT_PACKAGES
 
 
+def test_worker_knows_the_bucket_for_its_residuals(plan):
+    # ternary_ef/sign_ef keep each worker's residual in the bucket (settings.STATE_PREFIX).
+    variables = plan.functions()[env.WORKER].inputs["environment"]["variables"]
+    assert variables[env.ENV_BUCKET] == plan.outputs["bucketName"]
+
+
 @pytest.mark.parametrize("stack, memory", [("dev", 3008), ("prod", 10240)])
 def test_worker_size_follows_config(stack, memory, request):
     worker = request.getfixturevalue(stack).functions()[env.WORKER]
