@@ -1,11 +1,12 @@
 """``lambdatrain plan``: predicted round and epoch time and cost for every recipe (transport, mode,
-local steps, batch), worker count, memory size and shard count given.
+local steps, batch), worker count, memory size and shard count given; with ``--recommend``, the
+fastest configuration within ``--budget-per-epoch`` of a recipe whose accuracy has been measured.
 
 Calibrates on this machine (a worker's compute on two micro-batches of generated images, a fresh
 process's cold start, one model-sized file written and read back), then applies the model of
 lambdatrain/planning/planner.py to the recipes of lambdatrain/planning/recipes.py (all of them
 unless ``--transports``, ``--modes`` or ``--local-steps`` narrow them); a table grouped by recipe,
-and optionally a PNG or JSON.
+or the recommendation (lambdatrain/planning/recommend.py), and optionally a PNG or JSON.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from lambdatrain.cli.edge import Command
 from lambdatrain.cli.settings import setting_option
 from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
-from lambdatrain.planning.calibration import calibrate
+from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, narrow
+from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, narrow
+from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import DEFAULTS, MODES
 
 
@@ -68,14 +70,22 @@ def plan_command(
     provisioned: Annotated[bool, typer.Option(help="provisioned concurrency: no cold start in round 0")] = False,
     invoke_latency: Annotated[Optional[float], typer.Option(help="per-round invoke + stream latency, s")] = None,
     worker_fixed: Annotated[Optional[float], typer.Option(help="per-invocation fixed cost, s")] = None,
-    png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost")] = None,
+    s3_mbps: Annotated[Optional[float], typer.Option(
+        help="a worker's S3 bandwidth for its error-feedback residual, MB/s (default: AWS's 85 per request)",
+        min=0.001)] = None,
+    png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost (e.g. under out/)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    recommend_: Annotated[bool, typer.Option("--recommend", help=(
+        "print the fastest configuration of a recipe whose accuracy has been measured, and the measurement"))] = False,
+    budget_per_epoch: Annotated[Optional[float], typer.Option(
+        help="with --recommend: dollars per warm epoch at most", min=0)] = None,
 ) -> None:
     """Predict round and epoch time and cost on Lambda.
 
     For every recipe (transport, mode, local steps, batch size) and ranges of worker counts N,
-    memory sizes and combine shards S. Rows of ternary_ef and sign_ef are modelled, not yet
-    runnable.
+    memory sizes and combine shards S. With --recommend, the fastest configuration within
+    --budget-per-epoch among recipes whose accuracy has been measured
+    (lambdatrain/planning/recipes.py EVIDENCE); none: one line and exit status 1.
 
     Calibrates on this machine unless the constants are given. Model, width and micro-batch
     default as a run's do.
@@ -83,6 +93,8 @@ def plan_command(
     for value, known, hint in ((arch, planner.ARCHITECTURES, "--arch"), (storage, planner.STORAGES, "--storage")):
         if value not in known:
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(known)}", param_hint=hint)
+    if budget_per_epoch is not None and not recommend_:
+        raise typer.BadParameter("a budget chooses a recommendation: add --recommend", param_hint="--budget-per-epoch")
     try:
         recipes = narrow(RECIPES, transports=_names(transports), modes=_names(modes),
                          local_steps=_ints(local_steps, "--local-steps"), batch_size=batch_size)
@@ -95,9 +107,17 @@ def plan_command(
                           micro_batch=micro_batch, train_samples=train_samples, arch=arch, storage=storage,
                           client_read_mbps=client_read_mbps, fs_read_mbps=fs_read_mbps,
                           seconds_per_image=seconds_per_image, cold_start_s=cold_start, provisioned=provisioned,
-                          invoke_latency_s=invoke_latency, worker_fixed_s=worker_fixed, png=png, step=phase.step)
+                          invoke_latency_s=invoke_latency, worker_fixed_s=worker_fixed,
+                          s3_bps=None if s3_mbps is None else s3_mbps * 1e6, png=png, step=phase.step)
+    if recommend_:
+        # NoBackedRecipe (a domain error) reaches the CLI's edge: one line, exit status 1.
+        result["recommended"] = [{**row, "backed_by": evidence.as_dict()}
+                                 for row, evidence in recommend(result["rows"], budget_per_epoch)]
+        result["budget_per_epoch"] = budget_per_epoch
     if as_json:
         print(json.dumps(result, default=str))
+    elif recommend_:
+        _print_recommendation(result)
     else:
         _print_table(result)
 
@@ -107,11 +127,14 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
              client_read_mbps: float, fs_read_mbps: float, micro_batch: int = 64,
              seconds_per_image: float | None = None, cold_start_s: float | None = None,
              provisioned: bool = False, invoke_latency_s: float | None = None, worker_fixed_s: float | None = None,
-             png: Path | None = None, step: Callable[[str], None] = lambda what: None) -> dict:
+             s3_bps: float | None = None, png: Path | None = None,
+             step: Callable[[str], None] = lambda what: None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lt-plan-") as folder:
         params, calibration = calibrate(model, width, Path(folder), micro_batch=micro_batch, step=step,
                                                 seconds_per_image=seconds_per_image, cold_start_s=cold_start_s,
-                                                invoke_latency_s=invoke_latency_s, worker_fixed_s=worker_fixed_s)
+                                                invoke_latency_s=invoke_latency_s, worker_fixed_s=worker_fixed_s,
+                                                s3_bps=s3_bps)
+    buffers = model_sizes(model, width)[1]  # built once with the params (cached): sent as float32 by a codec
     if storage == "efs":
         store = planner.Storage(client_read=client_read_mbps * planner.MiB, fs_read=fs_read_mbps * planner.MiB)
         # Local fsync speed says nothing about EFS writes (NFS commits on close): EFS limits only.
@@ -120,12 +143,15 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
         store = planner.Storage(*(4 * [float("inf")]))
     rows = planner.plan(params, calibration, store, workers=workers, memories=memories, shards=shards,
                         recipes=recipes, prices=planner.Prices.for_arch(arch), train_samples=train_samples,
-                        provisioned=provisioned)
+                        provisioned=provisioned, buffers=buffers)
+    for row in rows:
+        row["accuracy_measured"] = backing(recipe_of(row)) is not None  # what --recommend may pick
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
     if png is not None:
         plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), {storage}, {arch}")
-    return {"model": model, "width": width, "params": params, "calibration": planner.calibration_dict(calibration),
+    return {"model": model, "width": width, "params": params, "buffers": buffers,
+            "calibration": planner.calibration_dict(calibration),
             "storage": storage, "rows": rows, "fastest_workers": fastest, "png": str(png) if png else None}
 
 
@@ -147,7 +173,8 @@ def _print_table(result: dict) -> None:
     console.print(f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
     for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["recipe"] == recipe]
-        console.print(f"\n{recipe}" + ("" if rows[0]["runnable"] else " (modelled, not yet runnable)"))
+        console.print(f"\n{recipe}" + ("" if rows[0]["accuracy_measured"] else " (accuracy not measured)")
+                      + _state_note(rows[0]), soft_wrap=True)
         console.print("".join(f"{name:>{width}}" for name, width, _ in COLUMNS), soft_wrap=True)
         for r in rows:
             console.print("".join(f"{cell(r):>{width}}" for _, width, cell in COLUMNS), soft_wrap=True)
@@ -155,25 +182,53 @@ def _print_table(result: dict) -> None:
     console.print(_summary(result), soft_wrap=True)
 
 
-def _summary(result: dict) -> str:
-    """The table's last line, a sentence: the fastest and the cheapest runnable configuration, and
-    the fastest modelled one where the plan has any."""
-    def where(r: dict) -> str:
-        return (f"{r['recipe']} at N = {r['workers']}, S = {r['shards']}, {r['memory_mb']} MB "
-                f"({r['epoch_s'] / 60:.1f} min and ${r['cost_per_epoch']:.2f} per epoch)")
+def _state_note(r: dict) -> str:
+    """Where a recipe's per-worker state goes, when it has any: its bytes and seconds are in the rows."""
+    if r["state_store"] == "none":
+        return ""
+    return (f"; residuals in {r['state_store']}: {r['state_bytes_per_worker_round'] / 1e6:.0f} MB and "
+            f"{r['state_s']:.2f} s per worker-round (in worker s)")
 
-    runnable = [r for r in result["rows"] if r["runnable"]]
-    modelled = [r for r in result["rows"] if not r["runnable"]]
-    parts = []
-    if runnable:
-        parts.append(f"Fastest: {where(min(runnable, key=lambda r: r['epoch_s']))}; cheapest: "
-                     f"{where(min(runnable, key=lambda r: r['cost_per_epoch']))}.")
-    if modelled:
-        parts.append(f"Fastest modelled, not yet runnable: {where(min(modelled, key=lambda r: r['epoch_s']))}.")
+
+def _where(r: dict) -> str:
+    return (f"{r['recipe']} at N = {r['workers']}, S = {r['shards']}, {r['memory_mb']} MB "
+            f"({r['epoch_s'] / 60:.1f} min and ${r['cost_per_epoch']:.2f} per epoch)")
+
+
+def _summary(result: dict) -> str:
+    """The table's last line, a sentence: the fastest and the cheapest configuration, said apart
+    for the recipes whose accuracy has been measured where the fastest overall is not one."""
+    rows = result["rows"]
+    measured = [r for r in rows if r["accuracy_measured"]]
+    fastest, cheapest = min(rows, key=lambda r: r["epoch_s"]), min(rows, key=lambda r: r["cost_per_epoch"])
+    parts = [f"Fastest: {_where(fastest)}; cheapest: {_where(cheapest)}."]
+    if measured and not (fastest["accuracy_measured"] and cheapest["accuracy_measured"]):
+        parts.append(f"Of the recipes whose accuracy is measured, fastest: "
+                     f"{_where(min(measured, key=lambda r: r['epoch_s']))}; cheapest: "
+                     f"{_where(min(measured, key=lambda r: r['cost_per_epoch']))}.")
     parts.append("An epoch is warm rounds; the first adds the cold start.")
     if result["png"]:
         parts.append(f"Plot: {result['png']}.")
     return " ".join(parts)
+
+
+def _print_recommendation(result: dict) -> None:
+    """Each measured recipe's fastest configuration within the budget with its measurement, the
+    recipes left out, and last the recommendation as a sentence."""
+    console = Console(highlight=False, soft_wrap=True)
+    budget = result["budget_per_epoch"]
+    within = "at any price" if budget is None else f"at most ${budget:.2f} per epoch"
+    console.print(f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}; "
+                  f"measured recipes, fastest configuration {within}:")
+    for r in result["recommended"]:
+        console.print(f"- {_where(r)}; accuracy: {r['backed_by']['summary']}")
+    sources = {r["backed_by"]["source"]: r["backed_by"]["command"] for r in result["recommended"]}
+    for source, command in sources.items():
+        console.print(f"Measured in {source}, by `{command}`.")
+    unmeasured = dict.fromkeys(r["recipe"] for r in result["rows"] if not r["accuracy_measured"])
+    if unmeasured:
+        console.print(f"Not recommended, accuracy not measured: {'; '.join(unmeasured)}.")
+    console.print(f"Recommended: {_where(result['recommended'][0])}.")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ torch and numpy load only here, so the planner's arithmetic imports neither.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from contextlib import contextmanager
@@ -155,11 +156,19 @@ def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
         efs.digest_path(path).unlink(missing_ok=True)
 
 
-def model_params(model: str, width: float) -> int:
+@functools.lru_cache(maxsize=8)
+def model_sizes(model: str, width: float) -> tuple[int, int]:
+    """(elements of the flat vector, of which batch-norm buffers): what a compressed transport
+    sends as codes and what it sends as float32. Built once per model and width."""
     from lambdatrain.training.flat import FlatLayout
     from lambdatrain.training.model import ModelSpec, build_model
 
-    return FlatLayout.of(build_model(ModelSpec(model, width))).size
+    layout = FlatLayout.of(build_model(ModelSpec(model, width)))
+    return layout.size, layout.size - layout.n_params
+
+
+def model_params(model: str, width: float) -> int:
+    return model_sizes(model, width)[0]
 
 
 def _quiet(what: str) -> None:

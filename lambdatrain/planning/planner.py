@@ -2,44 +2,50 @@
 mode, local steps, global batch: recipes.py), worker counts, memory sizes and combine shards, from
 a few constants measured on this machine and AWS's published limits and prices.
 
-Per round (global batch B split over N workers, K local steps per round: K = 1 in sync mode, K
+Per round (global batch split over N workers, K local steps per round: K = 1 in sync mode, K
 optimizer steps per worker in average mode; all workers identical)::
 
-    worker   = fixed + load + compute + write
+    worker   = fixed + load + compute + write + state
       load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once)
-      compute = K * (B / N) * seconds per image per vCPU / vCPUs        (perfect intra-op scaling)
+      compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
+      state   = 2 * S3 request latency + (PUT + GET bytes) / S3 bandwidth   (compressed transports; else 0)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
-    rounds per epoch = (samples / N) // (K * B / N)                      (K local steps: K times fewer)
+    rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
     first epoch = epoch + worker cold start + combiner cold start   (on-demand concurrency)
 
-What moves on EFS per round (``efs_bytes``), as the roles move it today; P parameters, model =
-4P bytes (weights are float32 whatever the transport), result = one worker's result in the
-transport (P x 4 or 2 bytes; a codec's ``payload_nbytes``), state = the combiner's model-sized
-float32 files (weights; + momentum in sync mode; + the update's residual for a compressed
-transport)::
+What moves per round, as the roles move it (``efs_bytes``, ``state_bytes``). The flat vector has
+P parameters and B batch-norm buffer elements (``Scenario.params`` = P + B, ``buffers`` = B,
+small); weights are float32 whatever the transport, model = 4(P + B) bytes; a result is P + B
+elements in a float transport (2 or 4 bytes each), or payload(P) + 4B bytes in a compressed one
+(the codec's ``payload_nbytes`` of the parameters, the buffers as float32). The combiner's
+float32 state files: weights 4(P + B), momentum 4P (sync mode: momentum above 0, the default) and,
+for a compressed transport, its residual 4P::
 
-    worker read     N * model              (a compressed transport: N * result, see below)
+    worker read     N * model              (compressed, a warm worker: N * update, the result's size)
     worker write    N * result
-    combiner read   N * result + S * state * model  (+ state * model when S > 1)
-    combiner write  state * model          (+ state * model when S > 1; + result when compressed)
+    combiner read   N * result + S * state  (+ state when S > 1)
+    combiner write  state                   (+ state when S > 1; + the update when compressed)
 
 Each of the S shares reads the whole weights and momentum files (lambdatrain/roles/claimed.py
 ``reduce_slice``) and writes its slice; the share that completes the round reads the slices back
 and writes the whole files (roles/sharding.py ``_assemble``). The combiner's reads of its own state
-are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in the bytes for dollars.
+are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in the bytes for dollars; so
+are the small digest sidecars beside each file, in neither.
 
-The compressed transports ``ternary_ef`` and ``sign_ef`` are modelled, not yet runnable (rows say
-``runnable: false``), under issue 14's design: a worker writes its compressed result; a warm
-worker that holds the previous round's weights reads only the combiner's compressed update (the
-same payload size) instead of the weights, so worker down = result (a cold or lagging worker reads
-the weights; not in the warm round); the combiner keeps its residual as a float32 state file
-beside the momentum and writes the full weights every round as well as the update. The workers'
-residuals live outside EFS; where is not chosen yet, so their bytes, time and requests are 0 in the
-model (``state_bytes_per_worker_round``). Encoding and decoding time is not modelled (the codecs
-run at about the speed of a page-cache read, docs/benchmarks.md "Compressed codecs").
+A compressed transport (``ternary_ef``, ``sign_ef``): a warm worker holds the previous round's
+weights and reads only the combiner's compressed update, payload(P) + 4B (a cold worker reads the
+full weights once; not in the warm round). Each worker's error-feedback residual, float32 4P,
+lives in the stack's S3 bucket (lambdatrain/storage/state.py; through the VPC's S3 gateway
+endpoint, so no per-GB charge in the Region): per worker and round one PutObject of 4P bytes and
+one GetObject of 4P bytes. The GET is skipped when the environment kept that worker's residual from
+the round before; the model plans for it happening (the worst case). One S3 request moves at
+``s3_bps`` after ``s3_request_s``, the worker's transfers one after another (not overlapped with
+its compute: worst case again). The combiner sends one DeleteObjects per round (retention).
+Encoding and decoding time is not modelled (the codecs run at about the speed of a page-cache
+read, docs/benchmarks.md "Compressed codecs").
 
 Assumptions, stated because they decide the answer:
 
@@ -73,6 +79,16 @@ Prices (us-east-1, as published on 2025-06-01; check before relying on them):
   units (on-demand, after the November 2024 price cut).
 * EFS limits https://docs.aws.amazon.com/efs/latest/ug/performance.html: we assume 500 MiB/s per
   client and Elastic file-system limits of 10 GiB/s read and 3 GiB/s write (Region-dependent).
+* S3 Standard https://aws.amazon.com/s3/pricing/: PUT (and POST, LIST) $0.005 per 1,000 requests,
+  GET $0.0004 per 1,000; no per-GB charge for transfers inside the Region. DeleteObjects is a POST,
+  priced here as a PUT (the page lists DELETE itself as free: this errs high by $5 per million
+  rounds). The residuals' storage (N x 4P bytes for a few rounds) is left out: cents per month.
+* S3 per request, "Performance design patterns for Amazon S3"
+  https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance-design-patterns.html:
+  "Make one concurrent request for each 85-90 MB/s of desired network throughput" (said of EC2 in
+  the Region; Lambda publishes no network bandwidth); the worker makes one request per object, so
+  we assume 85 MB/s, the low end (``lambdatrain plan --s3-mbps`` changes it). For small requests
+  "median latencies are often in the tens of milliseconds range" (the same page): we assume 30 ms.
 """
 
 from __future__ import annotations
@@ -98,6 +114,8 @@ class Prices:
     efs_read_gb: float = 0.03
     efs_write_gb: float = 0.06
     dynamodb_wru: float = 0.625 / 1e6
+    s3_put: float = 0.005 / 1000  # PUT, POST (DeleteObjects), LIST
+    s3_get: float = 0.0004 / 1000
 
     @classmethod
     def for_arch(cls, arch: str) -> "Prices":
@@ -130,6 +148,8 @@ class Calibration:
     combiner_fixed_s: float = 0.2  # claim, ledger reads, weights read, commit (per combiner)
     invoke_latency_s: float = 0.5  # stream delivery to the combiner + async invoke, per round
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
+    s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
+    s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
 
 
 @dataclass(frozen=True)
@@ -145,9 +165,24 @@ class Scenario:
     local_steps: int = 1  # average mode: optimizer steps per worker per round
     combiner_memory_mb: int = 3008
     provisioned: bool = False  # provisioned concurrency: sandboxes initialised before round 0, no cold start
+    buffers: int = 0  # of ``params``, batch-norm buffer elements: float32 in every transport, no momentum or residual
 
     def __post_init__(self) -> None:
         Recipe(self.transport, self.mode, self.local_steps, self.batch_size)  # validates them together
+        if not 0 <= self.buffers <= self.params:
+            raise ValueError(f"buffers {self.buffers}: between 0 and params ({self.params})")
+
+    @property
+    def compressed(self) -> bool:
+        return transport(self.transport).codec is not None
+
+    def result_bytes(self) -> int:
+        """One worker's result (and, compressed, the combiner's update): payload(P) + 4B, or
+        (P + B) elements of the float transport."""
+        t = transport(self.transport)
+        if t.codec is None:
+            return t.payload_bytes(self.params)
+        return t.payload_bytes(self.params - self.buffers) + 4 * self.buffers
 
 
 def vcpus(memory_mb: int) -> float:
@@ -178,14 +213,26 @@ def rounds_per_epoch(s: Scenario) -> int:
 
 def efs_bytes(s: Scenario) -> dict[str, int]:
     """Bytes read and written on EFS per round by all workers and by the combiner (module docstring)."""
-    t = transport(s.transport)
-    model, result, n = 4 * s.params, t.payload_bytes(s.params), s.workers
-    compressed = t.codec is not None
-    state = 1 + (s.mode == "sync") + compressed  # weights, momentum, the update's residual
-    assembled = state * model if s.shards > 1 else 0  # shares' slices, written then read back
-    return {"worker_read": n * (result if compressed else model), "worker_write": n * result,
-            "combiner_read": n * result + s.shards * state * model + assembled,
-            "combiner_write": state * model + assembled + (result if compressed else 0)}
+    model, result, n, p = 4 * s.params, s.result_bytes(), s.workers, s.params - s.buffers
+    state = model + (4 * p if s.mode == "sync" else 0) + (4 * p if s.compressed else 0)  # weights, momentum, residual
+    assembled = state if s.shards > 1 else 0  # shares' slices, written then read back
+    return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
+            "combiner_read": n * result + s.shards * state + assembled,
+            "combiner_write": state + assembled + (result if s.compressed else 0)}
+
+
+def state_bytes(s: Scenario) -> dict[str, int]:
+    """Bytes one worker moves per round to and from its state store outside EFS: its residual's
+    PUT and (worst case) GET, float32 4P each, for a compressed transport; nothing otherwise."""
+    residual = 4 * (s.params - s.buffers) if s.compressed else 0
+    return {"put": residual, "get": residual}
+
+
+def state_seconds(s: Scenario, c: Calibration) -> float:
+    """A worker's time per round for its state transfers: each request's latency, then its bytes."""
+    moved = state_bytes(s)
+    requests = sum(1 for b in moved.values() if b)
+    return requests * c.s3_request_s + sum(moved.values()) / c.s3_bps
 
 
 def fanout_waves(workers: int, shards: int) -> int:
@@ -196,39 +243,53 @@ def fanout_waves(workers: int, shards: int) -> int:
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
     """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
     epoch, of scenario ``s``."""
-    model_bytes, result_bytes = 4 * s.params, transport(s.transport).payload_bytes(s.params)
+    model_bytes, result_bytes = 4 * s.params, s.result_bytes()
     n, shards, moved = s.workers, s.shards, efs_bytes(s)
-    read = min(storage.client_read, c.read_bps)
+    read, write_bps = min(storage.client_read, c.read_bps), min(storage.client_write, c.write_bps)
     load = moved["worker_read"] / n / min(read, storage.fs_read / n)
     compute = s.local_steps * (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
         single_thread_s(c.compute_fixed_s, s.memory_mb)
-    write = result_bytes / min(storage.client_write, c.write_bps, storage.fs_write / n)
-    worker = c.worker_fixed_s + load + compute + write
+    write = result_bytes / min(write_bps, storage.fs_write / n)
+    state = state_seconds(s, c)
+    worker = c.worker_fixed_s + load + compute + write + state
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
-    update = s.params * c.update_s_per_param / shards + model_bytes / (shards * min(storage.client_write, c.write_bps))
+    published = model_bytes + (result_bytes if s.compressed else 0)  # new weights, and the update
+    update = s.params * c.update_s_per_param / shards + published / (shards * write_bps)
     combine = c.combiner_fixed_s + combine_read + update
     invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards)
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
-    gb_s = rounds * (n * worker * s.memory_mb + shards * combine * s.combiner_memory_mb) / 1024
+    cost = _cost(s, rounds, worker, combine, moved, prices)
+    total = sum(cost.values())
+    return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "transport": s.transport,
+            "runnable": transport(s.transport).runnable, "mode": s.mode, "local_steps": s.local_steps,
+            "batch_size": s.batch_size, "recipe": Recipe(s.transport, s.mode, s.local_steps, s.batch_size).label,
+            "vcpus": vcpus(s.memory_mb), "model_bytes": model_bytes, "result_bytes": result_bytes,
+            "efs_bytes": moved, "efs_bytes_per_round": sum(moved.values()),
+            "state_store": "s3" if s.compressed else "none",
+            "state_bytes_per_worker_round": sum(state_bytes(s).values()),
+            "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write, "state_s": state,
+            "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
+            "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
+            "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,
+            "cost_per_epoch": total, "cost_usd": total,
+            "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
+
+
+def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: dict[str, int],
+          prices: Prices) -> dict[str, float]:
+    """Dollars per warm epoch by item: Lambda GB-seconds and requests, EFS, DynamoDB, S3 requests."""
+    n, shards = s.workers, s.shards
+    gb_s = rounds * (n * worker_s * s.memory_mb + shards * combine_s * s.combiner_memory_mb) / 1024
     efs_read = rounds * (moved["worker_read"] + moved["combiner_read"]) / GB
     efs_write = rounds * (moved["worker_write"] + moved["combiner_write"]) / GB
     wru = rounds * (2 * n + 4 + shards)  # result record + round update each; claim, commit, metric
     cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
-    total = sum(cost.values())
-    return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "transport": s.transport,
-            "runnable": transport(s.transport).runnable, "mode": s.mode, "local_steps": s.local_steps,
-            "batch_size": s.batch_size, "recipe": Recipe(s.transport, s.mode, s.local_steps, s.batch_size).label,
-            "vcpus": vcpus(s.memory_mb), "model_bytes": model_bytes, "result_bytes": result_bytes,
-            "efs_bytes": moved, "efs_bytes_per_round": sum(moved.values()), "state_bytes_per_worker_round": 0,
-            "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
-            "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
-            "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
-            "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,
-            "cost_per_epoch": total, "cost_usd": total,
-            "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
+    if s.compressed:  # per worker a PUT and a GET of its residual; the combiner's DeleteObjects
+        cost["s3"] = rounds * (n * (prices.s3_put + prices.s3_get) + prices.s3_put)
+    return cost
 
 
 def plan(params: int, c: Calibration, storage: Storage, *, workers: Iterable[int], memories: Iterable[int],

@@ -1,20 +1,25 @@
-"""What the planner can price: the transports (how a worker's result travels) and the recipes
-(transport, mode, local steps, global batch) that ``lambdatrain plan`` evaluates by default.
+"""What the planner can price and what it may recommend: the transports (how a worker's result
+travels), the recipes (transport, mode, local steps, global batch) that ``lambdatrain plan``
+evaluates by default, and ``EVIDENCE``, the table of which recipes' accuracy has been measured.
 
-The float transports are the ones a run accepts (``lambdatrain.protocol.config.TRANSPORTS``).
-``ternary_ef`` and ``sign_ef`` are the compressed codecs of lambdatrain/training/compress/ with
-error feedback; the roles cannot run them yet, so the planner marks their rows ``runnable: false``
-("modelled, not yet runnable"). Their sizes come from that package's ``payload_nbytes``, never
-from constants here, so a change of block or packing moves the plan with it.
+A transport is runnable when a run accepts it (``lambdatrain.protocol.config.TRANSPORTS``): the
+float transports and the compressed ``ternary_ef`` and ``sign_ef`` (the codecs of
+lambdatrain/training/compress/ with error feedback). The codecs' sizes come from that package's
+``payload_nbytes``, never from constants here, so a change of block or packing moves the plan
+with it.
+
+Priced is not recommended: ``lambdatrain plan --recommend`` considers only recipes that
+``EVIDENCE`` backs with a measured gap to float32 (``backing``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable
 
-from lambdatrain.protocol.config import MODES
+from lambdatrain.protocol.config import COMPRESSED, MODES
 from lambdatrain.protocol.config import TRANSPORTS as RUNNABLE_TRANSPORTS
+from lambdatrain.protocol.errors import LambdaTrainError
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class Transport:
 
 TRANSPORTS = {t.name: t for t in (
     Transport("float32", 4), Transport("float16", 2), Transport("bfloat16", 2),
-    Transport("ternary_ef", codec="ternary"), Transport("sign_ef", codec="sign"),
+    *(Transport(name, codec=codec) for name, codec in COMPRESSED.items()),
 )}
 
 
@@ -76,7 +81,7 @@ class Recipe:
 # the training default (its accuracy is the one docs/benchmarks.md measures); the 16-bit
 # transports are the ones the 16-bit study compared; local SGD with K = 4 and 16 and the two
 # compressed codecs are issue 14's candidates for many workers. Which of them keeps accuracy is
-# not decided here: a recipe in this list is priced, not recommended.
+# not decided here: a recipe in this list is priced; EVIDENCE below decides what is recommended.
 RECIPES: tuple[Recipe, ...] = (
     Recipe("float32"),
     Recipe("float16"),
@@ -105,3 +110,74 @@ def narrow(recipes: Iterable[Recipe], *, transports: Iterable[str] | None = None
     if not kept:
         raise ValueError("no recipe matches; known: " + "; ".join(r.label for r in recipes))
     return [replace(r, batch_size=batch_size) for r in kept] if batch_size is not None else kept
+
+
+class NoBackedRecipe(LambdaTrainError):
+    """No configuration of a recipe whose accuracy has been measured fits the budget."""
+
+
+# A measured recipe may trail float32 by at most this much more than float32 trails itself (the
+# rounding control's gap): issue 14's rule for what the planner recommends.
+TOLERANCE_PP = 1.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One measurement of a recipe's accuracy: its gap to float32 on the same seeds, in points."""
+
+    source: str  # the runs file (or document) that holds the runs
+    command: str  # what reproduces the numbers from it
+    gap_pp: float  # mean final-accuracy gap to the float32 run of the same seed, percentage points
+    se_pp: float | None  # standard error of that mean; None for float32 itself (the reference)
+    control_gap_pp: float  # float32 against itself (the rounding control) in the same study
+    control_se_pp: float
+    batch_size: int  # global batch of the study: it backs the recipe up to this batch
+    conditions: str  # the rest of the study's setting, said with the recommendation
+
+    @property
+    def shown(self) -> bool:
+        """The gap is within TOLERANCE_PP of float32's own (the control's), or better."""
+        return self.gap_pp >= self.control_gap_pp - TOLERANCE_PP
+
+    def describe(self) -> str:
+        """One line: the gap and its conditions; ``source`` and ``command`` say where it comes from."""
+        gap = "the reference" if self.se_pp is None else f"gap {self.gap_pp:+.2f} pp (se {self.se_pp:.2f})"
+        return (f"{gap}, float32 against itself {self.control_gap_pp:+.2f} pp (se {self.control_se_pp:.2f}); "
+                f"{self.conditions}, batch {self.batch_size}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "shown": self.shown, "summary": self.describe()}
+
+
+# docs/benchmarks.md section 3 "Convergence": vgg19_cifar width 0.125, 2 workers, global batch 256,
+# 7 seeds, 5 epochs of 8,000 samples, lr 0.05 cosine; the control is float32 with two threads.
+_CONVERGENCE = dict(
+    source="docs/results/convergence-5ep.jsonl (docs/benchmarks.md, 3. Convergence)",
+    command="python -m bench.convergence --seeds 0,1,2,3,4,5,6 --epochs 5 --samples 8000 --val-samples 5000 "
+            "--eval-every 0 --no-average --control --runs-file docs/results/convergence-5ep.jsonl",
+    control_gap_pp=-1.04, control_se_pp=0.82, batch_size=256,
+    conditions="7 seeds, vgg19_cifar width 0.125, 2 workers")
+
+# The one place to record a measurement: (transport, mode, local_steps) -> Evidence, or None for
+# "not measured" (never recommended). Fill a row in when its runs are in a runs file.
+EVIDENCE: dict[tuple[str, str, int], Evidence | None] = {
+    ("float32", "sync", 1): Evidence(gap_pp=0.0, se_pp=None, **_CONVERGENCE),
+    ("float16", "sync", 1): Evidence(gap_pp=-0.17, se_pp=0.93, **_CONVERGENCE),
+    ("bfloat16", "sync", 1): Evidence(gap_pp=-0.93, se_pp=0.71, **_CONVERGENCE),
+    ("float32", "average", 4): None,  # one seed in docs/benchmarks.md: a look, not a gap with its error
+    ("float16", "average", 4): None,
+    ("float16", "average", 16): None,
+    ("ternary_ef", "sync", 1): None,  # being measured (issue 14): bench.convergence, 7 seeds
+    ("sign_ef", "sync", 1): None,  # being measured (issue 14)
+    ("ternary_ef", "average", 4): None,
+}
+
+
+def backing(r: Recipe) -> Evidence | None:
+    """The measurement that backs recipe ``r``: its transport, mode and local steps measured, with
+    a gap that is shown (``Evidence.shown``), at a global batch at least ``r``'s (a larger batch
+    is a different recipe for accuracy; what the study compares is the transport). None: not backed."""
+    evidence = EVIDENCE.get((r.transport, r.mode, r.local_steps))
+    if evidence is None or not evidence.shown or r.batch_size > evidence.batch_size:
+        return None
+    return evidence

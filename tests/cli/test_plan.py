@@ -1,5 +1,6 @@
 """`lambdatrain plan`: given constants skip their measurement, the first epoch adds the cold start, every
-recipe is planned unless flags narrow it, and the output's shapes (JSON rows, a table ending in a sentence)."""
+recipe is planned unless flags narrow it, the output's shapes (JSON rows, a table ending in a sentence),
+and --recommend: the fastest measured configuration within the budget, or one line and exit status 1."""
 
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def test_plan_evaluates_every_recipe_for_every_configuration(cli):
     assert len(rows) == len(RECIPES) * 2 * 2  # recipes x N in {1, 4} x S in {1, 2}
     for row in rows:
         for field in ("workers", "memory_mb", "shards", "transport", "mode", "local_steps", "batch_size",
-                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable"):
+                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable", "state_store",
+                      "state_bytes_per_worker_round", "accuracy_measured"):
             assert field in row, field
-        assert row["runnable"] == (row["transport"] in ("float32", "float16", "bfloat16"))
+        assert row["runnable"]
+        compressed = row["transport"] in ("ternary_ef", "sign_ef")
+        assert row["state_store"] == ("s3" if compressed else "none")
+        assert (row["state_bytes_per_worker_round"] > 0) == compressed
+        assert row["accuracy_measured"] == (row["mode"] == "sync" and not compressed)
     assert {r["transport"] for r in rows} == {"float32", "float16", "bfloat16", "ternary_ef", "sign_ef"}
 
 
@@ -64,12 +70,51 @@ def test_bad_narrowing_is_a_usage_error_in_one_line(cli, flags, message):
 def test_table_groups_recipes_and_ends_with_a_sentence(cli):
     result = cli(*[f for f in FLAGS if f != "--json"], "--transports", "float32,sign_ef", "--modes", "sync")
     assert result.exit_code == 0, result.output
-    assert "sign_ef sync, batch 128 (modelled, not yet runnable)" in result.stdout.splitlines()
+    headers = [line for line in result.stdout.splitlines() if line.startswith("sign_ef sync")]
+    assert headers and headers[0].startswith("sign_ef sync, batch 128 (accuracy not measured); residuals in s3: ")
     last = " ".join(result.stdout.split())  # the summary soft-wraps; its words are what count
     summary = last[last.rindex("Fastest:"):]
-    assert summary.startswith("Fastest: float32 sync, batch 128 at N = ")
-    assert "Fastest modelled, not yet runnable: sign_ef sync" in summary and summary.endswith("cold start.")
+    assert summary.startswith("Fastest: ") and summary.endswith("cold start.")
     assert "{" not in summary
+
+
+RECOMMEND = [f for f in FLAGS if f != "--json"] + ["--workers", "1,2,4", "--shards", "1,4", "--recommend"]
+
+
+def test_recommend_prints_the_fastest_measured_configuration_and_its_measurement(cli):
+    result = cli(*RECOMMEND, "--budget-per-epoch", "1000")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("Recommended: ") and lines[-1].endswith("per epoch).")
+    assert "docs/results/convergence-5ep.jsonl" in result.stdout and "python -m bench.convergence" in result.stdout
+    assert any(line.startswith("Not recommended, accuracy not measured: ") and "ternary_ef sync" in line
+               for line in lines)
+
+
+def test_recommend_as_json_agrees_with_the_rows(cli):
+    result = cli(*RECOMMEND, "--budget-per-epoch", "1000", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    pick = plan["recommended"][0]
+    fits = [r for r in plan["rows"] if r["accuracy_measured"] and r["cost_per_epoch"] <= 1000]
+    assert pick["epoch_s"] == min(r["epoch_s"] for r in fits)
+    assert pick["transport"] in ("float32", "float16", "bfloat16") and pick["mode"] == "sync"
+    assert pick["backed_by"]["source"].startswith("docs/results/convergence-5ep.jsonl")
+    assert plan["budget_per_epoch"] == 1000
+
+
+def test_recommend_without_a_fitting_measured_recipe_is_one_line_and_status_1(cli):
+    result = cli(*RECOMMEND, "--budget-per-epoch", "0.000001")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]  # after the calibration's progress lines
+    assert last.startswith("error: no configuration of a measured recipe costs at most $1e-06 per epoch; "
+                           "the cheapest is ")
+    assert result.stdout == ""
+
+
+def test_a_budget_without_recommend_is_a_usage_error(cli):
+    result = cli(*FLAGS, "--budget-per-epoch", "5")
+    assert result.exit_code == 2 and "--recommend" in result.output
 
 
 @pytest.mark.parametrize("option, value", [("--arch", "arm"), ("--storage", "EFS")])

@@ -12,7 +12,8 @@ from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
 from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, narrow
+from lambdatrain.planning.recipes import EVIDENCE, RECIPES, TRANSPORTS, NoBackedRecipe, Recipe, backing, narrow
+from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import TRANSPORTS as config_transports
 from lambdatrain.training.data import open_prepared
 from lambdatrain.protocol.config import RunConfig
@@ -175,17 +176,19 @@ def test_cold_start_probe_imports_a_worker_in_a_fresh_process(tiny_dataset):
 
 
 P = 1_000_003  # not a multiple of any block: the codecs' partial last block counts
+B = 5_501  # of P, batch-norm buffers: float32 in every transport, no momentum or residual
 
 
 def _result_bytes(transport: str) -> int:
     """One result counted independently of the planner: dtype widths, and the codecs' records as
     the compress package documents them (ternary: 48 code bytes + a float32 scale per 240
-    elements; sign: 32 + 4 per 256), a partial last block taking a whole record."""
+    elements; sign: 32 + 4 per 256), a partial last block taking a whole record, over the
+    parameters only; the buffers as float32."""
     widths = {"float32": 4, "float16": 2, "bfloat16": 2}
     if transport in widths:
         return P * widths[transport]
     block, record = {"ternary_ef": (240, 52), "sign_ef": (256, 36)}[transport]
-    return -(-P // block) * record
+    return -(-(P - B) // block) * record + 4 * B
 
 
 @pytest.mark.parametrize("transport", ["float32", "float16", "bfloat16", "ternary_ef", "sign_ef"])
@@ -194,20 +197,54 @@ def _result_bytes(transport: str) -> int:
 def test_efs_bytes_per_round_count_who_reads_and_writes_what(transport, mode, steps, shards):
     n, model, result = 3, 4 * P, _result_bytes(transport)
     compressed = transport.endswith("_ef")
-    files = 1 + (mode == "sync") + compressed  # the combiner's weights, momentum, residual
+    # The combiner's files: weights (whole vector), momentum (parameters, sync), residual (compressed).
+    files = model + 4 * (P - B) * ((mode == "sync") + compressed)
     row = planner.predict(planner.Scenario(P, n, 1769, shards=shards, transport=transport, mode=mode,
-                                           local_steps=steps), CAL, FAST)
-    slices = files * model if shards > 1 else 0  # shares write their slices, the last reads them back
+                                           local_steps=steps, buffers=B), CAL, FAST)
+    slices = files if shards > 1 else 0  # shares write their slices, the last reads them back
     expected = {"worker_read": n * (result if compressed else model), "worker_write": n * result,
-                "combiner_read": n * result + shards * files * model + slices,
-                "combiner_write": files * model + slices + (result if compressed else 0)}
+                "combiner_read": n * result + shards * files + slices,
+                "combiner_write": files + slices + (result if compressed else 0)}
     assert row["result_bytes"] == result and row["model_bytes"] == model
     assert row["efs_bytes"] == expected
     assert row["efs_bytes_per_round"] == sum(expected.values())
-    assert row["runnable"] is not compressed
+    assert row["runnable"] is True
     # A worker's time moves its own share of those bytes at the 1 GB/s the storage allows.
     assert row["load_s"] == pytest.approx(expected["worker_read"] / n / 1e9)
     assert row["write_s"] == pytest.approx(result / 1e9)
+
+
+@pytest.mark.parametrize("transport,fraction", [("ternary_ef", 1 / 15), ("sign_ef", 1 / 28)])
+def test_a_compressed_worker_moves_a_small_fraction_of_float32s_efs_bytes(transport, fraction):
+    """Issue 14's goal, per worker and warm round, each direction: vgg19_cifar's real sizes."""
+    def per_worker(name):
+        row = planner.predict(planner.Scenario(20_051_546, 8, 10240, transport=name, buffers=11_024), CAL, FAST)
+        return row["efs_bytes"]["worker_read"] / 8, row["efs_bytes"]["worker_write"] / 8
+
+    (f_down, f_up), (c_down, c_up) = per_worker("float32"), per_worker(transport)
+    assert c_down <= fraction * f_down and c_up <= fraction * f_up
+
+
+def test_compressed_residuals_go_to_s3_in_time_and_cost():
+    """4P bytes PUT and 4P GET per worker-round (the GET planned as always happening), at the S3
+    constants; PUT + GET per worker and one DeleteObjects per round, at S3's request prices."""
+    cal = replace(CAL, s3_bps=100e6, s3_request_s=0.05)
+    plain = planner.predict(planner.Scenario(P, 4, 1769, buffers=B), cal, FAST)
+    ef = planner.predict(planner.Scenario(P, 4, 1769, transport="ternary_ef", buffers=B), cal, FAST)
+    residual = 4 * (P - B)
+    assert (plain["state_store"], plain["state_bytes_per_worker_round"], plain["state_s"]) == ("none", 0, 0.0)
+    assert ef["state_store"] == "s3" and ef["state_bytes_per_worker_round"] == 2 * residual
+    assert ef["state_s"] == pytest.approx(2 * 0.05 + 2 * residual / 100e6)
+    assert ef["worker_s"] == pytest.approx(ef["load_s"] + ef["compute_s"] + ef["write_s"] + ef["state_s"])
+    rounds = ef["rounds_per_epoch"]
+    assert ef["cost_breakdown"]["s3"] == pytest.approx(rounds * (4 * (0.005 + 0.0004) + 0.005) / 1000, abs=1e-6)
+    assert "s3" not in plain["cost_breakdown"]
+    assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
+
+
+def test_buffers_must_fit_in_the_vector():
+    with pytest.raises(ValueError, match="buffers"):
+        planner.Scenario(10, 2, 1769, buffers=11)
 
 
 def test_compressed_results_are_the_codecs_fraction_of_float32():
@@ -239,7 +276,8 @@ def test_rows_carry_the_recipe_and_the_per_round_and_per_epoch_figures():
     assert len(rows) == len(RECIPES) * 2 * 2
     for row in rows:
         for field in ("workers", "memory_mb", "shards", "transport", "mode", "local_steps", "batch_size",
-                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable", "cost_per_round"):
+                      "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable", "cost_per_round",
+                      "state_store", "state_bytes_per_worker_round", "state_s"):
             assert field in row, field
         assert row["cost_per_epoch"] == pytest.approx(row["cost_per_round"] * row["rounds_per_epoch"])
     assert {(r["transport"], r["mode"], r["local_steps"], r["batch_size"]) for r in rows} == \
@@ -248,6 +286,50 @@ def test_rows_carry_the_recipe_and_the_per_round_and_per_epoch_figures():
 
 def test_runnable_transports_are_the_ones_a_run_accepts():
     assert {name for name, t in TRANSPORTS.items() if t.runnable} == set(config_transports)
+    assert all(t.runnable for t in TRANSPORTS.values())  # the compressed ones included, now
+
+
+def test_every_planned_recipe_has_a_line_in_the_evidence_table():
+    """The one place a measurement is recorded: a recipe without a line would be silently unmeasured."""
+    assert {(r.transport, r.mode, r.local_steps) for r in RECIPES} <= set(EVIDENCE)
+    assert {k for k, e in EVIDENCE.items() if e is not None} == \
+        {("float32", "sync", 1), ("float16", "sync", 1), ("bfloat16", "sync", 1)}
+    assert backing(Recipe("ternary_ef")) is None and backing(Recipe("sign_ef")) is None
+
+
+def test_a_measurement_backs_its_recipe_up_to_its_batch_and_within_the_tolerance():
+    e = EVIDENCE[("float16", "sync", 1)]
+    assert backing(Recipe("float16", batch_size=128)) is e and backing(Recipe("float16", batch_size=256)) is e
+    assert backing(Recipe("float16", batch_size=512)) is None  # a larger batch was not measured
+    assert replace(e, gap_pp=e.control_gap_pp - 1.0).shown
+    assert not replace(e, gap_pp=e.control_gap_pp - 1.01).shown
+
+
+def _rows(**kw):
+    return planner.plan(20_051_546, CAL, planner.Storage(), workers=[1, 2, 4, 8, 16, 64], memories=[10240],
+                        shards=[1, 4], buffers=11_024, **kw)
+
+
+def test_recommend_picks_the_fastest_backed_row_within_the_budget():
+    rows = _rows()
+    budget = 10.0
+    picked = recommend(rows, budget)
+    best_row, evidence = picked[0]
+    oracle = min((r for r in rows if r["transport"] in ("float32", "float16", "bfloat16") and r["mode"] == "sync"
+                  and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
+    assert best_row is oracle and evidence is EVIDENCE[(oracle["transport"], "sync", 1)]
+    assert [r["epoch_s"] for r, _ in picked] == sorted(r["epoch_s"] for r, _ in picked)
+    assert len({r["recipe"] for r, _ in picked}) == len(picked)  # one row per recipe
+    # An unmeasured recipe is never picked, even where it is faster within the budget.
+    assert any(r["epoch_s"] < best_row["epoch_s"] and r["cost_per_epoch"] <= budget for r in rows
+               if backing(recipe_of(r)) is None)
+
+
+def test_recommend_refuses_when_no_backed_row_fits_the_budget():
+    with pytest.raises(NoBackedRecipe, match=r"at most \$0.01 per epoch; the cheapest is"):
+        recommend(_rows(), 0.01)
+    with pytest.raises(NoBackedRecipe, match="no recipe in this plan has a measured accuracy"):
+        recommend(_rows(recipes=[Recipe("ternary_ef"), Recipe("sign_ef")]), 1000.0)
 
 
 @pytest.mark.parametrize("kw,message", [({"transport": "int8"}, "unknown transport"),
