@@ -29,6 +29,7 @@ from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, narrow
 from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import DEFAULTS, MODES
+from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -52,6 +53,9 @@ def plan_command(
     width: Annotated[float, setting_option("width")] = DEFAULTS["width"],
     workers: Annotated[str, typer.Option(help="comma-separated worker counts N")] = "1,2,4,8,17,32,64",
     memory: Annotated[str, typer.Option(help="comma-separated worker memory sizes (MB)")] = "10240",
+    combiner_memory: Annotated[int, typer.Option(
+        help="the combiner's memory (MB), as the stack's combinerMemory", min=MIN_MEMORY_MB,
+        max=MAX_MEMORY_MB)] = planner.COMBINER_MEMORY_MB,
     shards: Annotated[str, typer.Option(help="comma-separated combine shard counts S")] = "1,4",
     batch_size: Annotated[Optional[int], typer.Option(
         help="global batch of every recipe (default: each recipe's own)", min=1)] = None,
@@ -104,6 +108,7 @@ def plan_command(
     with Phase(Console(stderr=True), "calibrating on this machine") as phase:
         result = run_plan(model=model, width=width, workers=_ints(workers, "--workers"),
                           memories=_ints(memory, "--memory"), shards=_ints(shards, "--shards"), recipes=recipes,
+                          combiner_memory_mb=combiner_memory,
                           micro_batch=micro_batch, train_samples=train_samples, arch=arch, storage=storage,
                           client_read_mbps=client_read_mbps, fs_read_mbps=fs_read_mbps,
                           seconds_per_image=seconds_per_image, cold_start_s=cold_start, provisioned=provisioned,
@@ -127,7 +132,8 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
              client_read_mbps: float, fs_read_mbps: float, micro_batch: int = 64,
              seconds_per_image: float | None = None, cold_start_s: float | None = None,
              provisioned: bool = False, invoke_latency_s: float | None = None, worker_fixed_s: float | None = None,
-             s3_bps: float | None = None, png: Path | None = None,
+             s3_bps: float | None = None, combiner_memory_mb: int = planner.COMBINER_MEMORY_MB,
+             png: Path | None = None,
              step: Callable[[str], None] = lambda what: None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lt-plan-") as folder:
         params, calibration = calibrate(model, width, Path(folder), micro_batch=micro_batch, step=step,
@@ -143,7 +149,7 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
         store = planner.Storage(*(4 * [float("inf")]))
     rows = planner.plan(params, calibration, store, workers=workers, memories=memories, shards=shards,
                         recipes=recipes, prices=planner.Prices.for_arch(arch), train_samples=train_samples,
-                        provisioned=provisioned, buffers=buffers)
+                        provisioned=provisioned, buffers=buffers, combiner_memory_mb=combiner_memory_mb)
     for row in rows:
         row["accuracy_measured"] = backing(recipe_of(row)) is not None  # what --recommend may pick
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}

@@ -103,6 +103,7 @@ from lambdatrain.roles.runtime import INVOKE_POOL
 
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
 STORAGES = ("efs", "local")  # AWS's EFS limits, or this machine's disk only (the local stack)
+COMBINER_MEMORY_MB = 3008  # the stack's default combinerMemory (components/config.py)
 
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
 
@@ -163,7 +164,7 @@ class Scenario:
     transport: str = "float32"  # a name in recipes.TRANSPORTS
     mode: str = "sync"  # sync: one optimizer step per round; average: local SGD
     local_steps: int = 1  # average mode: optimizer steps per worker per round
-    combiner_memory_mb: int = 3008
+    combiner_memory_mb: int = COMBINER_MEMORY_MB
     provisioned: bool = False  # provisioned concurrency: sandboxes initialised before round 0, no cold start
     buffers: int = 0  # of ``params``, batch-norm buffer elements: float32 in every transport, no momentum or residual
 

@@ -127,3 +127,12 @@ def test_plan_refuses_an_unknown_architecture_or_storage_as_a_usage_error(option
                              "--cold-start", "3"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert option in result.stderr and value in result.stderr
+
+
+def test_combiner_memory_prices_the_combiners_gb_seconds(cli):
+    rows = {m: json.loads(cli(*FLAGS, "--transports", "float32", "--modes", "sync", "--combiner-memory", m).stdout)
+            ["rows"][0] for m in ("1024", "4096")}
+    small, large = rows["1024"], rows["4096"]
+    assert small["combine_s"] == pytest.approx(large["combine_s"])
+    extra = (large["cost_breakdown"]["lambda"] - small["cost_breakdown"]["lambda"])
+    assert extra == pytest.approx(small["rounds_per_epoch"] * small["combine_s"] * 3 * 0.0000166667, rel=1e-3)
