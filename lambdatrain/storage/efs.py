@@ -1,18 +1,11 @@
-"""Every path of a run on the shared file system (EFS), and the only code that writes there.
+"""Reads and writes of a run's files on the shared file system (EFS): the only code that writes there.
 
 Writes are atomic (temporary file in the same folder, fsync, rename, fsync of the folder), so a
 reader sees a whole file or none; every array file gets a digest (length and checksum, see
 digest.py) that readers check before trusting a byte, and nothing here is ever unpickled (``np.load(allow_pickle=False)``). Every
 file is opened through ``traffic.Counted``, which counts the bytes of each read and write call.
 
-::
-
-    <mount>/runs/<run>/config.json              the run's settings
-    <mount>/runs/<run>/weights/r000012.npy      flat float32 weights at the start of round 12
-    <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
-    <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
-    <mount>/runs/<run>/rounds/r000012/metric.json what the combiner measured (copy of the ledger's)
-    <mount>/runs/<run>/.../*.digest.json        sidecar: length and checksum of the file beside it
+The layout of a run's files: paths.py (RunLayout, re-exported here).
 """
 
 from __future__ import annotations
@@ -20,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,72 +21,9 @@ import numpy as np
 from lambdatrain.storage.traffic import Counted
 from lambdatrain.storage.digest import DEFAULT_ALGORITHM, Digest, Hasher, algorithm_of, checksum_of, finish, new_hasher
 from lambdatrain.protocol.errors import CorruptFile
-from lambdatrain.protocol.events import check_run_id
+from lambdatrain.storage.paths import RunLayout, digest_path  # noqa: F401  (re-exported: efs.RunLayout)
 
 CHUNK_BYTES = 8 << 20  # streaming read size: large enough for EFS throughput, small for memory
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """The folder of one run; the run id is validated so no path can leave ``runs/``."""
-
-    mount: Path
-    run: str
-
-    def __post_init__(self) -> None:
-        check_run_id(self.run)
-
-    @property
-    def root(self) -> Path:
-        return self.mount / "runs" / self.run
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    def weights(self, round_no: int) -> Path:
-        return self.root / "weights" / f"r{round_no:06d}.npy"
-
-    def optim(self, round_no: int) -> Path:
-        return self.root / "optim" / f"r{round_no:06d}.npy"
-
-    def round_dir(self, round_no: int) -> Path:
-        return self.root / "rounds" / f"r{round_no:06d}"
-
-    def result(self, round_no: int, worker: int) -> Path:
-        return self.round_dir(round_no) / f"w{worker:04d}.npy"
-
-    def metric(self, round_no: int) -> Path:
-        return self.round_dir(round_no) / "metric.json"
-
-    def shard(self, round_no: int, shard: int) -> Path:
-        """A sharded combine's slice of the new weights (see sharding.py)."""
-        return self.round_dir(round_no) / f"combined-s{shard:03d}.npy"
-
-    def shard_optim(self, round_no: int, shard: int) -> Path:
-        """The same slice of the new optimizer state."""
-        return self.round_dir(round_no) / f"optim-s{shard:03d}.npy"
-
-    def checkpoint_rounds(self) -> list[int]:
-        """Rounds with any weights or momentum file left, whole or not (retention sweeps them)."""
-        return sorted({r for r, _ in _round_files(self.weights(0).parent, ".npy*")} |
-                      {r for r, _ in _round_files(self.optim(0).parent, ".npy*")})
-
-    def committed_rounds(self) -> list[int]:
-        """Rounds whose starting weights exist with a digest, oldest first (for resume)."""
-        return sorted(r for r, p in _round_files(self.weights(0).parent, ".npy") if digest_path(p).exists())
-
-
-def _round_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
-    """(round, path) of the files ``r<6 digits><suffix>`` in folder (the names ``weights`` and
-    ``optim`` give); none if the folder does not exist."""
-    if not folder.is_dir():
-        return []
-    return [(int(p.name[1:7]), p) for p in folder.glob("r" + "[0-9]" * 6 + suffix)]
-
-
-def digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".digest.json")
 
 
 class _HashingWriter:
@@ -114,6 +43,18 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return memoryview(data).nbytes
+
+
+def digest_of(array: np.ndarray, checksum: str = DEFAULT_ALGORITHM) -> Digest:
+    """The digest ``write_array`` would record for ``array``, computed in memory (nothing written)."""
+    writer = _HashingWriter(_Discard(), new_hasher(checksum))
+    np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+    return Digest(bytes=writer.count, checksum=finish(checksum, writer.hash))
 
 
 def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORITHM, sidecar: bool = True) -> Digest:
