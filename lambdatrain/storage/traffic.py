@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 ENV_DIR = "LAMBDATRAIN_TRAFFIC_DIR"
-CATEGORIES = ("weights", "optim", "results", "metric", "config", "digests", "datasets", "other")
+# "residual" and "update": the combiner's error-feedback state and compressed update (compressed
+# transports); "state": the workers' residuals, in S3 (storage/state.py), not on EFS.
+CATEGORIES = ("weights", "optim", "residual", "update", "results", "metric", "config", "digests", "datasets",
+              "state", "other")
 DIRECTIONS = ("read", "write", "mapped")
 _ROUND_FILE = re.compile(r"r\d{6}\.npy$")
 
@@ -50,6 +53,10 @@ def category(path: Path | str) -> str:
         return "weights"  # combined-sNNN.npy: a sharded combine's slice of the new weights
     if parent == "optim" and _ROUND_FILE.match(name) or name.startswith("optim-s"):
         return "optim"
+    if parent == "residual" and _ROUND_FILE.match(name) or name.startswith("residual-s"):
+        return "residual"
+    if name == "update.npy" or name.startswith("update-s"):
+        return "update"
     if p.parent.parent.name == "rounds" and name.startswith("w") and name.endswith(".npy"):
         return "results"
     return "other"

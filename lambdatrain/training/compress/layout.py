@@ -73,16 +73,17 @@ def check_slice(lo: int, hi: int, size: int, codec: str) -> None:
     block = codec_of(codec).block
     if not 0 <= lo <= hi <= size:
         raise ValueError(f"slice [{lo}, {hi}) is not inside a vector of {size} elements")
-    if lo % block or (hi % block and hi != size):
+    if (lo % block and lo != size) or (hi % block and hi != size):
         raise ValueError(f"slice [{lo}, {hi}) of {size} elements is not aligned to {codec}'s "
-                         f"blocks of {block}: start on a multiple of {block}, end on one or at {size}")
+                         f"blocks of {block}: start and end on a multiple of {block} or at {size}")
 
 
 def payload_range(lo: int, hi: int, size: int, codec: str) -> tuple[int, int]:
     """The bytes of the whole vector's payload that hold elements [lo, hi) (a block-aligned slice)."""
     check_slice(lo, hi, size, codec)
     c = codec_of(codec)
-    return lo // c.block * c.record, -(-hi // c.block) * c.record
+    start = -(-lo // c.block) if lo == size else lo // c.block  # the end is after the partial block
+    return start * c.record, -(-hi // c.block) * c.record
 
 
 def align_down(index: int, size: int, codec: str) -> int:

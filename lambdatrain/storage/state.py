@@ -1,0 +1,116 @@
+"""Where each worker's error-feedback residual lives between rounds: the stack's S3 bucket.
+
+A compressed transport (``ternary_ef``, ``sign_ef``) leaves every worker with a residual, the part
+of its corrected result the payload could not say (training/feedback.py). It is dense, float32 and
+as large as the parameters, and Lambda does not route worker i's next invocation to the environment
+that holds it, so it must be stored between rounds; on EFS it would cost more traffic than the
+compression saves (EFS bills every byte read and written, S3 inside a region bills requests only:
+https://aws.amazon.com/s3/pricing/, https://aws.amazon.com/efs/pricing/). docs/benchmarks.md,
+"Traffic", says why S3 and what it costs per round.
+
+Keys are per (run, worker, round): ``state/<run>/wNNNN/rNNNNNN.npy`` holds the residual a worker
+*starts* round r with. A worker reads round r's and writes round r + 1's, so a re-driven or
+duplicated worker reads the same immutable input and writes the same bytes (S3 keeps whole
+objects, and the last of several PUTs of one key wins:
+https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). Round 0 starts from zeros and
+reads nothing. Every object carries its checksum in its metadata, verified on every read.
+
+An environment keeps the residual it last wrote, so a worker number served twice running by one
+warm environment skips the GET; the bytes are the object's, so the result is the same either way.
+Every byte moved is counted by storage/traffic.py under the category ``state``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from lambdatrain.protocol.errors import LambdaTrainError
+from lambdatrain.storage import traffic
+from lambdatrain.storage.digest import algorithm_of, checksum_of
+
+STATE_KIND = "state"  # storage/traffic.py's category of these bytes
+_CHECKSUM_META = "checksum"  # S3 user metadata key (sent as x-amz-meta-checksum)
+
+
+class MissingState(LambdaTrainError):
+    """A worker's residual is missing from the bucket or does not match its checksum."""
+
+
+def residual_key(prefix: str, run: str, worker: int, round_no: int) -> str:
+    return f"{prefix}{run}/w{worker:04d}/r{round_no:06d}.npy"
+
+
+@dataclass
+class _Held:
+    key: tuple[str, str, int]  # (bucket, run, worker)
+    round: int
+    residual: np.ndarray
+
+
+_held: dict[tuple[str, str, int], _Held] = {}  # this environment's last residual per worker it served
+
+
+class ResidualStore:
+    """Per-worker residuals in ``bucket`` under ``prefix`` (roles/settings.py's STATE_PREFIX)."""
+
+    def __init__(self, s3, bucket: str, prefix: str, checksum: str):
+        self.s3, self.bucket, self.prefix, self.checksum = s3, bucket, prefix, checksum
+
+    def key(self, run: str, worker: int, round_no: int) -> str:
+        return residual_key(self.prefix, run, worker, round_no)
+
+    def get(self, run: str, worker: int, round_no: int, size: int) -> np.ndarray | None:
+        """The residual worker starts ``round_no`` with (None: zeros, round 0); read-only."""
+        if round_no == 0:
+            return None
+        held = _held.get((self.bucket, run, worker))
+        if held is not None and held.round == round_no and held.residual.size == size:
+            return held.residual
+        key = self.key(run, worker, round_no)
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=key)
+            body = obj["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            raise MissingState(f"s3://{self.bucket}/{key}: worker {worker}'s residual for round {round_no} "
+                               f"is not in the bucket") from None
+        traffic.add(f"s3://{self.bucket}/{key}", "read", len(body), kind=STATE_KIND)
+        traffic.done()
+        expected = obj.get("Metadata", {}).get(_CHECKSUM_META, "")
+        try:
+            intact = checksum_of(body, algorithm_of(expected)) == expected
+        except ValueError:  # no checksum, or a malformed one
+            intact = False
+        if not intact:
+            raise MissingState(f"s3://{self.bucket}/{key}: does not match its checksum")
+        residual = np.load(io.BytesIO(body), allow_pickle=False)
+        if residual.dtype != np.float32 or residual.shape != (size,):
+            raise MissingState(f"s3://{self.bucket}/{key}: holds {residual.dtype} {residual.shape}, "
+                               f"not {size} float32")
+        residual.setflags(write=False)
+        return residual
+
+    def put(self, run: str, worker: int, round_no: int, residual: np.ndarray) -> None:
+        """Store the residual worker starts ``round_no`` with, and keep it in this environment."""
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(residual, dtype=np.float32), allow_pickle=False)
+        body = buf.getvalue()
+        key = self.key(run, worker, round_no)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                           Metadata={_CHECKSUM_META: checksum_of(body, self.checksum)})
+        traffic.add(f"s3://{self.bucket}/{key}", "write", len(body), kind=STATE_KIND)
+        traffic.done()
+        residual.setflags(write=False)
+        _held[(self.bucket, run, worker)] = _Held((self.bucket, run, worker), round_no, residual)
+
+    def prune(self, run: str, workers: int, rounds: list[int]) -> int:
+        """Delete the residuals of ``rounds`` for every worker (missing ones are already gone)."""
+        keys = [self.key(run, w, r) for r in rounds for w in range(workers)]
+        deleted = 0
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys a request
+            batch = keys[start: start + 1000]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            deleted += len(batch)
+        return deleted
