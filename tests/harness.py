@@ -74,12 +74,15 @@ class InlineSystem:
     """
 
     def __init__(self, mount: Path, table: str, *, faults: str | None = None, duplicate: bool = False,
-                 stream_duplicate_rate: float = 0.0, seed: int = 0):
+                 stream_duplicate_rate: float = 0.0, seed: int = 0, bucket: str | None = None):
         dynamodb = boto3.client("dynamodb")
+        if bucket is not None:  # the stack's bucket: exports, and the compressed transports' residuals
+            boto3.client("s3").create_bucket(Bucket=bucket)
         dynamodb.create_table(**schema.create_table_kwargs(table))
         self.stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
         self.mount, self.table = mount, table
-        self.settings = load({"LAMBDATRAIN_TABLE": table, "LAMBDATRAIN_MOUNT": str(mount)})
+        self.settings = load({"LAMBDATRAIN_TABLE": table, "LAMBDATRAIN_MOUNT": str(mount),
+                              **({"LAMBDATRAIN_BUCKET": bucket} if bucket else {})})
         self.clock = FakeClock()
         self.ledger = Ledger(table, clock=self.clock)
         self.invoker = QueueInvoker(duplicate)

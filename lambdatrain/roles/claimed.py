@@ -9,6 +9,8 @@ only the ledger's conditional commit publishes them.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,10 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.storage import retention
 from lambdatrain.training import trainer
 from lambdatrain.training.flat import iter_slices
-from lambdatrain.training.reduce import WorkerFile, weighted_sum
+from lambdatrain.training import feedback
+from lambdatrain.training.reduce import WorkerFile, compressed_sum, weighted_sum
 from lambdatrain.training.step import apply_update, learning_rate, sgd_options
+from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.ledger.items import DONE, ResultRecord, RoundRecord, RunRecord
 from lambdatrain.logs import logger
@@ -29,15 +33,15 @@ from lambdatrain.roles.runtime import Runtime
 
 
 def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, claimed: RoundRecord,
-            results: list[ResultRecord], new: np.ndarray, momentum: np.ndarray | None, t0: float) -> Outcome:
+            results: list[ResultRecord], stepped: Stepped, t0: float) -> Outcome:
     """Evaluate, decide, write the new weights, commit the round, and start the next one."""
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
-    metric, finished, extra = _assess(runtime, record, ev.round, results, new)
+    metric, finished, extra = _assess(runtime, record, ev.round, results, stepped.weights)
     metric["sum_s"] = time.perf_counter() - t0
     if finished:
         metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
-    digest = _write(paths, ev.round, new, momentum, metric, record.config.checksum)
+    digest = _write(paths, ev.round, stepped, metric, record.config.checksum)
     runtime.faults.point("after_write")
     round_s = runtime.clock() - claimed.created_at
     metric.update(write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0, round_s=round_s)
@@ -46,26 +50,49 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
     runtime.ledger.claims.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
                           finished=DONE if finished else None, metric=metric, meta_extra=extra)
     # What killed writers of this round left behind (a glob of three folders, before the next
-    # round can write): its folder, and the new weights' and momentum's temporaries.
-    efs.remove_temporaries(paths.round_dir(ev.round), paths.weights(ev.round + 1), paths.optim(ev.round + 1))
+    # round can write): its folder, and the new weights', momentum's and residual's temporaries.
+    efs.remove_temporaries(paths.round_dir(ev.round), paths.weights(ev.round + 1), paths.optim(ev.round + 1),
+                           paths.residual(ev.round + 1))
     runtime.faults.point("after_commit")
     if not finished:
         # The next round starts before pruning: it unlinks about 2N files, each a round trip to
         # EFS, and a sweep of later commits catches up on any this process does not reach.
         fan_out(runtime, ev.run, ev.round + 1)
     pruned = retention.prune(paths, ev.round, record.rounds_per_epoch, record.config.keep_rounds)
+    if record.config.transport in COMPRESSED:
+        _prune_residuals(runtime, record, ev.round)
     logger.info("round committed", extra={**metric, "pruned_files": len(pruned)})
     if finished:
         return Outcome("finished", run=ev.run, round=ev.round, detail={"reason": finished})
     return Outcome("committed", run=ev.run, round=ev.round)
 
 
-def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
-                 results: list[ResultRecord], shard: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """New weights (and momentum) of one slice of the flat vector (all of it when ``shard`` is None).
+@dataclass
+class Stepped:
+    """A combine's output for a slice (all of it, unsharded): what the next round starts from."""
 
-    Every operation is elementwise, so a slice's result is bit-identical to the same elements of
-    an unsharded combine.
+    weights: np.ndarray
+    momentum: np.ndarray | None
+    residual: np.ndarray | None = None  # compressed transports: the combiner's new residual
+    update: np.ndarray | None = None  # compressed transports: the update file's data (uint8)
+
+
+def slice_bounds(record: RunRecord, size: int, shard: int | None) -> tuple[int, int]:
+    """Elements [lo, hi) a share reduces (block-aligned for a compressed transport)."""
+    if shard is None:
+        return 0, size
+    codec, shards = COMPRESSED.get(record.config.transport), record.config.combine_shards
+    bounds = (feedback.slices(record.n_params, size, shards, codec) if codec else list(iter_slices(size, shards)))
+    return bounds[shard]
+
+
+def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
+                 results: list[ResultRecord], shard: int | None = None) -> Stepped:
+    """New weights (and momentum, and for a compressed transport the residual and update) of one
+    slice of the flat vector (all of it when ``shard`` is None).
+
+    Every operation is elementwise, or blockwise on codec blocks no slice splits, so a slice's
+    result is bit-identical to the same elements of an unsharded combine.
     """
     files = [WorkerFile(r.worker, paths.result(round_no, r.worker), r.digest, r.samples,
                         None if shard is None else r.range_checksums[shard]) for r in results]
@@ -73,9 +100,14 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
         raise CorruptFile(paths.round_dir(round_no), f"round {round_no} of run {record.run} is ready but has "
                           f"results of workers {[f.worker for f in files]}")
     weights = efs.read_array(paths.weights(round_no), record.weights)
-    lo, hi = (0, weights.size) if shard is None else list(iter_slices(weights.size, record.config.combine_shards))[shard]
+    lo, hi = slice_bounds(record, weights.size, shard)
+    c = record.config
+    codec = COMPRESSED.get(c.transport)
     try:
-        average = weighted_sum(files, weights.size, lo=lo, hi=hi)
+        if codec:
+            average = compressed_sum(files, lo=lo, hi=hi, n_params=record.n_params, size=weights.size, codec=codec)
+        else:
+            average = weighted_sum(files, weights.size, lo=lo, hi=hi)
     except CorruptFile as exc:
         worker = next((f.worker for f in files if f.path == exc.path), None)
         if worker is None:
@@ -83,27 +115,46 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
         raise exc.of_worker(worker) from exc
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
-    c = record.config
     n_params = max(0, min(hi, record.n_params) - lo)  # parameters inside [lo, hi)
-    momentum = _read_momentum(paths, round_no)
-    return apply_update(weights[lo:hi], average, None if momentum is None else momentum[lo:lo + n_params],
-                        mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
-                        sgd=sgd_options(c))
+    momentum = _read_state(paths.optim(round_no), lo, n_params)
+    step = dict(mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
+                sgd=sgd_options(c))
+    if codec is None:
+        return Stepped(*apply_update(weights[lo:hi], average, momentum, **step))
+    # Round 0 starts from a zero residual; any later round's must be there (written with its weights).
+    residual = _read_state(paths.residual(round_no), lo, n_params) if round_no else None
+    if round_no and residual is None:
+        raise CorruptFile(paths.residual(round_no), "the combiner's residual is missing")
+    return Stepped(*feedback.step_slice(weights[lo:hi], average, momentum, residual, codec=codec, **step))
 
 
-def _write(paths: efs.RunLayout, round_no: int, new: np.ndarray, momentum: np.ndarray | None,
-           metric: dict[str, Any], checksum: str) -> efs.Digest:
-    # Optimizer state and metric first, weights last: weights with their digest mark a round as
-    # complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
-    if momentum is not None:
-        efs.write_array(paths.optim(round_no + 1), momentum, checksum=checksum)
+def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any], checksum: str) -> efs.Digest:
+    # Optimizer state, residual, update and metric first, weights last: weights with their digest
+    # mark a round as complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
+    if stepped.momentum is not None:
+        efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum)
+    if stepped.residual is not None:
+        efs.write_array(paths.residual(round_no + 1), stepped.residual, checksum=checksum)
+    if stepped.update is not None:
+        efs.write_array(paths.update(round_no), stepped.update, checksum=checksum)
     efs.write_json(paths.metric(round_no), metric)
-    return efs.write_array(paths.weights(round_no + 1), new, checksum=checksum)
+    return efs.write_array(paths.weights(round_no + 1), stepped.weights, checksum=checksum)
 
 
-def _read_momentum(paths: efs.RunLayout, round_no: int) -> np.ndarray | None:
-    path = paths.optim(round_no)
-    return efs.read_array(path) if path.exists() else None
+def _prune_residuals(runtime: Runtime, record: RunRecord, committed_round: int) -> None:
+    """The workers' residuals in S3 follow the weights' retention; like it, never fails the commit."""
+    rounds = retention.stale_state_rounds(committed_round, record.rounds_per_epoch, record.config.keep_rounds)
+    if not rounds:
+        return
+    try:
+        runtime.residuals.prune(record.run, record.workers, rounds)
+    except Exception as exc:  # the next commit's sweep covers these rounds again; S3's lifecycle rule expires the rest
+        logger.warning("could not prune workers' residuals", extra={"rounds": rounds, "error": str(exc)})
+
+
+def _read_state(path: Path, lo: int, n_params: int) -> np.ndarray | None:
+    """Elements [lo, lo + n_params) of a parameter-sized state file (momentum, residual); None if absent."""
+    return efs.read_array(path)[lo:lo + n_params] if path.exists() else None
 
 
 def reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:

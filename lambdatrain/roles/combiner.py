@@ -91,10 +91,10 @@ def _combine_claimed(runtime: Runtime, ev: CombineEvent, record: RunRecord, toke
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     results = runtime.ledger.results(ev.run, ev.round)
     try:
-        new, momentum = reduce_slice(runtime, record, ev.round, paths, results)
+        stepped = reduce_slice(runtime, record, ev.round, paths, results)
     except CorruptFile as exc:
         return reopen(runtime, record, ev, token, exc)
-    return publish(runtime, ev, record, token, claimed, results, new, momentum, t0)
+    return publish(runtime, ev, record, token, claimed, results, stepped, t0)
 
 
 def claim_or_skip(runtime: Runtime, ev: CombineEvent) -> Outcome:

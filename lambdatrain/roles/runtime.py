@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import boto3
 from botocore.config import Config
@@ -28,6 +28,10 @@ from lambdatrain.roles import settings as settings_mod
 from lambdatrain.roles.faults import Faults
 from lambdatrain.ledger.table import Ledger
 from lambdatrain.roles.settings import RuntimeSettings
+from lambdatrain.protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lambdatrain.storage.state import ResidualStore
 
 # Concurrent invocations per fan-out. At ~20-30 ms per asynchronous invoke, 32 at a time fan out to
 # 256 workers in about 8 latencies; botocore's own CPU per call (signing, serializing, holding the
@@ -86,10 +90,27 @@ class Runtime:
     handler: str
     clock: Callable[[], float] = time.time
     faults: Faults = field(default=None)  # type: ignore[assignment]
+    _residuals: Any = field(default=None, repr=False)  # a storage.state.ResidualStore, built on first use
 
     def __post_init__(self) -> None:
         if self.faults is None:
             self.faults = Faults(self.settings.faults, self.handler, self.settings.mount / ".faults")
+
+    @property
+    def residuals(self) -> ResidualStore:
+        """The workers' error-feedback residuals (compressed transports), in the stack's bucket."""
+        if self._residuals is None:
+            if self.settings.bucket is None:
+                raise ConfigError(f"{settings_mod.ENV_BUCKET} is not set: the compressed transports keep each "
+                                  "worker's error-feedback residual in the stack's bucket")
+            # Imported here: state.py needs numpy, and the starter must load before `setup` has
+            # installed it on a fresh stack (tests/infra/test_archive.py).
+            from lambdatrain.storage.digest import DEFAULT_ALGORITHM
+            from lambdatrain.storage.state import ResidualStore
+
+            self._residuals = ResidualStore(boto3.client("s3"), self.settings.bucket, settings_mod.STATE_PREFIX,
+                                            DEFAULT_ALGORITHM)
+        return self._residuals
 
     def data_root(self, config) -> Path:
         """The run's prepared dataset: the stack's default, or a folder below the mount."""

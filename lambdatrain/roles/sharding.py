@@ -22,7 +22,7 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.errors import ClaimLost, CorruptFile, InvalidEvent
 from lambdatrain.ledger.items import RunRecord
 from lambdatrain.logs import logger
-from lambdatrain.roles.claimed import publish, reduce_slice, reopen
+from lambdatrain.roles.claimed import Stepped, publish, reduce_slice, reopen
 from lambdatrain.protocol.events import CombineEvent, Outcome
 from lambdatrain.roles.runtime import Runtime, invoke_all
 from lambdatrain.roles.settings import COMBINER
@@ -47,21 +47,32 @@ def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outc
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     results = runtime.ledger.results(ev.run, ev.round)
     try:
-        new, momentum = reduce_slice(runtime, record, ev.round, paths, results, shard=ev.shard)
+        stepped = reduce_slice(runtime, record, ev.round, paths, results, shard=ev.shard)
     except CorruptFile as exc:
         return reopen(runtime, record, ev, ev.claim, exc)
-    if momentum is not None:
-        efs.write_array(paths.shard_optim(ev.round, ev.shard), momentum, checksum=record.config.checksum)
-    efs.write_array(paths.shard(ev.round, ev.shard), new, checksum=record.config.checksum)
+    checksum = record.config.checksum
+    if stepped.momentum is not None:
+        efs.write_array(paths.shard_optim(ev.round, ev.shard), stepped.momentum, checksum=checksum)
+    for what in EXTRAS:
+        if getattr(stepped, what) is not None:
+            efs.write_array(paths.shard_extra(ev.round, ev.shard, what), getattr(stepped, what), checksum=checksum)
+    efs.write_array(paths.shard(ev.round, ev.shard), stepped.weights, checksum=checksum)
     logger.info("share combined", extra={"shard": ev.shard, "seconds": time.perf_counter() - t0})
     if not runtime.ledger.claims.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
         return Outcome("share", run=ev.run, round=ev.round, detail={"shard": ev.shard})
-    new, momentum = _assemble(paths, ev.round, record.config.combine_shards)
-    return publish(runtime, ev, record, ev.claim, claimed, results, new, momentum, t0)
+    stepped = _assemble(paths, ev.round, record.config.combine_shards)
+    return publish(runtime, ev, record, ev.claim, claimed, results, stepped, t0)
 
 
-def _assemble(paths: efs.RunLayout, round_no: int, shards: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The S slices, verified by their digests, as the new weights and optimizer state."""
-    new = np.concatenate([efs.read_array(paths.shard(round_no, s)) for s in range(shards)])
-    optim = [paths.shard_optim(round_no, s) for s in range(shards) if paths.shard_optim(round_no, s).exists()]
-    return new, (np.concatenate([efs.read_array(p) for p in optim]) if optim else None)
+EXTRAS = ("residual", "update")  # a compressed transport's slices besides weights and momentum
+
+
+def _assemble(paths: efs.RunLayout, round_no: int, shards: int) -> Stepped:
+    """The S slices, verified by their digests, as the new weights and optimizer state (and, for a
+    compressed transport, residual and update: their slices laid end to end are the whole's)."""
+    def joined(path_of) -> np.ndarray | None:
+        found = [path_of(s) for s in range(shards) if path_of(s).exists()]
+        return np.concatenate([efs.read_array(p) for p in found]) if found else None
+
+    return Stepped(joined(lambda s: paths.shard(round_no, s)), joined(lambda s: paths.shard_optim(round_no, s)),
+                   *(joined(lambda s, what=what: paths.shard_extra(round_no, s, what)) for what in EXTRAS))

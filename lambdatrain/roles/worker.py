@@ -8,16 +8,22 @@ leaves a file nobody counts, and its re-drive rewrites the same bytes and record
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from lambdatrain.storage import efs as efs
+from lambdatrain.storage.digest import algorithm_of
+from lambdatrain.training import feedback
+from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.ledger import schema
 from lambdatrain.training import trainer
 from lambdatrain.training.codec import encode
 from lambdatrain.training.flat import iter_slices
 from lambdatrain.training.step import learning_rate
-from lambdatrain.protocol.errors import AlreadyDone, InvalidEvent, StaleRound
-from lambdatrain.ledger.items import RUNNING, ResultRecord
+from lambdatrain.protocol.errors import AlreadyDone, CorruptFile, InvalidEvent, StaleRound
+from lambdatrain.ledger.items import RUNNING, ResultRecord, RunRecord
 from lambdatrain.logs import bind, logger
 from lambdatrain.protocol.events import Outcome, parse_work
 from lambdatrain.roles.runtime import Runtime
@@ -42,7 +48,9 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     paths = efs.RunLayout(runtime.settings.mount, ev.run)
     data = trainer.dataset(str(runtime.data_root(config)))
     model, layout = trainer.model_for(config, len(data.classes))
-    weights = efs.read_array(paths.weights(ev.round), record.weights)
+    codec = COMPRESSED.get(config.transport)
+    weights = _round_weights(paths, record, ev.round, codec) if codec else efs.read_array(
+        paths.weights(ev.round), record.weights)
     indices = trainer.round_indices(config, trainer.train_size(config, data), ev.workerno, ev.round,
                                     record.rounds_per_epoch)
     load_s = time.perf_counter() - t0
@@ -56,14 +64,24 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
 
     runtime.faults.point("before_write")
     t1 = time.perf_counter()
-    encoded = encode(result.vector, config.transport)
+    if codec:
+        # The residual this worker starts the round with in, the next round's out, before the
+        # result: a recorded result always has its successor's residual stored (state.py).
+        residual = runtime.residuals.get(ev.run, ev.workerno, ev.round, record.n_params)
+        encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual)
+        runtime.residuals.put(ev.run, ev.workerno, ev.round + 1, residual)
+        runtime.faults.point("after_state")
+        slices = [feedback.byte_range(lo, hi, record.n_params, result.vector.size, codec)
+                  for lo, hi in feedback.slices(record.n_params, result.vector.size, config.combine_shards, codec)]
+    else:
+        encoded = encode(result.vector, config.transport)
+        slices = list(iter_slices(encoded.size, config.combine_shards))
     digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded, checksum=config.checksum)
     write_s = time.perf_counter() - t1
     runtime.faults.point("after_write")
     started_at = runtime.clock() - (time.perf_counter() - t0)
     # Each share of a sharded combine verifies just the slice it reads.
-    ranges = (efs.range_digests(encoded, list(iter_slices(encoded.size, config.combine_shards)), config.checksum)
-              if config.combine_shards > 1 else [])
+    ranges = efs.range_digests(encoded, slices, config.checksum) if config.combine_shards > 1 else []
     recorded = ResultRecord(worker=ev.workerno, digest=digest, samples=result.samples, loss_sum=result.loss_sum,
                             correct=result.correct, truncated=result.truncated, load_s=load_s,
                             compute_s=result.compute_s, write_s=write_s,
@@ -76,3 +94,42 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     logger.info("result recorded", extra={**recorded.stats(), "completed_round": completed, "bytes": digest.bytes})
     return Outcome("recorded", run=ev.run, round=ev.round,
                    detail={"worker": ev.workerno, "samples": result.samples, "completed_round": completed})
+
+
+@dataclass
+class _Held:
+    mount: str
+    run: str
+    round: int
+    checksum: str
+    weights: np.ndarray
+
+
+_held: list[_Held] = []  # the weights this environment last started a round from (one model)
+
+
+def _round_weights(paths: efs.RunLayout, record: RunRecord, round_no: int, codec: str) -> np.ndarray:
+    """Round ``round_no``'s weights, for a compressed transport: the ones this environment holds if
+    they are that round's; else the previous round's plus the combiner's compressed update
+    (feedback.apply_update: the same float32 additions as the combiner's), checked against the
+    round's recorded digest; else, cold or lagging, the full weights from EFS."""
+    held = next((h for h in _held if h.mount == str(paths.mount) and h.run == paths.run), None)
+    weights = None
+    if held is not None and held.round == round_no and held.checksum == record.weights.checksum:
+        weights = held.weights
+    elif held is not None and held.round == round_no - 1 and paths.update(round_no - 1).exists():
+        try:
+            update = efs.read_array(paths.update(round_no - 1))
+            candidate = feedback.apply_update(held.weights, update, record.n_params, codec)
+        except (CorruptFile, ValueError) as exc:  # a damaged update: the full weights are still there
+            logger.warning("update unusable; reading the full weights", extra={"error": str(exc)})
+        else:
+            if efs.digest_of(candidate, algorithm_of(record.weights.checksum)) == record.weights:
+                weights = candidate
+            else:
+                logger.warning("update does not yield the recorded weights; reading them in full")
+    if weights is None:
+        weights = efs.read_array(paths.weights(round_no), record.weights)
+    weights.setflags(write=False)
+    _held[:] = [_Held(str(paths.mount), paths.run, round_no, record.weights.checksum, weights)]
+    return weights

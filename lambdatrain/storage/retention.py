@@ -7,8 +7,10 @@ or used them is committed, so the combiner that commits round r deletes:
 
 * the worker results (and sharded-combine slices) of round r - 1: round r - 1 is committed and
   its results are never read again; round r's stay until the next commit, for inspection;
-* the weights and momentum of rounds older than the newest ``keep_rounds``, except every epoch
-  boundary (and round 0): those are the checkpoints a user may want to go back to.
+* the weights and momentum (and, compressed transports, the combiner's residual) of rounds older
+  than the newest ``keep_rounds``, except every epoch boundary (and round 0): those are the
+  checkpoints a user may want to go back to. The workers' residuals in S3 follow the same rounds
+  (``stale_checkpoints``; roles/claimed.py deletes them).
 
 Each round's ``metric.json`` always stays (``resume`` rebuilds a lost ledger from them), as does
 everything with ``keep_rounds = 0``. Weights that are kept fall back for each other: ``resume``
@@ -37,6 +39,17 @@ def stale_checkpoints(committed: list[int], newest: int, rounds_per_epoch: int, 
             if r <= newest - keep_rounds and r % rounds_per_epoch != 0]
 
 
+def stale_state_rounds(committed_round: int, rounds_per_epoch: int, keep_rounds: int) -> list[int]:
+    """Rounds whose workers' residuals may go once ``committed_round`` commits: the rounds whose
+    weights ``prune`` deletes, found without listing the bucket (the newest stale one and a sweep
+    of SWEEP before it, for commits a crashed combiner did not prune after)."""
+    if keep_rounds <= 0:
+        return []
+    newest = committed_round + 1
+    candidates = range(max(1, newest - keep_rounds - SWEEP), newest - keep_rounds + 1)
+    return stale_checkpoints(list(candidates), newest, rounds_per_epoch, keep_rounds)
+
+
 def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_rounds: int) -> list[Path]:
     """Apply the policy after round ``committed_round`` committed; returns the files deleted."""
     if keep_rounds <= 0:
@@ -49,7 +62,7 @@ def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_ro
                 doomed += [p for p in folder.iterdir() if p.name != paths.metric(r).name]
         newest = committed_round + 1  # the weights the commit published
         for r in stale_checkpoints(paths.checkpoint_rounds(), newest, rounds_per_epoch, keep_rounds):
-            for path in (paths.weights(r), paths.optim(r)):
+            for path in (paths.weights(r), paths.optim(r), paths.residual(r)):
                 doomed += [path, digest_path(path)]
     except OSError as exc:  # the round is committed and its successor must still start
         logger.warning("could not list files to prune", extra={"run": paths.run, "error": str(exc)})

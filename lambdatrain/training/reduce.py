@@ -4,7 +4,8 @@ Each element receives its terms in worker-number order (never arrival order, so 
 does not depend on timing); file reads and checksums run in background threads, read ahead of the
 adds into ring buffers allocated once. Memory stays below three model sizes whatever the number of
 files. The same sum serves both modes (step.py): mean gradients in sync mode, weight deltas in
-average mode, and the batch-norm running statistics in both.
+average mode, and the batch-norm running statistics in both. Compressed results (feedback.py)
+have their own sum, ``compressed_sum``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from lambdatrain.protocol.errors import CorruptFile
 from lambdatrain.storage.efs import CHUNK_BYTES, Digest, stream_array, stream_range
+from lambdatrain.training import feedback
 from lambdatrain.training.codec import decode_chunk
 
 PREFETCH_DEPTH = 2  # chunks read ahead per file
@@ -165,4 +167,32 @@ def weighted_sum(files: Sequence[WorkerFile], size: int, *, lo: int = 0, hi: int
         # A group either covers [lo, hi) or raises CorruptFile (after its reads have all
         # stopped, so the rings are free again), so later groups only add.
         _add_group(ordered[start: start + group], total, size, lo, hi, acc, tmp, 0 if start == 0 else hi - lo, rings)
+    return acc
+
+
+def compressed_sum(files: Sequence[WorkerFile], *, lo: int, hi: int, n_params: int, size: int,
+                   codec: str) -> np.ndarray:
+    """sum_w (n_w / n) * decode(file_w) over elements [lo, hi) of compressed results (feedback.py).
+
+    Each file's bytes for the slice are read whole (1/18 of a float32 file or less) and verified
+    (the file's digest, or the slice's own when ``range_checksum`` is set), then decoded straight
+    into the sum, in worker-number order: the result does not depend on timing or on S.
+    """
+    total = sum(f.samples for f in files)
+    if total <= 0:
+        raise ValueError("no samples in any worker result")
+    a, b = feedback.byte_range(lo, hi, n_params, size, codec)
+    expected = feedback.file_nbytes(n_params, size, codec)
+    acc = np.zeros(hi - lo, dtype=np.float32)
+    for f in sorted(files, key=lambda f: f.worker):
+        chunks, _ = f.open(a, b)
+        parts = list(chunks)
+        data = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+        if data.dtype != np.uint8:
+            raise CorruptFile(f.path, f"holds {data.dtype}, not a {codec} payload")
+        if f.range_checksum is None:
+            if data.size != expected:
+                raise CorruptFile(f.path, f"holds {data.size} bytes, a {codec} result has {expected}")
+            data = data[a:b]
+        feedback.add_slice(data, lo, hi, n_params, codec, acc, np.float32(f.samples / total))
     return acc

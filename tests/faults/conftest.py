@@ -7,6 +7,7 @@ on the real local stack (test_local_stack_faults.py).
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import numpy as np
@@ -15,9 +16,31 @@ import pytest
 from lambdatrain.storage import efs as efs
 from tests.harness import InlineSystem
 
+MATRIX_ENV = "LAMBDATRAIN_TEST_MATRIX"
+
 # Three rounds per epoch, two epochs: small enough to repeat many times, long enough to matter.
 SETTINGS = {"workers": 2, "epochs": 2, "model": "vgg19_cifar", "width": 0.0625, "batch_size": 32,
             "micro_batch": 16, "max_train_samples": 96, "val_samples": 32, "seed": 7, "round_deadline_s": 30.0}
+
+
+# The round recipes the fault suite runs each fault with: every transport family and both modes.
+# `make test` runs float32 and one compressed transport, to stay within its time; `make test-matrix`
+# (LAMBDATRAIN_TEST_MATRIX=1) runs them all.
+VARIANTS = {
+    "float32": {},
+    "ternary_ef": {"transport": "ternary_ef"},
+    "sign_ef": {"transport": "sign_ef"},
+    "average": {"mode": "average", "local_steps": 2, "batch_size": 16, "micro_batch": 8},
+    "average_ternary_ef": {"mode": "average", "local_steps": 2, "batch_size": 16, "micro_batch": 8,
+                           "transport": "ternary_ef"},
+}
+TESTED = list(VARIANTS) if os.environ.get(MATRIX_ENV) else ["float32", "ternary_ef"]
+
+
+@pytest.fixture(params=TESTED)
+def settings(request) -> dict:
+    """SETTINGS in one variant of the round recipe."""
+    return {**SETTINGS, **VARIANTS[request.param]}
 
 
 @pytest.fixture
@@ -28,7 +51,7 @@ def make_system(tmp_path, tiny_dataset, moto_url, monkeypatch):
         mount = tmp_path / f"efs-{uuid.uuid4().hex[:6]}"
         (mount / "datasets").mkdir(parents=True)
         (mount / "datasets" / "cifar10").symlink_to(tiny_dataset, target_is_directory=True)
-        return InlineSystem(mount, table=f"t-{uuid.uuid4().hex[:8]}", **kwargs)
+        return InlineSystem(mount, table=f"t-{uuid.uuid4().hex[:8]}", bucket=f"b-{uuid.uuid4().hex[:8]}", **kwargs)
 
     return make
 
@@ -68,7 +91,7 @@ def assert_survived(system: InlineSystem, run: str, expected: np.ndarray, *, res
     assert record.state == "done", record
     metrics = system.ledger.metrics(run)
     assert sorted(m["round"] for m in metrics) == list(range(record.round))  # one optimizer step a round
-    per_round = record.config.per_worker_batch * record.workers
+    per_round = record.config.per_worker_batch * record.config.local_steps * record.workers
     assert all(m["samples"] == per_round for m in metrics)  # no result counted twice or dropped
     for r in range(results_from, record.round):
         results = system.ledger.results(run, r)

@@ -1,0 +1,55 @@
+"""The compressed transports' state across environments: warm or cold, a worker writes the same bytes.
+
+A worker's residual lives in S3 and its environment may keep it (storage/state.py); its weights
+come from the previous round's plus the combiner's update when the environment holds them, else
+from EFS (roles/worker.py). Which path a round takes depends on Lambda's routing, so the result
+must not: a run whose every invocation lands in a fresh environment ends bit-identical to one
+whose environment stays warm.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lambdatrain.roles import worker
+from lambdatrain.storage import efs, state, traffic
+from tests.faults.conftest import SETTINGS, assert_survived
+
+
+def _cold(system):
+    """Every invocation in a fresh environment: forget what this process holds before each step."""
+    step = system.step
+
+    def cold_step() -> bool:
+        worker._held.clear()
+        state._held.clear()
+        return step()
+
+    system.step = cold_step
+    return system
+
+
+@pytest.mark.parametrize("transport", ["ternary_ef", "sign_ef"])
+def test_cold_environments_end_bit_identical_to_a_warm_one(make_system, reference, transport):
+    settings = {**SETTINGS, "transport": transport, "combine_shards": 2}
+    system = _cold(make_system())
+    traffic.reset()
+    run = system.invoke("starter", {"start": True, **settings})["run"]
+    system.run_to_end(run)
+    assert traffic.totals()["state"]["read"] > 0  # the residuals came back from the bucket
+    assert_survived(system, run, reference(settings))
+
+
+def test_warm_worker_reads_the_compressed_update_not_the_weights(make_system):
+    settings = {**SETTINGS, "transport": "ternary_ef"}
+    system = make_system()
+    worker._held.clear()
+    traffic.reset()
+    run = system.invoke("starter", {"start": True, **settings})["run"]
+    system.run_to_end(run)
+    record = system.ledger.get_run(run)
+    weights_file = efs.RunLayout(system.mount, run).weights(0).stat().st_size
+    # Read in full: by the combiner once a round, by the first worker of round 0 (cold), and by
+    # the end-of-run export; every later round's workers built theirs from the update.
+    assert traffic.totals()["weights"]["read"] == (record.round + 2) * weights_file
+    assert traffic.totals()["update"]["read"] > 0
