@@ -22,7 +22,7 @@ ARGS ?=
 # that matches nothing never passes.
 PYTEST := $(PY) -m pytest -q -n auto
 
-.PHONY: venv strace train test test-fast graph bench clean
+.PHONY: venv strace train test test-fast test-matrix graph bench clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,11 @@ test: venv strace
 test-fast: venv
 	$(PYTEST) -m "not slow" tests/unit tests/functional $(ARGS)
 
+# The fault suite (tests/faults) with every round recipe: float32, both compressed transports, average
+# mode with float32 and with ternary_ef (tests/faults/conftest.py VARIANTS); `make test` runs two of them.
+test-matrix: venv
+	LAMBDATRAIN_TEST_MATRIX=1 $(PYTEST) tests/faults $(ARGS)
+
 # What `pulumi up` would create, offline (no credentials, no Pulumi CLI needed).
 graph: venv
 	$(PY) -m components.plan $(STACK)
@@ -67,7 +72,7 @@ bench: venv
 	$(PY) -m bench.overhead
 	$(PY) -m bench.convergence
 	$(PY) -m bench.planner
-	$(PY) -m bench.traffic --workers 4 --transports float32,float16,bfloat16
+	$(PY) -m bench.traffic --workers 4 --transports float32,float16,bfloat16,ternary_ef,sign_ef
 	$(PY) -m bench.protocol --workers 8,64,256 --invoke-latency 0.02
 
 clean:
