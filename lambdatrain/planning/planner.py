@@ -82,7 +82,8 @@ Prices (us-east-1, as published on 2025-06-01; check before relying on them):
 * S3 Standard https://aws.amazon.com/s3/pricing/: PUT (and POST, LIST) $0.005 per 1,000 requests,
   GET $0.0004 per 1,000; no per-GB charge for transfers inside the Region. DeleteObjects is a POST,
   priced here as a PUT (the page lists DELETE itself as free: this errs high by $5 per million
-  rounds). The residuals' storage (N x 4P bytes for a few rounds) is left out: cents per month.
+  rounds). Storage $0.023 per GB-month: every residual written stays billed for up to
+  ``STATE_KEPT_DAYS`` (the bucket is versioned; see the constant), N x 4P bytes per round.
 * S3 per request, "Performance design patterns for Amazon S3"
   https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance-design-patterns.html:
   "Make one concurrent request for each 85-90 MB/s of desired network throughput" (said of EC2 in
@@ -104,6 +105,14 @@ from lambdatrain.roles.runtime import INVOKE_POOL
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
 STORAGES = ("efs", "local")  # AWS's EFS limits, or this machine's disk only (the local stack)
 COMBINER_MEMORY_MB = 3008  # the stack's default combinerMemory (components/config.py)
+# Days a deleted residual's bytes stay billed: the bucket is versioned, so the combiner's delete keeps
+# them as a noncurrent version until the lifecycle rule expires it (components/storage.py
+# STATE_NONCURRENT_DAYS, 1; tests/unit/test_planner.py checks they agree), and S3 rounds a rule's
+# time up to the next midnight UTC, up to one more day ("Lifecycle configuration elements",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/intro-lifecycle-rules.html). The worst case.
+STATE_NONCURRENT_DAYS = 1
+STATE_KEPT_DAYS = STATE_NONCURRENT_DAYS + 1
+DAYS_PER_MONTH = 30.4  # S3 bills storage per GB-month, prorated by the hour
 
 MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
 
@@ -117,6 +126,7 @@ class Prices:
     dynamodb_wru: float = 0.625 / 1e6
     s3_put: float = 0.005 / 1000  # PUT, POST (DeleteObjects), LIST
     s3_get: float = 0.0004 / 1000
+    s3_gb_month: float = 0.023  # S3 Standard, first 50 TB
 
     @classmethod
     def for_arch(cls, arch: str) -> "Prices":
@@ -289,7 +299,9 @@ def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: di
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
     if s.compressed:  # per worker a PUT and a GET of its residual; the combiner's DeleteObjects
-        cost["s3"] = rounds * (n * (prices.s3_put + prices.s3_get) + prices.s3_put)
+        cost["s3_requests"] = rounds * (n * (prices.s3_put + prices.s3_get) + prices.s3_put)
+        stored_gb = rounds * n * state_bytes(s)["put"] / GB  # every residual written, kept STATE_KEPT_DAYS
+        cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
     return cost
 
 

@@ -237,9 +237,18 @@ def test_compressed_residuals_go_to_s3_in_time_and_cost():
     assert ef["state_s"] == pytest.approx(2 * 0.05 + 2 * residual / 100e6)
     assert ef["worker_s"] == pytest.approx(ef["load_s"] + ef["compute_s"] + ef["write_s"] + ef["state_s"])
     rounds = ef["rounds_per_epoch"]
-    assert ef["cost_breakdown"]["s3"] == pytest.approx(rounds * (4 * (0.005 + 0.0004) + 0.005) / 1000, abs=1e-6)
-    assert "s3" not in plain["cost_breakdown"]
+    assert ef["cost_breakdown"]["s3_requests"] == pytest.approx(rounds * (4 * (0.005 + 0.0004) + 0.005) / 1000,
+                                                                abs=1e-6)
+    # Every residual written stays billed two days (a noncurrent version, up to a day of rounding).
+    assert ef["cost_breakdown"]["s3_storage"] == pytest.approx(rounds * 4 * residual / 1e9 * 0.023 * 2 / 30.4,
+                                                               abs=1e-6)
+    assert "s3_requests" not in plain["cost_breakdown"] and "s3_storage" not in plain["cost_breakdown"]
     assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
+
+
+def test_the_residuals_billed_days_follow_the_buckets_lifecycle_rule():
+    storage = pytest.importorskip("components.storage")
+    assert planner.STATE_NONCURRENT_DAYS == storage.STATE_NONCURRENT_DAYS
 
 
 def test_buffers_must_fit_in_the_vector():
