@@ -26,16 +26,22 @@ from werkzeug.serving import make_server
 # DynamoDB operations that can add stream records (a failed condition adds none; a wakeup for it
 # costs one empty read).
 _WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+_S3_CHANGES = frozenset({"PUT", "POST", "DELETE"})
 
 
 class _Serialized:
-    def __init__(self, app, write_listeners: list[Callable[[], None]]):
+    def __init__(self, app, write_listeners: list[Callable[[], None]], s3_listeners: list[Callable[[], None]]):
         self.app, self.lock = app, threading.Lock()
-        self.write_listeners = write_listeners
+        self.write_listeners, self.s3_listeners = write_listeners, s3_listeners
 
     def __call__(self, environ, start_response):
         with self.lock:
             body = list(self.app(environ, start_response))  # the body is built inside the lock
+            # An S3 request that may have changed a bucket (signed for service "s3"): the durable
+            # mirror (durable.py) catches up inside the lock, before any later request sees it.
+            if environ.get("REQUEST_METHOD") in _S3_CHANGES and "/s3/aws4_request" in environ.get("HTTP_AUTHORIZATION", ""):
+                for listener in self.s3_listeners:
+                    listener()
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         # After the lock: the write and its stream record exist by the time a listener reads.
         if target.startswith("DynamoDB_") and target.rpartition(".")[2] in _WRITES:
@@ -50,7 +56,8 @@ class MotoServer:
     def __init__(self, port: int = 0):
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, a line a call
         self.write_listeners: list[Callable[[], None]] = []  # called after each DynamoDB write
-        app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners)
+        self.s3_listeners: list[Callable[[], None]] = []  # called after each S3 request that may write
+        app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners, self.s3_listeners)
         # Threaded, so a slow client cannot hold the others up while it sends; the app's lock
         # still runs one request at a time.
         self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -21,6 +21,7 @@ import boto3
 from lambdatrain.ledger import schema
 from lambdatrain.protocol.errors import ConfigError
 from lambdatrain.roles import settings as names
+from lambdatrain.local.durable import DurableBucket
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.names import ACCESS_KEY, BUCKET, REGION, TABLE
 from lambdatrain.local.poller import StreamPoller
@@ -36,7 +37,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY["aws_access_key_id"],
 
 @dataclass
 class LocalStackConfig:
-    state_dir: Path  # holds efs/ (the mount), logs/ and dlq/
+    state_dir: Path  # holds efs/ (the mount), s3/ (the bucket's mirror, durable.py), logs/ and dlq/
     worker_memory_mb: int = MB_PER_VCPU  # 1 thread each (Lambda's 1,769 MB per vCPU)
     worker_timeout_s: float = MAX_TIMEOUT_S
     combiner_memory_mb: int = 2 * MB_PER_VCPU  # 2 threads
@@ -124,7 +125,12 @@ class LocalStack:
         dynamodb = boto3.client("dynamodb", **self.client_kwargs)
         dynamodb.create_table(**schema.create_table_kwargs(self.config.table))
         self.stream_arn = dynamodb.describe_table(TableName=self.config.table)["Table"]["LatestStreamArn"]
-        boto3.client("s3", **self.client_kwargs).create_bucket(Bucket=self.config.bucket)
+        s3 = boto3.client("s3", **self.client_kwargs)
+        s3.create_bucket(Bucket=self.config.bucket)
+        # The bucket outlives this moto, as S3 outlives an outage: restored from, then mirrored to, disk.
+        bucket = DurableBucket(self.state_dir / "s3", self.config.bucket)
+        bucket.restore(s3)
+        self.moto.s3_listeners.append(bucket.sync)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMBDATRAIN_"))},
             **CREDENTIALS,

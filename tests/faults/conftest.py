@@ -35,11 +35,20 @@ VARIANTS = {
                            "transport": "ternary_ef"},
 }
 TESTED = list(VARIANTS) if os.environ.get(MATRIX_ENV) else ["float32", "ternary_ef"]
+# The local stack's whole-system faults (slow): the compressed transport in `make test`, whose
+# state spans the most places (EFS, the bucket, warm environments); every recipe in the matrix.
+STACK_TESTED = list(VARIANTS) if os.environ.get(MATRIX_ENV) else ["ternary_ef"]
 
 
 @pytest.fixture(params=TESTED)
 def settings(request) -> dict:
     """SETTINGS in one variant of the round recipe."""
+    return {**SETTINGS, **VARIANTS[request.param]}
+
+
+@pytest.fixture(params=STACK_TESTED)
+def stack_settings(request) -> dict:
+    """SETTINGS in one variant, for the local stack's fault tests."""
     return {**SETTINGS, **VARIANTS[request.param]}
 
 

@@ -25,10 +25,9 @@ from lambdatrain.local.service import Delivery
 from lambdatrain.local.stack import LocalStack, LocalStackConfig
 from lambdatrain.ops.local_train import link_dataset
 from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
-from tests.faults.conftest import SETTINGS
 
 pytestmark = pytest.mark.slow
-FAST_RECOVERY = {**SETTINGS, "round_deadline_s": 8.0}  # the watchdog re-drives after 8 s idle
+FAST = {"round_deadline_s": 8.0}  # the watchdog re-drives after 8 s idle
 
 
 def _wait_done(ledger, run: str, timeout_s: float = 300) -> None:
@@ -63,8 +62,9 @@ def _killer(stack: LocalStack, kills: int, seed: int, stop: threading.Event) -> 
     return killed
 
 
-def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_dataset, reference):
-    expected = reference(FAST_RECOVERY)
+def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_dataset, reference, stack_settings):
+    settings = {**stack_settings, **FAST}
+    expected = reference(settings)
     faults = "worker:after_write:2,worker:before_write:5:hang,combiner:after_claim:2,combiner:after_commit:4"
     config = LocalStackConfig(state_dir=tmp_path / "stack", table=f"t-{uuid.uuid4().hex[:8]}",
                               bucket=f"b-{uuid.uuid4().hex[:8]}", worker_timeout_s=15, watchdog_interval_s=1,
@@ -73,7 +73,7 @@ def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_
     stop = threading.Event()
     with LocalStack(config) as stack:
         link_dataset(stack.mount, tiny_dataset)
-        run = stack.invoke(STARTER, {"start": True, **FAST_RECOVERY})["run"]
+        run = stack.invoke(STARTER, {"start": True, **settings})["run"]
         killed = _killer(stack, kills=3, seed=5, stop=stop)
         _wait_done(stack.ledger(), run)
         stop.set()
@@ -108,12 +108,14 @@ def _kill_everything(proc: subprocess.Popen, state_dir: Path) -> None:
     proc.wait()
 
 
-def test_whole_stack_outage_resumes_from_the_last_committed_round(tmp_path, tiny_dataset, reference, monkeypatch):
+def test_whole_stack_outage_resumes_from_the_last_committed_round(tmp_path, tiny_dataset, reference, monkeypatch,
+                                                                  stack_settings):
     import boto3
 
     from lambdatrain.ledger.table import Ledger
 
-    expected = reference(FAST_RECOVERY)
+    settings = {**stack_settings, **FAST}
+    expected = reference(settings)
     state = tmp_path / "stack"
     (state / "efs" / "datasets").mkdir(parents=True)
     (state / "efs" / "datasets" / "cifar10").symlink_to(tiny_dataset, target_is_directory=True)
@@ -125,7 +127,7 @@ def test_whole_stack_outage_resumes_from_the_last_committed_round(tmp_path, tiny
 
     proc, ends = _serve(state)
     ledger, lam = clients(ends)
-    answer = json.loads(lam.invoke(FunctionName="starter", Payload=json.dumps({"start": True, **FAST_RECOVERY}))["Payload"].read())
+    answer = json.loads(lam.invoke(FunctionName="starter", Payload=json.dumps({"start": True, **settings}))["Payload"].read())
     run = answer["run"]
     while ledger.get_run(run).round < 2:
         time.sleep(0.2)
