@@ -50,6 +50,7 @@ from typing import Any
 
 from bench._common import add_data_args, emit, in_child, int_list, log, machine
 from lambdatrain.protocol.config import LR_SCHEDULES
+from lambdatrain.protocol.config import TRANSPORTS as ALL_TRANSPORTS
 
 TRANSPORTS = ("float32", "bfloat16", "float16")
 AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
@@ -61,10 +62,19 @@ TAIL = 3  # evaluations averaged at the end of a run
 BATCH = 256  # global batch: samples per round
 
 
-def runs_for(seeds: list[int], average: bool = True, control: bool = False) -> list[tuple[str, dict[str, Any]]]:
+def transport_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(["float32", *(t.strip() for t in text.split(",") if t.strip())]))
+    unknown = [t for t in names if t not in ALL_TRANSPORTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown transport {unknown[0]!r}; known: {', '.join(ALL_TRANSPORTS)}")
+    return names
+
+
+def runs_for(seeds: list[int], average: bool = True, control: bool = False,
+             transports: tuple[str, ...] = TRANSPORTS) -> list[tuple[str, dict[str, Any]]]:
     runs = []
     for seed in seeds:  # seed by seed, so an interrupted benchmark leaves whole seeds behind
-        runs += [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed}) for t in TRANSPORTS]
+        runs += [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed}) for t in transports]
         runs += [(f"{CONTROL}-seed{seed}", {**CONTROL_RUN, "seed": seed})] if control else []
     return runs + ([(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "seed": seeds[0]})] if average else [])
 
@@ -149,12 +159,14 @@ def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int)
     return {"rounds": rounds, "seed": seed, "relative_l2_to_float32": distances}
 
 
-def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
-    """16-bit (and the control) minus float32 accuracy (percentage points), per seed at equal
-    samples, and over seeds."""
+def compare(results: dict[str, dict[str, Any]], seeds: list[int],
+            transports: tuple[str, ...] = TRANSPORTS) -> dict[str, Any]:
+    """Each transport (and the control) minus float32 accuracy (percentage points), per seed at
+    equal samples, and over seeds."""
     out: dict[str, Any] = {}
     base_final = [results[f"sync-float32-seed{seed}"]["final_accuracy"] for seed in seeds]
-    variants = [f"sync-{t}" for t in TRANSPORTS[1:]]
+    others = tuple(t for t in transports if t != "float32")
+    variants = [f"sync-{t}" for t in others]
     variants += [CONTROL] if all(f"{CONTROL}-seed{seed}" in results for seed in seeds) else []
     for variant in variants:
         finals, tails, max_gaps = [], [], []
@@ -176,7 +188,7 @@ def compare(results: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, A
         # (variance 1.5x one run's, not 2x, for each 16-bit gap).
         both = [statistics.fmean(results[f"{v}-seed{seed}"]["final_accuracy"] for v in ("sync-float32", CONTROL))
                 for seed in seeds]
-        for t in TRANSPORTS[1:]:
+        for t in others:
             gaps = [100 * (results[f"sync-{t}-seed{seed}"]["final_accuracy"] - b) for seed, b in zip(seeds, both)]
             out[f"sync-{t}"].update({"final_gap_to_both_float32_pp_per_seed": [round(g, 2) for g in gaps],
                                      **_mean_and_sem("final_gap_to_both_float32", gaps)})
@@ -224,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine")
     parser.add_argument("--runs-file", type=Path, help="JSON lines of finished runs: those with equal settings are "
                         "reused, new ones appended (pools seeds over invocations, resumes an interrupted one)")
+    parser.add_argument("--transports", type=transport_list, default=TRANSPORTS,
+                        help=f"sync transports to run for every seed, float32 always among them (default: "
+                             f"{','.join(TRANSPORTS)}; also: {', '.join(t for t in ALL_TRANSPORTS if t not in TRANSPORTS)})")
     parser.add_argument("--no-average", action="store_true", help="skip the model-averaging run")
     parser.add_argument("--control", action="store_true",
                         help="also a float32 run with two threads per worker for every seed (the rounding control)")
@@ -244,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     stored = load_runs(args.runs_file)
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
-        for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control):
+        for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control,
+                                    transports=args.transports):
             wanted = settings_for(args, extra)
             reused = next((r for r in stored if r["settings"] == wanted), None)
             if reused is not None:
@@ -258,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                     f.write(json.dumps(results[name], sort_keys=True) + "\n")
             log(f"  {name}: " + ", ".join(f"{p['samples_seen']} samples/{p['train_s']:.0f} s -> "
                                           f"{p['val_accuracy']:.1%}" for p in results[name]["points"]))
-    emit({"runs": results, "transport_vs_float32": compare(results, args.seeds),
+    emit({"runs": results, "transport_vs_float32": compare(results, args.seeds, args.transports),
           "transport_error": in_child(transport_error, prepared), "wall_s": time.time() - started,
           "machine": machine()})
 
