@@ -13,9 +13,9 @@ import numpy as np
 
 from lambdatrain.roles.faults import POINTS
 from lambdatrain.roles.settings import STARTER
-from tests.faults.conftest import SETTINGS, assert_survived, final_weights
+from tests.faults.conftest import assert_survived, final_weights
 
-CHAOS = {**SETTINGS, "workers": 3, "epochs": 1, "batch_size": 48, "max_train_samples": 144}
+CHAOS = {"workers": 3, "epochs": 1, "batch_size": 48, "max_train_samples": 144}  # over each variant's settings
 TRIALS = int(os.environ.get("LAMBDATRAIN_CHAOS_TRIALS", "6"))
 
 
@@ -27,8 +27,9 @@ def _random_faults(rng: random.Random) -> str:
     return ",".join(sorted(entries))
 
 
-def test_random_faults_never_change_the_trained_model(make_system, reference, capsys):
-    expected = reference(CHAOS)
+def test_random_faults_never_change_the_trained_model(make_system, reference, settings, capsys):
+    chaos = {**settings, **CHAOS}
+    expected = reference(chaos)
     injected = survived = lost_or_doubled = 0
     for trial in range(TRIALS):
         rng = random.Random(trial)
@@ -37,14 +38,14 @@ def test_random_faults_never_change_the_trained_model(make_system, reference, ca
         run = None
         for attempt in range(3):  # the starter itself may die: its caller (or Lambda) retries
             try:
-                run = system.invoke(STARTER, {"start": True, **CHAOS, "run": f"chaos-{trial}"})["run"]
+                run = system.invoke(STARTER, {"start": True, **chaos, "run": f"chaos-{trial}"})["run"]
                 break
             except BaseException as exc:  # noqa: BLE001 - InjectedCrash is a BaseException
                 assert "starter:" in str(exc)
         system.run_to_end(run)
         injected += len(system.crashes)
         metrics = system.ledger.metrics(run)
-        lost_or_doubled += sum(m["samples"] != CHAOS["batch_size"] for m in metrics)
+        lost_or_doubled += sum(m["samples"] != chaos["batch_size"] * chaos.get("local_steps", 1) for m in metrics)
         assert_survived(system, run, expected)
         survived += int(np.array_equal(final_weights(system, run), expected))
     with capsys.disabled():
