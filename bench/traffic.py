@@ -1,20 +1,25 @@
-"""The traffic benchmark: bytes each worker and the combiner move on EFS per round, per transport.
+"""The traffic benchmark: bytes each worker and the combiner move per round, per transport.
 
-    python -m bench.traffic [--workers 4] [--transports float32,float16,bfloat16] [--average-local-steps 4]
+    python -m bench.traffic [--workers 4] [--transports float32,float16,ternary_ef,sign_ef] [--average-local-steps 4]
 
 Runs one short ``ops.local_train.train`` per transport (``sync`` mode) and one in ``average`` mode (float32,
 ``local_steps`` 4; 0 leaves it out) of the full-width ``vgg19_cifar`` (``--width 1``) on tiny
 synthetic data (tests/datagen.py), with ``--rounds`` rounds of ``--batch-size`` samples. The bytes
 are counted where they move: lambdatrain/storage/traffic.py counts every read and write call on
-the run's files, and each local Lambda process dumps its counts per path
-(``LAMBDATRAIN_TRAFFIC_DIR``); tests/functional/test_traffic_strace.py proves the counts equal
-``strace -f``'s per file. A path names its round (``r000012``), so bytes are attributed to rounds:
-everything a worker process reads or writes in round r's files is round r's; the combiner's writes
-of ``weights/`` and ``optim/`` for round r + 1 belong to round r's combine. Per-round figures are
-means over warm rounds (round 0 is each process's first invocation). The training images are
-memory-mapped, which no read call shows: they are reported apart, as the mapped length per process,
-and are not in the per-round figures. There is no per-worker state today: ``state_store`` is
-"efs" and ``state_bytes_per_worker_round`` 0. Accepted transports: those of
+the run's files, and every S3 transfer of a worker's residual (category ``state``, path
+``s3://bucket/key``); each local Lambda process dumps its counts per path
+(``LAMBDATRAIN_TRAFFIC_DIR``); tests/functional/test_traffic_strace.py proves the file counts equal
+``strace -f``'s per file. A path names its round (``r000012``), so bytes are attributed to rounds
+(:func:`round_of`): what a round's work writes for the next round (weights, momentum, residuals) is
+that round's, and round r's compressed update is read by round r + 1's workers.
+
+Worker figures are means per warm worker-round: a worker result written by a process in round 1 or
+later that, for a compressed transport, rebuilt its weights from the update rather than reading
+them in full (the local stack routes worker i to any of several environments, so some worker-rounds
+are cold; they are counted apart). ``up``/``down`` are EFS bytes only, digests included; the S3
+residual is ``state_bytes_per_worker_round``. Combiner figures are means over rounds 1 and later.
+The training images are memory-mapped, which no read call shows: they are reported apart, as the
+mapped length per process, and are not in the per-round figures. Accepted transports: those of
 lambdatrain.protocol.config.TRANSPORTS.
 """
 
@@ -26,14 +31,16 @@ import re
 import statistics
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from bench._common import emit, in_child, log, machine
-from lambdatrain.protocol.config import TRANSPORTS
+from lambdatrain.protocol.config import COMPRESSED, TRANSPORTS
 
 ROUND = re.compile(r"/r(\d{6})(?:\.npy|/)")
+# Files that hold the state a round *starts* with: round r's work writes round r + 1's.
+NEXT_ROUND_STATE = ("weights", "optim", "residual")
 
 
 def settings(args: argparse.Namespace, transport: str, mode: str, local_steps: int) -> dict[str, Any]:
@@ -60,22 +67,35 @@ def trained(prepared: Path, out: Path, run_settings: dict[str, Any]) -> dict[str
             "dumps": [json.loads(p.read_text()) for p in sorted(dumps.glob("*.json"))]}
 
 
+def kind(path: str) -> str:
+    """storage/traffic.py's category of a dumped path: S3 keys (``s3://``) are the workers' residuals."""
+    from lambdatrain.storage import traffic
+    from lambdatrain.storage.state import STATE_KIND
+
+    return STATE_KIND if path.startswith("s3://") else traffic.category(path)
+
+
 def round_of(path: str, direction: str) -> int | None:
-    """The round whose work moved these bytes: the path's round, less one for the combiner's
-    writes of the next round's weights and momentum (None: no round in the path)."""
+    """The round whose work moved these bytes (None: no round in the path). The path's round, except:
+    writes of the next round's starting state (weights, momentum, the combiner's residual; a worker's
+    residual in S3) belong to the round that computed it, one less; reads of round r's compressed
+    update (``rounds/r/update.npy``) are round r + 1's workers rebuilding their weights, one more."""
     m = ROUND.search(path)
     if m is None:
         return None
-    shift = 1 if direction == "write" and Path(path).parent.name in ("weights", "optim") else 0
-    return int(m.group(1)) - shift
+    p = Path(path.removesuffix(".digest.json"))
+    if direction == "write" and (p.parent.name in NEXT_ROUND_STATE or path.startswith("s3://")):
+        return int(m.group(1)) - 1
+    if direction == "read" and p.name == "update.npy":
+        return int(m.group(1)) + 1
+    return int(m.group(1))
 
 
 def attribute(dumps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per function: bytes per (round, direction), per (category, direction), and the mapped datasets."""
-    from lambdatrain.storage import traffic
-
-    per_round: dict[str, dict[tuple[int | None, str], int]] = defaultdict(lambda: defaultdict(int))
+    """Per function, bytes per (round, category, direction); per worker process and round, the same
+    and the worker results it wrote (its worker-rounds); the mapped datasets per function."""
     per_cat: dict[str, dict[tuple[int | None, str, str], int]] = defaultdict(lambda: defaultdict(int))
+    worker_rounds: dict[tuple[int, int | None], dict[str, Any]] = {}
     mapped: dict[str, list[int]] = defaultdict(list)
     for dump in dumps:
         fn = dump["function"]
@@ -83,12 +103,57 @@ def attribute(dumps: list[dict[str, Any]]) -> dict[str, Any]:
             for direction, n in moved.items():
                 if direction == "mapped":
                     continue
-                r = round_of(path, direction)
-                per_round[fn][(r, direction)] += n
-                per_cat[fn][(r, traffic.category(path), direction)] += n
+                r, cat = round_of(path, direction), kind(path)
+                per_cat[fn][(r, cat, direction)] += n
+                if fn != "worker":
+                    continue
+                entry = worker_rounds.setdefault((dump["pid"], r), {"round": r, "results": 0, "bytes": Counter()})
+                entry["bytes"][(cat, direction)] += n
+                entry["results"] += cat == "results" and direction == "write" and path.endswith(".npy")
         if "datasets" in dump["totals"]:
             mapped[fn].append(dump["totals"]["datasets"].get("mapped", 0))
-    return {"per_round": per_round, "per_cat": per_cat, "mapped": mapped}
+    return {"per_cat": per_cat, "worker_rounds": list(worker_rounds.values()), "mapped": mapped}
+
+
+def is_warm(entry: dict[str, Any], transport: str) -> bool:
+    """A worker-round from a warm environment: not round 0 (each process's first invocation) and,
+    for a compressed transport, one that rebuilt the weights from the update (or held them) rather
+    than reading the full weights (its environment was cold, or held another round's)."""
+    if entry["round"] is None or entry["round"] == 0 or not entry["results"]:
+        return False
+    return transport not in COMPRESSED or not entry["bytes"].get(("weights", "read"))
+
+
+def worker_figures(worker_rounds: list[dict[str, Any]], transport: str) -> dict[str, Any]:
+    """Means per warm worker-round: EFS bytes up and down (every category but ``state``), the S3
+    residual's bytes apart, and bytes by category; with the counts of warm and cold worker-rounds."""
+    from lambdatrain.storage.state import STATE_KIND
+
+    warm = [e for e in worker_rounds if is_warm(e, transport)]
+    cold = [e for e in worker_rounds if e["round"] and not is_warm(e, transport)]
+    if not warm:
+        raise SystemExit("bench.traffic: no warm worker-round; raise --rounds")
+    count = sum(e["results"] for e in warm)
+    total: Counter = sum((e["bytes"] for e in warm), Counter())
+
+    def efs(direction: str) -> float:
+        return sum(n for (cat, d), n in total.items() if d == direction and cat != STATE_KIND) / count
+
+    categories: dict[str, dict[str, float]] = defaultdict(dict)
+    for (cat, direction), n in sorted(total.items()):
+        categories[cat][direction] = n / count
+    state = categories.get(STATE_KIND, {})
+    return {"up_bytes_per_worker_round": efs("write"), "down_bytes_per_worker_round": efs("read"),
+            "state_store": "s3" if transport in COMPRESSED else "none",
+            "state_bytes_per_worker_round": state.get("read", 0) + state.get("write", 0),
+            "state_read_bytes_per_worker_round": state.get("read", 0),
+            "state_write_bytes_per_worker_round": state.get("write", 0),
+            # the rest found their residual in their environment's memory (storage/state.py)
+            "state_reads_from_s3": sum(e["results"] for e in warm if e["bytes"].get((STATE_KIND, "read"))),
+            "worker_bytes_per_round_by_category": dict(categories),
+            "worker_rounds": sum(e["results"] for e in worker_rounds), "warm_worker_rounds": count,
+            "cold_worker_rounds": sum(e["results"] for e in cold),  # rounds >= 1 that read the full weights
+            "round0_worker_rounds": sum(e["results"] for e in worker_rounds if e["round"] == 0)}
 
 
 def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: int) -> dict[str, Any]:
@@ -97,26 +162,26 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
     if not warm:
         raise SystemExit("bench.traffic: need at least 2 rounds (round 0 is cold); raise --rounds")
 
-    def mean(fn: str, direction: str, per: int = 1) -> float:
-        return statistics.fmean(seen["per_round"][fn][(r, direction)] for r in warm) / per
+    def combiner(direction: str) -> float:
+        moved = seen["per_cat"]["combiner"]
+        return statistics.fmean(sum(n for (r, _, d), n in moved.items() if r == w and d == direction) for w in warm)
 
-    categories = defaultdict(dict)
-    for (r, cat, direction), n in seen["per_cat"]["worker"].items():
-        if r in warm:
-            categories[cat][direction] = categories[cat].get(direction, 0) + n / (workers * len(warm))
-    unattributed = {fn: {d: n for (r, d), n in rounds.items() if r is None} for fn, rounds in seen["per_round"].items()}
+    unattributed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for fn, moved in seen["per_cat"].items():
+        for (r, _, direction), n in moved.items():
+            if r is None:
+                unattributed[fn][direction] += n
+    figures = worker_figures(seen["worker_rounds"], run_settings["transport"])
+    reads = combiner("read")
     return {"transport": run_settings["transport"], "mode": run_settings["mode"],
             "local_steps": run_settings["local_steps"], "workers": workers, "model_bytes": model_bytes,
             "samples_per_worker_round": run_settings["batch_size"] // workers * run_settings["local_steps"],
-            "up_bytes_per_worker_round": mean("worker", "write", workers),
-            "down_bytes_per_worker_round": mean("worker", "read", workers),
-            "state_store": "efs", "state_bytes_per_worker_round": 0,
-            "combiner_read_bytes_per_round": mean("combiner", "read"),
-            "combiner_write_bytes_per_round": mean("combiner", "write"),
-            "worker_bytes_per_round_by_category": dict(categories),
-            "outside_rounds": unattributed,  # the run's config.json, read and written once
+            **figures,
+            "combiner_read_bytes_per_round": reads, "combiner_write_bytes_per_round": combiner("write"),
+            "combiner_read_model_sizes": reads / model_bytes,
+            "outside_rounds": {fn: dict(d) for fn, d in unattributed.items()},  # config.json, once
             "dataset_mapped_bytes_per_process": {fn: max(v) for fn, v in seen["mapped"].items()},
-            "processes": {fn: sum(1 for d in run["dumps"] if d["function"] == fn) for fn in seen["per_round"]},
+            "processes": {fn: sum(1 for d in run["dumps"] if d["function"] == fn) for fn in seen["per_cat"]},
             "rounds": run["rounds"], "warm_rounds": len(warm), "wall_s": run["wall_s"]}
 
 
@@ -138,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (per round and local step)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dumps", type=Path, help="also keep each run's per-process counts here (runN.json)")
     args = parser.parse_args(argv)
     runs = configurations(args)
     if args.workers < 1 or args.batch_size % args.workers or args.rounds < 2:
@@ -155,13 +221,17 @@ def main(argv: list[str] | None = None) -> None:
             log(f"run {i + 1}/{len(runs)}: {transport}, {mode}, local_steps {steps}, {args.workers} workers")
             out = Path(tmp) / f"run{i}"
             run = in_child(trained, prepared, out, run_settings)
+            if args.dumps:
+                args.dumps.mkdir(parents=True, exist_ok=True)
+                (args.dumps / f"run{i}.json").write_text(json.dumps({"settings": run_settings, **run}))
             [weights0] = (out / "stack" / "efs").glob("runs/*/weights/r000000.npy")
             model_bytes = int(np.load(weights0, mmap_mode="r").nbytes)
             results.append(summarise(run, run_settings, model_bytes))
             r = results[-1]
             log(f"  up {r['up_bytes_per_worker_round'] / 1e6:.2f} MB, down {r['down_bytes_per_worker_round'] / 1e6:.2f}"
                 f" MB per worker round; combiner reads {r['combiner_read_bytes_per_round'] / 1e6:.1f} MB, "
-                f"writes {r['combiner_write_bytes_per_round'] / 1e6:.1f} MB per round")
+                f"writes {r['combiner_write_bytes_per_round'] / 1e6:.1f} MB per round; state "
+                f"{r['state_bytes_per_worker_round'] / 1e6:.2f} MB; {r['cold_worker_rounds']} cold worker-rounds")
     base = next((r for r in results if r["transport"] == "float32" and r["mode"] == "sync"), None)
     for r in results:  # bytes per worker round relative to float32 sync: the ratios the issue asks
         r["up_ratio_to_float32"] = r["up_bytes_per_worker_round"] / base["up_bytes_per_worker_round"] if base else None

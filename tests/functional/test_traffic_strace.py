@@ -2,7 +2,10 @@
 run's files that the counter (lambdatrain/storage/traffic.py) did not see.
 
 A child process runs one whole round in process (tests/harness.py's InlineSystem: starter, two
-workers, the combine, the epoch's evaluation) under ``strace -f -y``, which names each call's file.
+workers, the combine, the epoch's evaluation) under ``strace -f -y``, which names each call's file;
+with ``ternary_ef``, two rounds, so that a warm worker reads the combiner's compressed update and the
+combiner its residual. The workers' residuals go to S3 (a moto server, over a socket): they are no
+file's bytes, so the counter's ``state`` category is left out of the comparison.
 Per file below the run's folder, strace's read and write totals must equal the counter's (a write
 goes to a temporary name and is renamed: strace's ``.<name>.<hex>.tmp`` is the counter's
 ``<name>``). Dataset files are memory-mapped, and strace cannot see page faults, so for them the
@@ -40,13 +43,14 @@ from lambdatrain.roles.settings import STARTER
 from tests.harness import InlineSystem
 
 mount, table, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-system = InlineSystem(mount, table)
+transport, rounds = sys.argv[4], int(sys.argv[5])
+system = InlineSystem(mount, table, bucket=f"{table}-bucket")
 settings = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 16, "augment": False,
-            "max_train_samples": 32, "val_samples": 32, "epochs": 1}
+            "max_train_samples": 32 * rounds, "val_samples": 32, "epochs": 1, "transport": transport}
 run = system.invoke(STARTER, {"start": True, "workers": 2, **settings})["run"]
 system.drain()
 record = system.ledger.get_run(run)
-assert record.state == "done" and record.round == 1, record
+assert record.state == "done" and record.round == rounds, record
 out.write_text(json.dumps({"run": run, "paths": traffic.by_path()}))
 """
 
@@ -93,7 +97,11 @@ def _add(totals, call: str, path: str, size: int | None, result: int) -> None:
     totals[str(p)][direction] += size if call == "mmap" else result
 
 
-def test_one_round_counts_match_strace(tmp_path, tiny_dataset, moto_url):
+@pytest.mark.parametrize(("transport", "rounds", "categories"), [
+    ("float32", 1, {"weights", "results", "optim", "metric", "config", "digests"}),
+    ("ternary_ef", 2, {"weights", "results", "optim", "residual", "update", "metric", "config", "digests"}),
+])
+def test_one_round_counts_match_strace(tmp_path, tiny_dataset, moto_url, transport, rounds, categories):
     mount = tmp_path / "efs"
     (mount / "datasets").mkdir(parents=True)
     (mount / "datasets" / "cifar10").symlink_to(tiny_dataset, target_is_directory=True)
@@ -102,19 +110,22 @@ def test_one_round_counts_match_strace(tmp_path, tiny_dataset, moto_url):
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(["strace", "-f", "-qq", "-s", "0", "-y", "-o", str(trace),
                     "-e", "trace=read,write,pread64,pwrite64,openat,mmap", sys.executable, "-c", ONE_ROUND,
-                    str(mount), f"t-{uuid.uuid4().hex[:8]}", str(out)], env=env, cwd=REPO, check=True, timeout=240)
+                    str(mount), f"t-{uuid.uuid4().hex[:8]}", str(out), transport, str(rounds)],
+                   env=env, cwd=REPO, check=True, timeout=240)
     counted = json.loads(out.read_text())
     run_dir = str((mount / "runs" / counted["run"]).resolve())
     seen = _strace_totals(trace)
 
     moved = {p: d for p, d in seen.items() if p.startswith(run_dir + os.sep)}
+    files = {p: d for p, d in counted["paths"].items() if not p.startswith("s3://")}  # "state": S3 objects
     ours = {str(Path(p).resolve()): {k: v for k, v in d.items() if k != "mapped"}
-            for p, d in counted["paths"].items() if p.startswith(str(mount / "runs"))}
+            for p, d in files.items() if p.startswith(str(mount / "runs"))}
     assert moved == ours
-    categories = {traffic.category(p) for p in ours}
-    assert {"weights", "results", "optim", "metric", "config", "digests"} <= categories
+    assert categories <= {traffic.category(p) for p in ours}
+    assert (len(counted["paths"]) > len(files)) == (transport != "float32")  # the residuals' PUTs were counted
+    assert any(p.endswith("update.npy") and "read" in d for p, d in ours.items()) == (transport != "float32")
 
     data = str(Path(tiny_dataset).resolve())
     mapped = {p: d["mapped"] for p, d in seen.items() if p.startswith(data) and "mapped" in d}
-    ours_mapped = {str(Path(p).resolve()): d["mapped"] for p, d in counted["paths"].items() if "mapped" in d}
+    ours_mapped = {str(Path(p).resolve()): d["mapped"] for p, d in files.items() if "mapped" in d}
     assert mapped == ours_mapped and len(mapped) == 4  # the four arrays, each mapped once per process
