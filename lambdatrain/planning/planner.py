@@ -5,12 +5,13 @@ a few constants measured on this machine and AWS's published limits and prices.
 Per round (global batch split over N workers, K local steps per round: K = 1 in sync mode, K
 optimizer steps per worker in average mode; all workers identical)::
 
-    worker   = fixed + load + compute + write + state
+    worker   = fixed + max(load + compute, state GET) + write + state PUT
       load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once)
       compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
-      state   = 2 * S3 request latency + (PUT + GET bytes) / S3 bandwidth   (compressed transports; else 0)
+      state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0):
+                each a request's latency + bytes / (S3 bandwidth per request * min(8, parts))
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
@@ -195,11 +196,21 @@ def state_bytes(s: Scenario) -> dict[str, int]:
     return {"put": residual, "get": residual}
 
 
-def state_seconds(s: Scenario, c: Calibration) -> float:
-    """A worker's time per round for its state transfers: each request's latency, then its bytes."""
+def transfer_seconds(nbytes: int, c: Calibration) -> float:
+    """One residual transfer: a request's latency, then its parts, up to CONCURRENCY at once, each
+    at ``s3_bps`` (storage/state.py moves them with boto3's managed transfer)."""
+    from lambdatrain.storage.state import CONCURRENCY, parts  # numpy and boto3: not for `plan --help`
+
+    if not nbytes:
+        return 0.0
+    return c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes)))
+
+
+def state_seconds(s: Scenario, c: Calibration) -> dict[str, float]:
+    """A worker's time per round for its residual's GET (started with the invocation, beside
+    loading and compute) and PUT (before its result is written)."""
     moved = state_bytes(s)
-    requests = sum(1 for b in moved.values() if b)
-    return requests * c.s3_request_s + sum(moved.values()) / c.s3_bps
+    return {"get": transfer_seconds(moved["get"], c), "put": transfer_seconds(moved["put"], c)}
 
 
 def fanout_waves(workers: int, shards: int) -> int:
@@ -218,7 +229,8 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
         single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(write_bps, storage.fs_write / n)
     state = state_seconds(s, c)
-    worker = c.worker_fixed_s + load + compute + write + state
+    # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits.
+    worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"]
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     published = model_bytes + (result_bytes if s.compressed else 0)  # new weights, and the update
     update = s.params * c.update_s_per_param / shards + published / (shards * write_bps)
@@ -235,7 +247,8 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
             "efs_bytes": moved, "efs_bytes_per_round": sum(moved.values()),
             "state_store": "s3" if s.compressed else "none",
             "state_bytes_per_worker_round": sum(state_bytes(s).values()),
-            "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write, "state_s": state,
+            "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
+            "state_s": sum(state.values()), "state_wait_s": max(0.0, state["get"] - load - compute) + state["put"],
             "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
             "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
             "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,
@@ -254,8 +267,11 @@ def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: di
     cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
-    if s.compressed:  # per worker a PUT and a GET of its residual; the combiner's DeleteObjects
-        cost["s3_requests"] = rounds * (n * (prices.s3_put + prices.s3_get) + prices.s3_put)
+    if s.compressed:  # per worker a PUT and a GET of its residual, in parts; the combiner's DeleteObjects
+        from lambdatrain.storage.state import requests
+
+        per = requests(state_bytes(s)["put"])
+        cost["s3_requests"] = rounds * (n * (per["put"] * prices.s3_put + per["get"] * prices.s3_get) + prices.s3_put)
         stored_gb = rounds * n * state_bytes(s)["put"] / GB  # every residual written, kept STATE_KEPT_DAYS
         cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
     return cost

@@ -49,6 +49,8 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     data = trainer.dataset(str(runtime.data_root(config)))
     model, layout = trainer.model_for(config, len(data.classes))
     codec = COMPRESSED.get(config.transport)
+    # The residual's GET runs beside loading and compute (state.py); only its answer waits.
+    residual = runtime.residuals.prefetch(ev.run, ev.workerno, ev.round, record.n_params) if codec else None
     weights = _round_weights(paths, record, ev.round, codec) if codec else efs.read_array(
         paths.weights(ev.round), record.weights)
     indices = trainer.round_indices(config, trainer.train_size(config, data), ev.workerno, ev.round,
@@ -67,8 +69,7 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     if codec:
         # The residual this worker starts the round with in, the next round's out, before the
         # result: a recorded result always has its successor's residual stored (state.py).
-        residual = runtime.residuals.get(ev.run, ev.workerno, ev.round, record.n_params)
-        encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual)
+        encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual.result())
         runtime.residuals.put(ev.run, ev.workerno, ev.round + 1, residual)
         runtime.faults.point("after_state")
         slices = [feedback.byte_range(lo, hi, record.n_params, result.vector.size, codec)

@@ -130,6 +130,14 @@ def test_residual_round_trips_through_the_bucket_under_its_round_key(store):
     assert traffic.totals()["state"]["read"] == 128 + 40  # .npy header and data, counted as state
 
 
+def test_residual_larger_than_a_part_moves_in_parts_and_comes_back_whole(store):
+    residuals, s3 = store
+    r = np.random.default_rng(0).standard_normal((state.PART_BYTES * 5 // 2) // 4).astype(np.float32)
+    residuals.put("run-a", 1, 2, r)
+    state._held.clear()
+    assert np.array_equal(residuals.prefetch("run-a", 1, 2, r.size).result(), r)
+
+
 def test_environment_that_wrote_a_residual_reads_it_without_a_request(store):
     residuals, s3 = store
     residuals.put("run-a", 0, 1, np.ones(4, np.float32))
