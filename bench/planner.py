@@ -1,19 +1,28 @@
-"""The planner check: lambdatrain.planning.planner's prediction against the local stack for N = 1, 2, 4.
+"""The planner check: lambdatrain.planning.planner's prediction against the local stack, per recipe
+(float32, ternary_ef, sign_ef, average mode) and N = 1, 2, 4, each measured R times.
 
-    python -m bench.planner [--workers 1,2,4] [--samples 2048] [--width 0.125]
+    python -m bench.planner [--recipes float32,ternary_ef,sign_ef,average] [--repeats 3]
+                            [--workers 1,2,4] [--samples 2048] [--width 0.125]
 
 Runs tiny ``ops.local_train.train`` runs with the same total samples and global batch for each N, and
 predicts the same with the planner calibrated on this machine: the worker's compute path
 (``trainer.compute_sync`` on the prepared dataset, one thread, the run's micro-batch), a fresh
 process's cold start, file bandwidth of ``write_array``/``stream_array``, storage "local" (no EFS
-limits). The per-round fixed costs (invoke latency: the stream poller and the local Lambda
-service; the combiner's fixed cost: claim, reads, update, writes, commit) are taken from the
-N = 1 run, so N = 2 and 4 are true predictions. The runs do not prewarm (on-demand Lambda): round
-0 pays the workers' and then the combiner's cold start, and is compared with the predicted first
-round; the epoch, the sum over all rounds, with the predicted first epoch. Per-round figures are
-medians over warm rounds: other sessions' load comes in bursts that a mean passes on to N = 2
-and 4 through the N = 1 calibration. The local workers share this machine's cores: a worker gets
-min(1, cores / N) of a core, which the planner sees as memory 1769 * min(1, cores / N) MB.
+limits), and, for the compressed transports, the S3 that holds each worker's residual: here the
+local stack's moto on loopback, with its durable mirror (lambdatrain/local/durable.py), timed
+through the worker's own ``ResidualStore.put`` and ``get`` (a one-element residual gives the
+per-request latency, a model-sized one the bandwidth). The per-round fixed costs (invoke latency:
+the stream poller and the local Lambda service; the combiner's fixed cost: claim, reads, update,
+writes, commit) are each recipe's own, taken from its runs at the first N (the median over the
+repeats), so the other N are true predictions. The runs do not prewarm (on-demand Lambda): round 0
+pays the workers' and then the combiner's cold start, and is compared with the predicted first
+round; the epoch, the sum over all rounds, with the predicted first epoch. A run's round time is
+the median over its warm rounds (other sessions' load comes in bursts); a recipe and N's is the
+median over its R runs, with their min-max spread, and agrees when within ``TOLERANCE``. Repeats
+go round by round over all recipes and N, so a slow spell of the machine hits each of them. The
+local workers share this machine's cores: a worker gets min(1, cores / N) of a core, which the
+planner sees as memory 1769 * min(1, cores / N) MB. Average mode (bench.convergence's ``AVERAGE``,
+K local steps) trains K times the samples, so that it has as many rounds as sync.
 """
 
 from __future__ import annotations
@@ -28,15 +37,44 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import add_data_args, emit, in_child, log, machine
+from bench.convergence import AVERAGE
+from lambdatrain.protocol.config import COMPRESSED
+
+# Each recipe's start settings; the global batch, 256, is every recipe's.
+RECIPES: dict[str, dict[str, Any]] = {
+    "float32": {"transport": "float32", "mode": "sync", "local_steps": 1},
+    **{name: {"transport": name, "mode": "sync", "local_steps": 1} for name in COMPRESSED},
+    "average": dict(AVERAGE),
+}
+BATCH = 256
+TOLERANCE = 0.15  # issue 14: a warm round within 15 % of the local stack, on the median of the runs
+S3_REPEATS = 9  # timings of each S3 size in the calibration, the median kept
 
 
-def measured(prepared: Path, out: Path, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+def recipe_list(text: str) -> tuple[str, ...]:
+    """``--recipes``: names of ``RECIPES``, comma-separated, in the order given, each once."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        what = f"unknown recipe {unknown[0]!r}" if unknown else "no recipe given"
+        raise argparse.ArgumentTypeError(f"{what}; known: {', '.join(RECIPES)}")
+    return names
+
+
+def settings_for(recipe: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run's start settings: average mode trains local_steps times the samples (as many rounds)."""
+    extra = RECIPES[recipe]
+    return {"workers": workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1, "batch_size": BATCH,
+            "micro_batch": 64, "max_train_samples": args.samples * extra["local_steps"], "val_samples": 64,
+            "seed": 0, **extra}
+
+
+def measured(prepared: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """One local-stack run (in a child process: a clean moto), summarised per warm round."""
     from lambdatrain.local.stack import LocalStackConfig
     from lambdatrain.ops.local_train import TrainRequest, train
 
-    settings = {"workers": workers, "model": "vgg19_cifar", "width": args.width, "epochs": 1, "batch_size": 256,
-                "micro_batch": 64, "max_train_samples": args.samples, "val_samples": 64, "seed": 0}
-    stack = LocalStackConfig(state_dir=out / "stack", worker_concurrency=max(workers, 1))
+    stack = LocalStackConfig(state_dir=out / "stack", worker_concurrency=max(settings["workers"], 1))
     train(TrainRequest(data=prepared, out=out, settings=settings, stack=stack, prewarm=False))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     results = [i for i in json.loads((out / "ledger.json").read_text()) if i.get("kind") == "result"]
@@ -49,54 +87,164 @@ def measured(prepared: Path, out: Path, workers: int, args: argparse.Namespace) 
             "worker_fixed_s": statistics.median(float(r["load_s"]) for r in results if int(r["round"]) > 0)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(parser, workers=[1, 2, 4], samples=2048)
-    parser.add_argument("--width", type=float, default=0.125)
-    args = parser.parse_args(argv)
+def measure_s3(elements: int, folder: Path) -> dict[str, float]:
+    """(In a child process.) The local stack's S3 as a worker meets it: moto on loopback, the
+    durable mirror writing each PUT to ``folder``, ``ResidualStore.put`` then ``get`` (checksums
+    and .npy framing included). A one-element residual's PUT + GET is two requests' latency; a
+    model-sized one's extra time is its bytes, both ways, at ``s3_bps``."""
+    import boto3
+    import numpy as np
+
+    from lambdatrain.local.durable import DurableBucket
+    from lambdatrain.local.moto_server import MotoServer
+    from lambdatrain.local.names import ACCESS_KEY, BUCKET, REGION
+    from lambdatrain.roles.settings import STATE_PREFIX
+    from lambdatrain.storage import state
+    from lambdatrain.storage.digest import DEFAULT_ALGORITHM
+
+    server = MotoServer()
+    server.start()
+    try:
+        s3 = boto3.client("s3", endpoint_url=server.url, region_name=REGION, **ACCESS_KEY)
+        s3.create_bucket(Bucket=BUCKET)
+        server.s3_listeners.append(DurableBucket(folder, BUCKET).sync)
+        store = state.ResidualStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM)
+
+        def put_get(size: int, round_no: int) -> float:
+            residual = np.random.default_rng(round_no).standard_normal(size, dtype=np.float32)
+            t0 = time.perf_counter()
+            store.put("calibration", 0, round_no, residual)
+            state._held.clear()  # a worker whose environment does not hold it: the GET goes to S3
+            store.get("calibration", 0, round_no, size)
+            return time.perf_counter() - t0
+
+        put_get(elements, 1)  # connections, moto's first bucket write
+        small = statistics.median(put_get(1, 2 + r) for r in range(S3_REPEATS))
+        large = statistics.median(put_get(elements, 2 + S3_REPEATS + r) for r in range(S3_REPEATS))
+    finally:
+        server.stop()
+    return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """The median of the runs, their min-max, and the spread relative to the median."""
+    median = statistics.median(values)
+    return {"median": median, "min": min(values), "max": max(values), "runs": list(values),
+            "spread": (max(values) - min(values)) / median if median else float("nan")}
+
+
+def within(error: float, tolerance: float = TOLERANCE) -> bool:
+    return abs(error) <= tolerance  # False for NaN
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Key by key, the median over the runs of one recipe and N."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def compare(recipe: str, n: int, runs: list[dict[str, Any]], p: dict[str, Any], planner) -> dict[str, Any]:
+    """One recipe and N: the prediction against the runs' medians (``rows``' fields, as before)."""
+    m = median_run(runs)
+    round_s = spread([r["round_s"] for r in runs])
+    err = planner.relative_error
+    return {"recipe": recipe, **{k: RECIPES[recipe][k] for k in ("transport", "mode", "local_steps")},
+            "workers": n, "predicted_round_s": p["round_s"], "measured_round_s": round_s["median"],
+            "measured_round_s_runs": round_s["runs"], "measured_round_s_min": round_s["min"],
+            "measured_round_s_max": round_s["max"], "measured_round_s_spread": round_s["spread"],
+            "round_error": err(p["round_s"], round_s["median"]),
+            "predicted_first_round_s": p["first_round_s"], "measured_first_round_s": m["first_round_s"],
+            "first_round_error": err(p["first_round_s"], m["first_round_s"]),
+            "predicted_epoch_s": p["first_epoch_s"], "predicted_warm_epoch_s": p["epoch_s"],
+            "measured_epoch_s": m["epoch_s"], "epoch_error": err(p["first_epoch_s"], m["epoch_s"]),
+            "predicted": {k: p[k] for k in ("worker_s", "compute_s", "state_s", "combine_s", "invoke_s",
+                                            "cold_start_s")},
+            "fixed_costs": p.get("fixed_costs"), "measured": m, "measured_runs": runs}
+
+
+def result_of(row: dict[str, Any]) -> dict[str, Any]:
+    """``results``' entry of a row: the warm round, its runs and spread, and the verdict."""
+    return {"recipe": row["recipe"], "transport": row["transport"], "mode": row["mode"],
+            "local_steps": row["local_steps"], "workers": row["workers"],
+            "predicted_round_s": row["predicted_round_s"], "measured_round_s_median": row["measured_round_s"],
+            "measured_round_s_runs": row["measured_round_s_runs"], "measured_round_s_min": row["measured_round_s_min"],
+            "measured_round_s_max": row["measured_round_s_max"], "spread": row["measured_round_s_spread"],
+            "error": row["round_error"], "within_tolerance": within(row["round_error"])}
+
+
+def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[int, int, Any]:
+    """(params, buffers, calibration) of this machine; the fixed per-round costs come from the runs
+    (each row's ``fixed_costs``: the calibration's defaults for them are not used)."""
+    from dataclasses import replace
+
+    from lambdatrain.planning.calibration import calibrate, model_sizes
+
+    params, cal = calibrate("vgg19_cifar", args.width, folder, micro_batch=64, data=prepared, repeats=3,
+                            worker_fixed_s=0.0, per_invoke_s=0.0)
+    buffers = model_sizes("vgg19_cifar", args.width)[1]
+    if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
+        cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
+    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core + {cal.compute_fixed_s * 1e3:.1f} "
+        f"ms/round, cold start {cal.cold_start_s:.1f} s, read {cal.read_bps / 1e6:.0f} MB/s, "
+        f"write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} ms/request + "
+        f"{cal.s3_bps / 1e6:.0f} MB/s")
+    return params, buffers, cal
+
+
+def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
+              cal: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N."""
     from dataclasses import replace
 
     from lambdatrain.planning import planner
     from lambdatrain.protocol.limits import MB_PER_VCPU
-    from lambdatrain.planning.calibration import calibrate
+
+    base = median_run(runs[(recipe, args.workers[0])])
+    fixed = {"combiner_fixed_s": base["combine_s"], "invoke_latency_s": base["wait_s"],
+             "worker_fixed_s": median_run(runs[(recipe, n)])["worker_fixed_s"]}
+    extra = RECIPES[recipe]
+    scenario = planner.Scenario(params=params, buffers=buffers, workers=n,
+                                memory_mb=int(MB_PER_VCPU * min(1.0, (os.cpu_count() or 1) / n)), batch_size=BATCH,
+                                train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
+                                mode=extra["mode"], local_steps=extra["local_steps"])
+    return {**planner.predict(scenario, replace(cal, **fixed), planner.Storage(*(4 * [float("inf")]))),
+            "fixed_costs": fixed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(parser, workers=[1, 2, 4], samples=2048)
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--recipes", type=recipe_list, default=tuple(RECIPES),
+                        help=f"comma-separated, of {', '.join(RECIPES)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each recipe and N (the median is compared)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: at least 1")
+    from lambdatrain.planning import planner
     from lambdatrain.training.data import resolve_dataset
 
     started = time.time()
     prepared = resolve_dataset(args.data, args.cache_dir)
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
-        # The fixed per-round costs come from the first run below; the rest is measured here.
-        params, cal = calibrate("vgg19_cifar", args.width, Path(tmp), micro_batch=64, data=prepared, repeats=3,
-                                worker_fixed_s=0.0, per_invoke_s=0.0)
-        log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core + {cal.compute_fixed_s * 1e3:.1f} "
-            f"ms/round, cold start {cal.cold_start_s:.1f} s, read {cal.read_bps / 1e6:.0f} MB/s, "
-            f"write {cal.write_bps / 1e6:.0f} MB/s")
-        runs = {}
-        for n in args.workers:
-            log(f"local train with {n} workers")
-            runs[n] = in_child(measured, prepared, Path(tmp) / f"n{n}", n, args)
-    base = runs[args.workers[0]]
-    cal = replace(cal, combiner_fixed_s=base["combine_s"], invoke_latency_s=base["wait_s"])
-    local = planner.Storage(*(4 * [float("inf")]))
-    cores = os.cpu_count() or 1
-    rows = []
-    for n, m in runs.items():
-        scenario = planner.Scenario(params=params, workers=n, memory_mb=int(MB_PER_VCPU * min(1.0, cores / n)),
-                                    batch_size=256, train_samples=args.samples)
-        p = planner.predict(scenario, replace(cal, worker_fixed_s=m["worker_fixed_s"]), local)
-        rows.append({"workers": n, "predicted_round_s": p["round_s"], "measured_round_s": m["round_s"],
-                     "round_error": planner.relative_error(p["round_s"], m["round_s"]),
-                     "predicted_first_round_s": p["first_round_s"], "measured_first_round_s": m["first_round_s"],
-                     "first_round_error": planner.relative_error(p["first_round_s"], m["first_round_s"]),
-                     "predicted_epoch_s": p["first_epoch_s"], "predicted_warm_epoch_s": p["epoch_s"],
-                     "measured_epoch_s": m["epoch_s"],
-                     "epoch_error": planner.relative_error(p["first_epoch_s"], m["epoch_s"]),
-                     "predicted": {k: p[k] for k in ("worker_s", "compute_s", "combine_s", "invoke_s", "cold_start_s")},
-                     "measured": m})
-        log(f"N={n}: round {p['round_s']:.2f} s predicted vs {m['round_s']:.2f} s measured "
-            f"({rows[-1]['round_error']:+.0%}); round 0 {p['first_round_s']:.1f} vs {m['first_round_s']:.1f} s; "
-            f"epoch {p['first_epoch_s']:.1f} (warm {p['epoch_s']:.1f}) vs {m['epoch_s']:.1f} s "
-            f"({rows[-1]['epoch_error']:+.0%})")
-    emit({"rows": rows, "calibration": planner.calibration_dict(cal), "params": params,
+        params, buffers, cal = calibrated(args, prepared, Path(tmp))
+        for i in range(args.repeats):
+            for recipe, n in runs:
+                log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
+                out = Path(tmp) / f"{recipe}-n{n}-r{i}"
+                runs[(recipe, n)].append(in_child(measured, prepared, out, settings_for(recipe, n, args)))
+    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, args), planner)
+            for (recipe, n), done in runs.items()]
+    for row in rows:
+        log(f"{row['recipe']} N={row['workers']}: round {row['predicted_round_s']:.2f} s predicted vs "
+            f"{row['measured_round_s']:.2f} s measured ({row['measured_round_s_min']:.2f}-"
+            f"{row['measured_round_s_max']:.2f}) ({row['round_error']:+.0%}); round 0 "
+            f"{row['predicted_first_round_s']:.1f} vs {row['measured_first_round_s']:.1f} s; epoch "
+            f"{row['predicted_epoch_s']:.1f} vs {row['measured_epoch_s']:.1f} s ({row['epoch_error']:+.0%})")
+    results = [result_of(row) for row in rows]
+    emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
+          "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
+          "calibration": planner.calibration_dict(cal), "params": params, "buffers": buffers,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 
 

@@ -1,0 +1,107 @@
+"""bench/planner.py's bookkeeping: the recipe list, each run's settings, the median and spread of
+the runs, and the verdict against the tolerance (the local-stack runs themselves are the benchmark's)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from bench import convergence, planner
+from lambdatrain.planning import planner as model
+from lambdatrain.protocol.config import COMPRESSED
+
+
+def args(**over) -> argparse.Namespace:
+    return argparse.Namespace(**{"width": 0.125, "samples": 2048, "workers": [1, 2, 4], **over})
+
+
+def test_recipes_cover_the_issue_s_four_with_average_as_convergence_runs_it():
+    assert set(planner.RECIPES) == {"float32", *COMPRESSED, "average"}
+    assert planner.RECIPES["average"] == convergence.AVERAGE
+    for recipe in planner.RECIPES.values():  # each one the planner accepts
+        model.Scenario(params=100, workers=1, memory_mb=1769, batch_size=planner.BATCH, **recipe)
+
+
+def test_recipe_list_keeps_order_and_drops_repeats():
+    assert planner.recipe_list("sign_ef, float32,sign_ef") == ("sign_ef", "float32")
+
+
+@pytest.mark.parametrize("text", ["float16", "", " , "])
+def test_recipe_list_refuses_unknown_or_empty(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="known: float32"):
+        planner.recipe_list(text)
+
+
+def test_default_checks_every_recipe_three_times_at_one_two_four(monkeypatch):
+    seen = {}
+
+    def stop(_args, *_rest):
+        seen["args"] = _args
+        raise SystemExit(0)
+
+    monkeypatch.setattr(planner, "calibrated", stop)
+    monkeypatch.setattr("lambdatrain.training.data.resolve_dataset", lambda *a: None)
+    with pytest.raises(SystemExit):
+        planner.main([])
+    a = seen["args"]
+    assert (a.recipes, a.repeats, a.workers) == (tuple(planner.RECIPES), 3, [1, 2, 4])
+
+
+def test_average_trains_local_steps_times_the_samples_for_as_many_rounds():
+    sync, avg = planner.settings_for("ternary_ef", 2, args()), planner.settings_for("average", 2, args())
+    assert (sync["transport"], sync["mode"], sync["local_steps"], sync["max_train_samples"]) == \
+        ("ternary_ef", "sync", 1, 2048)
+    assert (avg["transport"], avg["mode"], avg["local_steps"], avg["max_train_samples"]) == \
+        ("float32", "average", 4, 4 * 2048)
+    rounds = [model.rounds_per_epoch(model.Scenario(params=100, workers=2, memory_mb=1769, batch_size=s["batch_size"],
+                                                    train_samples=s["max_train_samples"], mode=s["mode"],
+                                                    transport=s["transport"], local_steps=s["local_steps"]))
+              for s in (sync, avg)]
+    assert rounds[0] == rounds[1] == 8
+
+
+def test_spread_is_the_median_and_min_max_of_the_runs():
+    s = planner.spread([0.9, 0.6, 0.7])
+    assert (s["median"], s["min"], s["max"], s["runs"]) == (0.7, 0.6, 0.9, [0.9, 0.6, 0.7])
+    assert s["spread"] == pytest.approx(0.3 / 0.7)
+    assert planner.spread([0.5])["spread"] == 0.0
+
+
+def test_median_run_is_taken_key_by_key():
+    runs = [{"round_s": 1.0, "wait_s": 0.3}, {"round_s": 3.0, "wait_s": 0.1}, {"round_s": 2.0, "wait_s": 0.2}]
+    assert planner.median_run(runs) == {"round_s": 2.0, "wait_s": 0.2}
+
+
+@pytest.mark.parametrize("error,ok", [(0.15, True), (-0.15, True), (0.1501, False), (-0.2, False), (math.nan, False)])
+def test_within_tolerance_is_fifteen_percent_either_way(error, ok):
+    assert planner.within(error) is ok
+
+
+def fake_run(round_s: float) -> dict:
+    return {"rounds": 8, "round_s": round_s, "first_round_s": 9.0, "epoch_s": 15.0, "wait_s": 0.2,
+            "combine_s": 0.05, "worker_s": 0.4, "worker_fixed_s": 0.02}
+
+
+def test_a_row_compares_the_prediction_with_the_median_run_and_keeps_the_old_fields():
+    predicted = {"round_s": 0.8, "first_round_s": 8.0, "first_epoch_s": 12.0, "epoch_s": 6.0, "worker_s": 0.5,
+                 "compute_s": 0.4, "state_s": 0.05, "combine_s": 0.1, "invoke_s": 0.2, "cold_start_s": 6.0}
+    row = planner.compare("sign_ef", 2, [fake_run(1.0), fake_run(0.6), fake_run(0.7)], predicted, model)
+    for old in ("workers", "predicted_round_s", "measured_round_s", "round_error", "predicted_first_round_s",
+                "measured_first_round_s", "first_round_error", "predicted_epoch_s", "predicted_warm_epoch_s",
+                "measured_epoch_s", "epoch_error", "predicted", "measured"):
+        assert old in row
+    assert row["measured_round_s"] == 0.7 and row["round_error"] == pytest.approx(0.1 / 0.7)
+    result = planner.result_of(row)
+    assert result == {"recipe": "sign_ef", "transport": "sign_ef", "mode": "sync", "local_steps": 1, "workers": 2,
+                      "predicted_round_s": 0.8, "measured_round_s_median": 0.7,
+                      "measured_round_s_runs": [1.0, 0.6, 0.7], "measured_round_s_min": 0.6,
+                      "measured_round_s_max": 1.0, "spread": pytest.approx(0.4 / 0.7),
+                      "error": pytest.approx(0.1 / 0.7), "within_tolerance": True}
+
+
+def test_repeats_below_one_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        planner.main(["--repeats", "0"])
+    assert exit_.value.code == 2 and "--repeats 0: at least 1" in capsys.readouterr().err
