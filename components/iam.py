@@ -47,8 +47,10 @@ LEDGER_ACTIONS = {
 BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     env.STARTER: {"Bucket": (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*"))},
     # ternary_ef/sign_ef: each worker reads its error-feedback residual of the round before and
-    # writes this round's (lambdatrain/protocol/config.py).
-    env.WORKER: {"BucketState": (("s3:GetObject", "s3:PutObject"), (f"{env.STATE_PREFIX}*",))},
+    # writes this round's (lambdatrain/protocol/config.py), in parts (lambdatrain/storage/state.py:
+    # a multipart upload is authorised as s3:PutObject; one that fails is aborted, which is its own action).
+    env.WORKER: {"BucketState": (("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
+                                 (f"{env.STATE_PREFIX}*",))},
     env.COMBINER: {
         # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
         # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).

@@ -172,6 +172,9 @@ class Storage(pulumi.ComponentResource):
                     "filter": {"prefix": STATE_PREFIX},
                     "expiration": {"days": STATE_EXPIRY_DAYS},
                     "noncurrent_version_expiration": {"noncurrent_days": STATE_NONCURRENT_DAYS},
+                    # The parts of an upload a killed worker never completed (or aborted) are billed
+                    # until aborted: S3 removes them a day on.
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
                 }
             ],
             opts=after(),

@@ -137,7 +137,8 @@ def _keys(plan, prefix):
 
 def test_worker_reads_and_writes_only_its_residuals(plan):
     state = _keys(plan, env.STATE_PREFIX)
-    assert _bucket_grants(plan, "worker") == {("s3:GetObject", state), ("s3:PutObject", state)}
+    assert _bucket_grants(plan, "worker") == {("s3:GetObject", state), ("s3:PutObject", state),
+                                              ("s3:AbortMultipartUpload", state)}
 
 
 def test_combiner_prunes_residuals_and_writes_exports(plan):
@@ -167,6 +168,8 @@ def test_orphaned_residuals_expire(plan):
     assert (rule["status"], rule["filter"]) == ("Enabled", {"prefix": env.STATE_PREFIX})
     assert rule["expiration"] == {"days": STATE_EXPIRY_DAYS} and STATE_EXPIRY_DAYS == 14
     assert rule["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
+    # A worker killed mid-upload leaves parts that are billed until aborted.
+    assert rule["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
 
 
 def test_efs_access_only_through_the_access_point(plan):
