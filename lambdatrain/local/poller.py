@@ -52,9 +52,13 @@ class StreamPoller:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop after the delivery in flight, which retries no more (see ``_deliver``)."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         self.thread.join(timeout=30)
 
     def wake(self) -> None:
@@ -108,6 +112,11 @@ class StreamPoller:
                     error = ""
                     break
                 except Exception as exc:  # noqa: BLE001 - a function error: retry, then dead-letter
+                    if self._stop.is_set():
+                        # The stack is shutting down and killed the function under this delivery:
+                        # not the function's failure, so no dead letter (the watchdog of the next
+                        # stack, or `resume`, re-drives the round).
+                        return
                     error = str(exc)
                     time.sleep(0.2)
             if error:

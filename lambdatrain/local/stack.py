@@ -103,10 +103,15 @@ class LocalStack:
 
     def stop(self) -> None:
         self._watchdog_stop.set()
+        # The poller first told to stop, then the functions killed, then the poller joined: a
+        # delivery in flight (a combine the poller waits on) ends with its function at once,
+        # instead of holding the shutdown for up to the poller's 30 s join.
         if self.poller:
-            self.poller.stop()
+            self.poller.request_stop()
         if self.service:
             self.service.stop()
+        if self.poller:
+            self.poller.stop()
         if self.moto:
             self.moto.stop()
 

@@ -10,8 +10,7 @@ optimizer steps per worker in average mode; all workers identical)::
       compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
-      state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0):
-                each a request's latency + bytes / (S3 bandwidth per request * min(8, parts))
+      state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
@@ -197,8 +196,7 @@ def state_bytes(s: Scenario) -> dict[str, int]:
 
 
 def transfer_seconds(nbytes: int, c: Calibration) -> float:
-    """One residual transfer: a request's latency, then its parts, up to CONCURRENCY at once, each
-    at ``s3_bps`` (storage/state.py moves them with boto3's managed transfer)."""
+    """One residual transfer: a request's latency, then its parts, CONCURRENCY at once at ``s3_bps`` each."""
     from lambdatrain.storage.state import CONCURRENCY, parts  # numpy and boto3: not for `plan --help`
 
     if not nbytes:
