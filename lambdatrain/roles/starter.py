@@ -18,9 +18,10 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.roles import recovery
 from lambdatrain.protocol.errors import AlreadyDone, DataError, InvalidEvent
 from lambdatrain.logs import bind, logger
-from lambdatrain.protocol.config import RunConfig, parse_config
+from lambdatrain.protocol.config import COMPRESSED, RunConfig, parse_config
 from lambdatrain.protocol.events import Outcome, check_run_id
 from lambdatrain.roles.runtime import Runtime
+from lambdatrain.roles.settings import ENV_BUCKET
 from lambdatrain.training import trainer
 
 
@@ -43,6 +44,9 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
     if limit is not None and config.combine_shards > limit:
         raise InvalidEvent("combine_shards", f"must be at most the combiner's reserved concurrency ({limit}), "
                                              f"got {config.combine_shards}")
+    if config.transport in COMPRESSED and runtime.settings.bucket is None:
+        raise InvalidEvent("transport", f"{config.transport} keeps each worker's residual in the stack's bucket, "
+                                        f"and this stack has none ({ENV_BUCKET} is not set)")
     bind(run=run)
     try:
         data = trainer.dataset(str(runtime.data_root(config)))

@@ -60,7 +60,8 @@ def make_system(tmp_path, tiny_dataset, moto_url, monkeypatch):
         mount = tmp_path / f"efs-{uuid.uuid4().hex[:6]}"
         (mount / "datasets").mkdir(parents=True)
         (mount / "datasets" / "cifar10").symlink_to(tiny_dataset, target_is_directory=True)
-        return InlineSystem(mount, table=f"t-{uuid.uuid4().hex[:8]}", bucket=f"b-{uuid.uuid4().hex[:8]}", **kwargs)
+        kwargs.setdefault("bucket", f"b-{uuid.uuid4().hex[:8]}")  # None: a stack without a bucket
+        return InlineSystem(mount, table=f"t-{uuid.uuid4().hex[:8]}", **kwargs)
 
     return make
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.roles import worker
 from lambdatrain.storage import efs, state, traffic
 from tests.faults.conftest import SETTINGS, assert_survived
@@ -53,3 +54,11 @@ def test_warm_worker_reads_the_compressed_update_not_the_weights(make_system):
     # the end-of-run export; every later round's workers built theirs from the update.
     assert traffic.totals()["weights"]["read"] == (record.round + 2) * weights_file
     assert traffic.totals()["update"]["read"] > 0
+
+
+def test_compressed_start_on_a_stack_without_a_bucket_is_one_line_and_writes_nothing(make_system):
+    system = make_system(bucket=None)
+    with pytest.raises(InvalidEvent, match=r"^invalid field 'transport': sign_ef keeps each worker's residual in "
+                                           r"the stack's bucket, and this stack has none \(LAMBDATRAIN_BUCKET"):
+        system.invoke("starter", {"start": True, **SETTINGS, "transport": "sign_ef"})
+    assert not (system.mount / "runs").exists() and system.ledger.list_runs() == []
