@@ -151,3 +151,32 @@ def test_divergence_measures_each_variants_distance_from_float32_after_every_rou
 def test_a_negative_number_of_divergence_rounds_is_refused():
     with pytest.raises(SystemExit):
         convergence.main(["--divergence", "-1"])
+
+
+def test_the_planners_evidence_is_what_the_runs_file_holds():
+    """Every measured gap in lambdatrain/planning/recipes.py EVIDENCE, recomputed from its runs file."""
+    import statistics
+    from pathlib import Path
+
+    from lambdatrain.planning.recipes import EVIDENCE
+
+    runs = convergence.load_runs(Path(__file__).resolve().parents[2] / "docs" / "results" / "convergence-5ep.jsonl")
+    study = convergence.settings_for(argparse.Namespace(
+        workers=2, epochs=5, samples=8000, lr=0.05, lr_schedule="cosine", val_samples=5000, eval_every=0),
+        {"mode": "sync", "transport": "float32"})
+
+    def final(seed: int, **extra) -> float:
+        wanted = {**study, **extra, "seed": seed}
+        (run,) = [r for r in runs if r["settings"] == wanted]
+        return 100 * run["final_accuracy"]
+
+    for (transport, mode, steps), evidence in EVIDENCE.items():
+        if evidence is None or evidence.se_pp is None:
+            continue
+        assert (mode, steps) == ("sync", 1)
+        gaps = [final(seed, transport=transport) - final(seed, transport="float32") for seed in range(7)]
+        control = [final(seed, worker_threads=2) - final(seed, transport="float32") for seed in range(7)]
+        assert evidence.gap_pp == pytest.approx(statistics.fmean(gaps), abs=0.005), transport
+        assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / 7 ** 0.5, abs=0.005), transport
+        assert evidence.control_gap_pp == pytest.approx(statistics.fmean(control), abs=0.005)
+        assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / 7 ** 0.5, abs=0.005)

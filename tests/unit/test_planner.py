@@ -307,9 +307,9 @@ def test_runnable_transports_are_the_ones_a_run_accepts():
 def test_every_planned_recipe_has_a_line_in_the_evidence_table():
     """The one place a measurement is recorded: a recipe without a line would be silently unmeasured."""
     assert {(r.transport, r.mode, r.local_steps) for r in RECIPES} <= set(EVIDENCE)
-    assert {k for k, e in EVIDENCE.items() if e is not None} == \
-        {("float32", "sync", 1), ("float16", "sync", 1), ("bfloat16", "sync", 1)}
-    assert backing(Recipe("ternary_ef")) is None and backing(Recipe("sign_ef")) is None
+    measured = {k for k, e in EVIDENCE.items() if e is not None}
+    assert {("float32", "sync", 1), ("float16", "sync", 1), ("bfloat16", "sync", 1), ("ternary_ef", "sync", 1)} <= measured
+    assert all(backing(Recipe(t, m, k)) is None for t, m, k in set(EVIDENCE) - measured)
 
 
 def test_a_measurement_backs_its_recipe_up_to_its_batch_and_within_the_tolerance():
@@ -330,9 +330,11 @@ def test_recommend_picks_the_fastest_backed_row_within_the_budget():
     budget = 10.0
     picked = recommend(rows, budget)
     best_row, evidence = picked[0]
-    oracle = min((r for r in rows if r["transport"] in ("float32", "float16", "bfloat16") and r["mode"] == "sync"
+    measured = {k: e for k, e in EVIDENCE.items() if e is not None and e.shown}
+    oracle = min((r for r in rows if (r["transport"], r["mode"], r["local_steps"]) in measured
+                  and r["batch_size"] <= measured[(r["transport"], r["mode"], r["local_steps"])].batch_size
                   and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
-    assert best_row is oracle and evidence is EVIDENCE[(oracle["transport"], "sync", 1)]
+    assert best_row is oracle and evidence is measured[(oracle["transport"], oracle["mode"], oracle["local_steps"])]
     assert [r["epoch_s"] for r, _ in picked] == sorted(r["epoch_s"] for r, _ in picked)
     assert len({r["recipe"] for r, _ in picked}) == len(picked)  # one row per recipe
     # An unmeasured recipe is never picked, even where it is faster within the budget.
@@ -344,7 +346,7 @@ def test_recommend_refuses_when_no_backed_row_fits_the_budget():
     with pytest.raises(NoBackedRecipe, match=r"at most \$0.01 per epoch; the cheapest is"):
         recommend(_rows(), 0.01)
     with pytest.raises(NoBackedRecipe, match="no recipe in this plan has a measured accuracy"):
-        recommend(_rows(recipes=[Recipe("ternary_ef"), Recipe("sign_ef")]), 1000.0)
+        recommend(_rows(recipes=[Recipe("ternary_ef", "average", 4), Recipe("float16", "average", 16)]), 1000.0)
 
 
 @pytest.mark.parametrize("kw,message", [({"transport": "int8"}, "unknown transport"),
