@@ -92,6 +92,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("ternary_ef"),
     Recipe("sign_ef"),
     Recipe("ternary_ef", "average", 4),
+    Recipe("ternary_ef", "average", 16),
 )
 
 
@@ -171,6 +172,7 @@ EVIDENCE: dict[tuple[str, str, int], Evidence | None] = {
     ("ternary_ef", "sync", 1): Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
     ("sign_ef", "sync", 1): None,  # being measured (issue 14)
     ("ternary_ef", "average", 4): None,
+    ("ternary_ef", "average", 16): None,
 }
 
 

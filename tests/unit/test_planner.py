@@ -361,7 +361,8 @@ def test_narrow_keeps_matching_recipes_and_overrides_the_batch():
     kept = narrow(RECIPES, transports=["float16"], modes=["average"], batch_size=512)
     assert [(r.transport, r.mode, r.local_steps, r.batch_size) for r in kept] == \
         [("float16", "average", 4, 512), ("float16", "average", 16, 512)]
-    assert [r.local_steps for r in narrow(RECIPES, local_steps=[16])] == [16]
+    assert [(r.transport, r.local_steps) for r in narrow(RECIPES, local_steps=[16])] == \
+        [("float16", 16), ("ternary_ef", 16)]
     with pytest.raises(ValueError, match="no recipe matches"):
         narrow(RECIPES, transports=["sign_ef"], modes=["average"])
     with pytest.raises(ValueError, match="unknown mode"):
