@@ -131,6 +131,5 @@ def _round_weights(paths: efs.RunLayout, record: RunRecord, round_no: int, codec
                 logger.warning("update does not yield the recorded weights; reading them in full")
     if weights is None:
         weights = efs.read_array(paths.weights(round_no), record.weights)
-    weights.setflags(write=False)
     _held[:] = [_Held(str(paths.mount), paths.run, round_no, record.weights.checksum, weights)]
     return weights
