@@ -131,7 +131,11 @@ def local_serve(
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
-            stopped.wait()
+            # A timeout, not one endless wait: the kernel may deliver SIGTERM to any of the stack's
+            # threads, and Python runs its handler only when the main thread next runs bytecode;
+            # blocked in one wait, it never would (seen: `local serve` alive an hour after SIGTERM).
+            while not stopped.wait(0.2):
+                pass
         except KeyboardInterrupt:
             pass
     finally:
