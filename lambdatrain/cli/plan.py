@@ -26,7 +26,7 @@ from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, narrow
+from lambdatrain.planning.recipes import EVIDENCE, RECIPES, TRANSPORTS, Recipe, backing, narrow
 from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import DEFAULTS, MODES
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
@@ -151,7 +151,10 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
                         recipes=recipes, prices=planner.Prices.for_arch(arch), train_samples=train_samples,
                         provisioned=provisioned, buffers=buffers, combiner_memory_mb=combiner_memory_mb)
     for row in rows:
-        row["accuracy_measured"] = backing(recipe_of(row)) is not None  # what --recommend may pick
+        # Measured: its gap to float32 is recorded; shown: that gap is within the tolerance, what
+        # --recommend may pick (recipes.py EVIDENCE and backing).
+        row["accuracy_measured"] = EVIDENCE.get((row["transport"], row["mode"], row["local_steps"])) is not None
+        row["accuracy_shown"] = backing(recipe_of(row)) is not None
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
     if png is not None:
@@ -179,13 +182,19 @@ def _print_table(result: dict) -> None:
     console.print(f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
     for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["recipe"] == recipe]
-        console.print(f"\n{recipe}" + ("" if rows[0]["accuracy_measured"] else " (accuracy not measured)")
+        console.print(f"\n{recipe}" + _accuracy_note(rows[0])
                       + _state_note(rows[0]), soft_wrap=True)
         console.print("".join(f"{name:>{width}}" for name, width, _ in COLUMNS), soft_wrap=True)
         for r in rows:
             console.print("".join(f"{cell(r):>{width}}" for _, width, cell in COLUMNS), soft_wrap=True)
     console.print("")
     console.print(_summary(result), soft_wrap=True)
+
+
+def _accuracy_note(r: dict) -> str:
+    if r["accuracy_shown"]:
+        return ""
+    return " (accuracy measured short of float32's)" if r["accuracy_measured"] else " (accuracy not measured)"
 
 
 def _state_note(r: dict) -> str:
@@ -205,11 +214,11 @@ def _summary(result: dict) -> str:
     """The table's last line, a sentence: the fastest and the cheapest configuration, said apart
     for the recipes whose accuracy has been measured where the fastest overall is not one."""
     rows = result["rows"]
-    measured = [r for r in rows if r["accuracy_measured"]]
+    measured = [r for r in rows if r["accuracy_shown"]]
     fastest, cheapest = min(rows, key=lambda r: r["epoch_s"]), min(rows, key=lambda r: r["cost_per_epoch"])
     parts = [f"Fastest: {_where(fastest)}; cheapest: {_where(cheapest)}."]
-    if measured and not (fastest["accuracy_measured"] and cheapest["accuracy_measured"]):
-        parts.append(f"Of the recipes whose accuracy is measured, fastest: "
+    if measured and not (fastest["accuracy_shown"] and cheapest["accuracy_shown"]):
+        parts.append(f"Of the recipes whose accuracy is measured and kept, fastest: "
                      f"{_where(min(measured, key=lambda r: r['epoch_s']))}; cheapest: "
                      f"{_where(min(measured, key=lambda r: r['cost_per_epoch']))}.")
     parts.append("An epoch is warm rounds; the first adds the cold start.")
@@ -232,6 +241,9 @@ def _print_recommendation(result: dict) -> None:
     for source, command in sources.items():
         console.print(f"Measured in {source}, by `{command}`.")
     unmeasured = dict.fromkeys(r["recipe"] for r in result["rows"] if not r["accuracy_measured"])
+    short = dict.fromkeys(r["recipe"] for r in result["rows"] if r["accuracy_measured"] and not r["accuracy_shown"])
+    if short:
+        console.print(f"Not recommended, accuracy measured short of float32's: {'; '.join(short)}.")
     if unmeasured:
         console.print(f"Not recommended, accuracy not measured: {'; '.join(unmeasured)}.")
     console.print(f"Recommended: {_where(result['recommended'][0])}.")

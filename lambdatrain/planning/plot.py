@@ -41,7 +41,8 @@ def plot_plan(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                           key=lambda r: r["workers"])
             if not line:
                 continue
-            modelled = "" if line[0].get("accuracy_measured", True) else " (accuracy not measured)"
+            modelled = "" if line[0].get("accuracy_shown", True) else (
+                " (accuracy short of float32's)" if line[0].get("accuracy_measured") else " (accuracy not measured)")
             style = {"color": colours(i % 10), "marker": MARKERS[j % len(MARKERS)], "ms": 3, "lw": 1,
                      "ls": DASHES[j % len(DASHES)], "label": f"{recipe}{modelled}, S={key[0]}, {key[1]} MB"}
             xs = [shifted(r["workers"], j, len(lines)) for r in line]

@@ -39,13 +39,15 @@ def test_plan_evaluates_every_recipe_for_every_configuration(cli):
     for row in rows:
         for field in ("workers", "memory_mb", "shards", "transport", "mode", "local_steps", "batch_size",
                       "round_s", "epoch_s", "cost_per_epoch", "efs_bytes_per_round", "runnable", "state_store",
-                      "state_bytes_per_worker_round", "accuracy_measured"):
+                      "state_bytes_per_worker_round", "accuracy_measured", "accuracy_shown"):
             assert field in row, field
         assert row["runnable"]
         compressed = row["transport"] in ("ternary_ef", "sign_ef")
         assert row["state_store"] == ("s3" if compressed else "none")
         assert (row["state_bytes_per_worker_round"] > 0) == compressed
-        assert row["accuracy_measured"] == (EVIDENCE.get((row["transport"], row["mode"], row["local_steps"])) is not None)
+        evidence = EVIDENCE.get((row["transport"], row["mode"], row["local_steps"]))
+        assert row["accuracy_measured"] == (evidence is not None)
+        assert row["accuracy_shown"] == (evidence is not None and evidence.shown and row["batch_size"] <= evidence.batch_size)
     assert {r["transport"] for r in rows} == {"float32", "float16", "bfloat16", "ternary_ef", "sign_ef"}
 
 
@@ -71,7 +73,7 @@ def test_table_groups_recipes_and_ends_with_a_sentence(cli):
     result = cli(*[f for f in FLAGS if f != "--json"], "--transports", "float32,sign_ef", "--modes", "sync")
     assert result.exit_code == 0, result.output
     headers = [line for line in result.stdout.splitlines() if line.startswith("sign_ef sync")]
-    assert headers and headers[0].startswith("sign_ef sync, batch 128 (accuracy not measured); residuals in s3: ")
+    assert headers and headers[0].startswith("sign_ef sync, batch 128 (accuracy measured short of float32's); residuals in s3: ")
     last = " ".join(result.stdout.split())  # the summary soft-wraps; its words are what count
     summary = last[last.rindex("Fastest:"):]
     assert summary.startswith("Fastest: ") and summary.endswith("cold start.")
@@ -89,6 +91,7 @@ def test_recommend_prints_the_fastest_measured_configuration_and_its_measurement
     assert "docs/results/convergence-5ep.jsonl" in result.stdout and "python -m bench.convergence" in result.stdout
     assert any(line.startswith("Not recommended, accuracy not measured: ") and "ternary_ef average K=4" in line
                for line in lines)
+    assert "Not recommended, accuracy measured short of float32's: sign_ef sync, batch 128." in lines
 
 
 def test_recommend_as_json_agrees_with_the_rows(cli):
