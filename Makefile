@@ -65,8 +65,9 @@ test-matrix: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
-# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~19 min on 2 cores
-# (the sum of each one's measured time there; the whole target not timed since traffic and protocol joined).
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~27 min on 2 cores
+# (the sum of each one's measured time there, bench.planner's 9 min with its four recipes included;
+# the whole target not timed since traffic and protocol joined).
 bench: venv
 	$(PY) -m bench.combine
 	$(PY) -m bench.overhead
