@@ -18,7 +18,6 @@ import numpy as np
 from lambdatrain.storage import efs as efs
 from lambdatrain.storage import retention
 from lambdatrain.training import trainer
-from lambdatrain.training.flat import iter_slices
 from lambdatrain.training import feedback
 from lambdatrain.training.reduce import WorkerFile, compressed_sum, weighted_sum
 from lambdatrain.training.step import apply_update, learning_rate, sgd_options
@@ -81,9 +80,7 @@ def slice_bounds(record: RunRecord, size: int, shard: int | None) -> tuple[int, 
     """Elements [lo, hi) a share reduces (block-aligned for a compressed transport)."""
     if shard is None:
         return 0, size
-    codec, shards = COMPRESSED.get(record.config.transport), record.config.combine_shards
-    bounds = (feedback.slices(record.n_params, size, shards, codec) if codec else list(iter_slices(size, shards)))
-    return bounds[shard]
+    return feedback.shard_slices(record.config.transport, record.n_params, size, record.config.combine_shards)[shard]
 
 
 def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,

@@ -20,7 +20,6 @@ from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.ledger import schema
 from lambdatrain.training import trainer
 from lambdatrain.training.codec import encode
-from lambdatrain.training.flat import iter_slices
 from lambdatrain.training.step import learning_rate
 from lambdatrain.protocol.errors import AlreadyDone, CorruptFile, InvalidEvent, StaleRound
 from lambdatrain.ledger.items import RUNNING, ResultRecord, RunRecord
@@ -72,11 +71,11 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
         encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual.result())
         runtime.residuals.put(ev.run, ev.workerno, ev.round + 1, residual)
         runtime.faults.point("after_state")
-        slices = [feedback.byte_range(lo, hi, record.n_params, result.vector.size, codec)
-                  for lo, hi in feedback.slices(record.n_params, result.vector.size, config.combine_shards, codec)]
     else:
         encoded = encode(result.vector, config.transport)
-        slices = list(iter_slices(encoded.size, config.combine_shards))
+    slices = feedback.shard_slices(config.transport, record.n_params, result.vector.size, config.combine_shards)
+    if codec:  # a share reads the bytes of its elements (compressed: not a fixed width per element)
+        slices = [feedback.byte_range(lo, hi, record.n_params, result.vector.size, codec) for lo, hi in slices]
     digest = efs.write_array(paths.result(ev.round, ev.workerno), encoded, checksum=config.checksum)
     write_s = time.perf_counter() - t1
     runtime.faults.point("after_write")

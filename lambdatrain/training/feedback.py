@@ -30,6 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lambdatrain.protocol.config import COMPRESSED
+from lambdatrain.training.flat import iter_slices
 from lambdatrain.training.compress import block_slices, compress, decode, decode_add, payload_nbytes, payload_range
 from lambdatrain.training.step import apply_update as step_update
 
@@ -43,6 +45,14 @@ def slices(n_params: int, size: int, shards: int, codec: str) -> list[tuple[int,
     """S element slices [lo, hi) of the flat vector: block-aligned, the last one ending at ``size``."""
     out = block_slices(n_params, shards, codec)
     return out[:-1] + [(out[-1][0], size)]
+
+
+def shard_slices(transport: str, n_params: int, size: int, shards: int) -> list[tuple[int, int]]:
+    """The element slices of a sharded combine's S shares for a run's transport: the workers'
+    slice checksums and the shares' reads both come from here. Block-aligned for a compressed
+    transport (``slices``), else even (``flat.iter_slices``)."""
+    codec = COMPRESSED.get(transport)
+    return slices(n_params, size, shards, codec) if codec else list(iter_slices(size, shards))
 
 
 def byte_range(lo: int, hi: int, n_params: int, size: int, codec: str) -> tuple[int, int]:
