@@ -66,8 +66,8 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     runtime.faults.point("before_write")
     t1 = time.perf_counter()
     if codec:
-        # The residual this worker starts the round with in, the next round's out, before the
-        # result: a recorded result always has its successor's residual stored (state.py).
+        # In: the residual this worker starts the round with; out: the next round's, stored before
+        # the result is written, so a recorded result always has its successor's residual (state.py).
         encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual.result())
         runtime.residuals.put(ev.run, ev.workerno, ev.round + 1, residual)
         runtime.faults.point("after_state")
