@@ -39,6 +39,16 @@ def _lambdatrain(*args) -> list[str]:
     return [sys.executable, "-m", "lambdatrain", *[str(a) for a in args]]
 
 
+def as_from_a_terminal() -> None:
+    """preexec_fn of a CLI process a test interrupts: SIGINT and SIGTERM at their defaults and
+    unblocked, as a terminal starts it, whatever this test process inherited (a child keeps its
+    parent's ignored and blocked signals across exec: seen once in a full xdist run, where the
+    SIGINT a test sent let `local train` finish instead of stopping it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "LAMBDATRAIN_"))}
 
@@ -66,10 +76,12 @@ def launched(tmp_path_factory, cli_data):
     logs = {name: open(root / f"{name}.log", "w") for name in ("train", "serve")}
     procs = {
         "train": subprocess.Popen(_lambdatrain("local", "train", "--data", cli_data, "--out", out, *flags),
-                                  stdout=logs["train"], stderr=subprocess.STDOUT, env=_clean_env()),
+                                  stdout=logs["train"], stderr=subprocess.STDOUT, env=_clean_env(),
+                                  preexec_fn=as_from_a_terminal),
         "serve": subprocess.Popen(_lambdatrain("local", "serve", "--state-dir", state_dir, "--port", 0,
                                                "--data", cli_data),
-                                  stdout=logs["serve"], stderr=subprocess.STDOUT, env=_clean_env()),
+                                  stdout=logs["serve"], stderr=subprocess.STDOUT, env=_clean_env(),
+                                  preexec_fn=as_from_a_terminal),
     }
     try:
         yield SimpleNamespace(root=root, out=out, state_dir=state_dir, procs=procs)

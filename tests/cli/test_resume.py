@@ -20,7 +20,7 @@ import torch
 
 from lambdatrain.storage import efs
 from lambdatrain.training import checkpoint
-from tests.cli.conftest import TINY, _clean_env, _lambdatrain, assert_one_line_error
+from tests.cli.conftest import TINY, _clean_env, _lambdatrain, as_from_a_terminal, assert_one_line_error
 from tests.faults.processes import kill, sandboxes
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,8 @@ def test_killed_local_train_resumes_to_the_uninterrupted_model(cli, trained, cli
 def test_ctrl_c_stops_the_stack_and_names_the_command_that_continues(cli_data, tmp_path):
     out, mount = tmp_path / "out", tmp_path / "out" / "stack" / "efs"
     proc = subprocess.Popen(_lambdatrain("local", "train", "--data", cli_data, "--out", out, *FLAGS),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_clean_env(),
+                            preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + 180
     while not list(mount.glob("runs/*/config.json")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
