@@ -25,20 +25,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from lambdatrain.roles.settings import STATE_PREFIX
+from lambdatrain.roles.settings import STATE_EXPIRY_DAYS, STATE_NONCURRENT_DAYS, STATE_PREFIX
 
 POSIX_UID = 1000
 POSIX_GID = 1000
 ROOT_PATH = "/lambdatrain"  # the access point's root inside the file system
-# The combiner deletes the old residuals after each committed round; a combiner that crashed first
-# leaves them behind and nothing would ever delete them. Expiry counts from each object's creation
-# and a live run only reads the residuals of the round before, so two weeks only reaches a run
-# stopped for longer than that (its residuals are gone when it resumes).
-STATE_EXPIRY_DAYS = 14
-# The bucket is versioned, so a delete (the combiner's, or the rule's) only hides an object behind a
-# delete marker and keeps its bytes as a noncurrent version: those go a day later. S3 then removes
-# the lone delete markers by itself, as the rule expires current versions.
-STATE_NONCURRENT_DAYS = 1
 
 
 @dataclass

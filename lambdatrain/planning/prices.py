@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lambdatrain.roles.settings import STATE_NONCURRENT_DAYS
+
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
 # Days a deleted residual's bytes stay billed: the bucket is versioned, so the combiner's delete keeps
-# them as a noncurrent version until the lifecycle rule expires it (components/storage.py
-# STATE_NONCURRENT_DAYS, 1; tests/unit/test_planner.py checks they agree), and S3 rounds a rule's
-# time up to the next midnight UTC, up to one more day ("Lifecycle configuration elements",
+# them as a noncurrent version until the lifecycle rule expires it (STATE_NONCURRENT_DAYS, declared
+# with the rule's other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's time up to
+# the next midnight UTC, up to one more day ("Lifecycle configuration elements",
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/intro-lifecycle-rules.html). The worst case.
-STATE_NONCURRENT_DAYS = 1
 STATE_KEPT_DAYS = STATE_NONCURRENT_DAYS + 1
 DAYS_PER_MONTH = 30.4  # S3 bills storage per GB-month, prorated by the hour
 

@@ -51,6 +51,14 @@ START_PREFIX, START_SUFFIX = "start/", ".json"  # s3://<bucket>/start/<run>.json
 DATASET_PREFIX = "datasets/"  # dataset archives: besides start files, all the starter may read
 EXPORT_PREFIX = "exports/"  # `lambdatrain export --s3` writes <prefix><run>/
 STATE_PREFIX = "state/"  # compressed transports: each worker's error-feedback residual, <prefix><run>/wNNNN/rNNNNNN.npy
+# The bucket's lifecycle rule on STATE_PREFIX (components/storage.py), which the planner also prices
+# (lambdatrain/planning/prices.py). The combiner deletes the old residuals after each committed
+# round; one that crashed first leaves them behind, so they expire after STATE_EXPIRY_DAYS: a live
+# run reads only the round before's, so this reaches only a run stopped longer than that. The bucket
+# is versioned, so a delete only hides an object and keeps its bytes as a noncurrent version, which
+# goes STATE_NONCURRENT_DAYS later.
+STATE_EXPIRY_DAYS = 14
+STATE_NONCURRENT_DAYS = 1
 
 
 @dataclass(frozen=True)

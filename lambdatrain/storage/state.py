@@ -57,12 +57,11 @@ def residual_key(prefix: str, run: str, worker: int, round_no: int) -> str:
 
 @dataclass
 class _Held:
-    key: tuple[str, str, int]  # (bucket, run, worker)
     round: int
     residual: np.ndarray
 
 
-_held: dict[tuple[str, str, int], _Held] = {}  # this environment's last residual per worker it served
+_held: dict[tuple[str, str, int], _Held] = {}  # (bucket, run, worker): this environment's last residual
 
 
 class ResidualStore:
@@ -126,17 +125,15 @@ class ResidualStore:
         traffic.add(f"s3://{self.bucket}/{key}", "write", len(body), kind=STATE_KIND)
         traffic.done()
         residual.setflags(write=False)
-        _held[(self.bucket, run, worker)] = _Held((self.bucket, run, worker), round_no, residual)
+        _held[(self.bucket, run, worker)] = _Held(round_no, residual)
 
     def prune(self, run: str, workers: int, rounds: list[int]) -> int:
-        """Delete the residuals of ``rounds`` for every worker (missing ones are already gone)."""
+        """Delete the residuals of ``rounds`` for every worker (missing ones are already gone); how many keys."""
         keys = [self.key(run, w, r) for r in rounds for w in range(workers)]
-        deleted = 0
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys a request
-            batch = keys[start: start + 1000]
-            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-            deleted += len(batch)
-        return deleted
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start: start + 1000]],
+                                                               "Quiet": True})
+        return len(keys)
 
 
 def parts(nbytes: int) -> int:

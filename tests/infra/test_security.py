@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.iam import WILDCARD_RESOURCE_EXCEPTIONS
 from components.network import NFS_PORT
-from components.storage import STATE_EXPIRY_DAYS
+from lambdatrain.roles.settings import STATE_EXPIRY_DAYS
 from lambdatrain.roles import settings as env
 
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"

@@ -254,7 +254,8 @@ def test_compressed_residuals_go_to_s3_in_time_and_cost():
 
 def test_the_residuals_billed_days_follow_the_buckets_lifecycle_rule():
     storage = pytest.importorskip("components.storage")
-    assert planner.STATE_NONCURRENT_DAYS == storage.STATE_NONCURRENT_DAYS
+    assert planner.STATE_NONCURRENT_DAYS == storage.STATE_NONCURRENT_DAYS  # both take roles/settings.py's
+    assert planner.STATE_KEPT_DAYS == storage.STATE_NONCURRENT_DAYS + 1  # and the day S3 may round up
 
 
 def test_buffers_must_fit_in_the_vector():
