@@ -131,8 +131,8 @@ class ResidualStore:
         """Delete the residuals of ``rounds`` for every worker (missing ones are already gone); how many keys."""
         keys = [self.key(run, w, r) for r in rounds for w in range(workers)]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys a request
-            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[start: start + 1000]],
-                                                               "Quiet": True})
+            batch = [{"Key": k} for k in keys[start: start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
 
 
