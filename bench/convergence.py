@@ -5,6 +5,8 @@ average (local SGD) modes and for float32 against 16-bit worker results.
                                 [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
                                 [--runs-file runs.jsonl] [--no-average] [--control]
     python -m bench.convergence --divergence 30 [--seeds 0]
+    python -m bench.convergence --in-process --workers 64 --batch-size 128 --samples 45000 --epochs 1
+                                --local-sgd ternary_ef:4,ternary_ef:16 --no-average --control ...
 
 Every run is ``ops.local_train.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated
@@ -35,6 +37,13 @@ Deciding a 0.5-point gap takes dozens of seeds, more than one sitting: ``--runs-
 finished run as a JSON line, and a later invocation reuses the runs there whose settings equal its
 own (same seed, transport, samples, rate, ...) and trains only the missing ones, so seeds pool
 across invocations and an interrupted benchmark resumes where it stopped.
+
+``--local-sgd T:K,...`` adds, for every seed, a model-averaging run with transport T and K local
+steps (the recipes the planner prices for many workers), compared with float32 sync at the end of
+the same epochs (their evaluations fall at other sample counts, so only the final gap is paired).
+``--in-process`` trains each run with bench/inprocess.py instead of the local stack: the system's
+arithmetic without its protocol, bit-identical to it (tests/faults/test_inprocess_equivalence.py),
+which is how 64 workers fit on this machine; its runs are marked ``"runner": "in-process"``.
 """
 
 from __future__ import annotations
@@ -70,22 +79,44 @@ def transport_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def local_sgd_list(text: str) -> tuple[tuple[str, int], ...]:
+    """``T:K,...``: model-averaging recipes, each a transport and its local steps."""
+    recipes = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, _, steps = item.partition(":")
+        if name not in ALL_TRANSPORTS:
+            raise argparse.ArgumentTypeError(f"unknown transport {name!r}; known: {', '.join(ALL_TRANSPORTS)}")
+        if not steps.isdigit() or int(steps) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: local steps must be a whole number of at least 1 (T:K)")
+        recipes.append((name, int(steps)))
+    return tuple(dict.fromkeys(recipes))
+
+
+def local_sgd_name(transport: str, steps: int) -> str:
+    return f"average{steps}-{transport}"
+
+
 def runs_for(seeds: list[int], average: bool = True, control: bool = False,
-             transports: tuple[str, ...] = TRANSPORTS) -> list[tuple[str, dict[str, Any]]]:
+             transports: tuple[str, ...] = TRANSPORTS,
+             local_sgd: tuple[tuple[str, int], ...] = ()) -> list[tuple[str, dict[str, Any]]]:
     runs = []
     for seed in seeds:  # seed by seed, so an interrupted benchmark leaves whole seeds behind
         runs += [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed}) for t in transports]
         runs += [(f"{CONTROL}-seed{seed}", {**CONTROL_RUN, "seed": seed})] if control else []
-    return runs + ([(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "seed": seeds[0]})] if average else [])
+        runs += [(f"{local_sgd_name(t, k)}-seed{seed}", {"mode": "average", "local_steps": k, "transport": t,
+                                                         "seed": seed}) for t, k in local_sgd]
+    # The one look at model averaging, evaluated every round (a curve, not a gap).
+    look = [(f"average4-float32-seed{seeds[0]}", {**AVERAGE, "eval_every": 1, "seed": seeds[0]})]
+    return runs + (look if average and (AVERAGE["transport"], AVERAGE["local_steps"]) not in local_sgd else [])
 
 
 def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     """The start event's settings of one run: what identifies it in a runs file."""
-    average = extra["mode"] == "average"
+    runner = {"runner": "in-process"} if getattr(args, "in_process", False) else {}
     return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
-            "batch_size": BATCH, "micro_batch": 64, "max_train_samples": args.samples,
+            "batch_size": getattr(args, "batch_size", BATCH), "micro_batch": 64, "max_train_samples": args.samples,
             "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "val_samples": args.val_samples, "eval_every": 1 if average else args.eval_every, **extra}
+            "val_samples": args.val_samples, "eval_every": args.eval_every, **runner, **extra}
 
 
 def load_runs(path: Path | None) -> list[dict[str, Any]]:
@@ -134,6 +165,23 @@ def run(prepared: Path, out: Path, args: argparse.Namespace, extra: dict[str, An
             "final_accuracy": summary["val_accuracy"], "samples_seen": summary["samples_seen"]}
 
 
+def run_in_process(prepared: Path, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    """One run with bench/inprocess.py, in this (child) process, with the worker's threads."""
+    import torch
+
+    from bench import inprocess
+    from lambdatrain.protocol.config import parse_config
+    from lambdatrain.training import trainer
+
+    settings = settings_for(args, extra)
+    torch.set_num_threads(settings.get("worker_threads", 1))  # the local stack's one thread per 1,769 MB
+    start = {k: v for k, v in settings.items() if k not in ("worker_threads", "runner")}
+    started = time.time()
+    result = inprocess.run(parse_config(start), trainer.dataset(str(prepared)), val_samples=args.val_samples,
+                           eval_every=settings["eval_every"])
+    return {"settings": settings, **result, "wall_s": time.time() - started}
+
+
 def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int) -> dict[str, Any]:
     """Relative L2 distance of each variant's weights from float32's after every one of ``rounds``
     rounds (one epoch of exactly that many rounds, every round's weights kept)."""
@@ -160,13 +208,13 @@ def divergence(prepared: Path, tmp: Path, args: argparse.Namespace, rounds: int)
 
 
 def compare(results: dict[str, dict[str, Any]], seeds: list[int],
-            transports: tuple[str, ...] = TRANSPORTS) -> dict[str, Any]:
-    """Each transport (and the control) minus float32 accuracy (percentage points), per seed at
-    equal samples, and over seeds."""
+            transports: tuple[str, ...] = TRANSPORTS, local_sgd: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
+    """Each transport, local-SGD recipe and the control minus float32 accuracy (percentage points),
+    per seed at equal samples, and over seeds."""
     out: dict[str, Any] = {}
     base_final = [results[f"sync-float32-seed{seed}"]["final_accuracy"] for seed in seeds]
     others = tuple(t for t in transports if t != "float32")
-    variants = [f"sync-{t}" for t in others]
+    variants = [f"sync-{t}" for t in others] + [local_sgd_name(t, k) for t, k in local_sgd]
     variants += [CONTROL] if all(f"{CONTROL}-seed{seed}" in results for seed in seeds) else []
     for variant in variants:
         finals, tails, max_gaps = [], [], []
@@ -176,21 +224,23 @@ def compare(results: dict[str, dict[str, Any]], seeds: list[int],
             gaps = [100 * (p["val_accuracy"] - base[p["samples_seen"]]) for p in run["points"] if p["samples_seen"] in base]
             max_gaps.append(max(map(abs, gaps), default=0.0))
             # The last TAIL evaluations averaged: one evaluation swings by points from round to round.
-            tails.append(statistics.fmean(gaps[-TAIL:]) if gaps else 0.0)
+            # A recipe evaluated at other sample counts (local steps) has only its final gap.
+            tails += [statistics.fmean(gaps[-TAIL:])] if gaps else []
             finals.append(100 * (run["final_accuracy"] - results[f"sync-float32-seed{seed}"]["final_accuracy"]))
-        out[variant] = {"final_gap_pp_per_seed": [round(g, 2) for g in finals],
-                        "tail_gap_pp_per_seed": [round(g, 2) for g in tails],
-                        "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
-                        **_mean_and_sem("final_gap", finals), **_mean_and_sem("tail_gap", tails),
-                        "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5}
+        out[variant] = {"final_gap_pp_per_seed": [round(g, 2) for g in finals], **_mean_and_sem("final_gap", finals)}
+        if len(tails) == len(seeds):
+            out[variant].update({"tail_gap_pp_per_seed": [round(g, 2) for g in tails],
+                                 "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
+                                 **_mean_and_sem("tail_gap", tails),
+                                 "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5})
     if CONTROL in variants:
         # Both float32 runs of a seed are draws of the same recipe: their mean is a steadier baseline
         # (variance 1.5x one run's, not 2x, for each 16-bit gap).
         both = [statistics.fmean(results[f"{v}-seed{seed}"]["final_accuracy"] for v in ("sync-float32", CONTROL))
                 for seed in seeds]
-        for t in others:
-            gaps = [100 * (results[f"sync-{t}-seed{seed}"]["final_accuracy"] - b) for seed, b in zip(seeds, both)]
-            out[f"sync-{t}"].update({"final_gap_to_both_float32_pp_per_seed": [round(g, 2) for g in gaps],
+        for variant in variants[:-1]:
+            gaps = [100 * (results[f"{variant}-seed{seed}"]["final_accuracy"] - b) for seed, b in zip(seeds, both)]
+            out[variant].update({"final_gap_to_both_float32_pp_per_seed": [round(g, 2) for g in gaps],
                                      **_mean_and_sem("final_gap_to_both_float32", gaps)})
     out["float32_final_accuracy_per_seed"] = [round(100 * a, 2) for a in base_final]
     out["float32_seed_spread_pp"] = round(100 * statistics.stdev(base_final), 2) if len(seeds) > 1 else None
@@ -242,11 +292,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-average", action="store_true", help="skip the model-averaging run")
     parser.add_argument("--control", action="store_true",
                         help="also a float32 run with two threads per worker for every seed (the rounding control)")
+    parser.add_argument("--local-sgd", type=local_sgd_list, default=(), metavar="T:K,...",
+                        help="also, for every seed, model averaging with transport T and K local steps")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="global batch of one optimizer step")
+    parser.add_argument("--in-process", action="store_true",
+                        help="train with bench/inprocess.py (the system's arithmetic, no protocol): many workers")
     parser.add_argument("--divergence", type=int, default=0, metavar="ROUNDS",
                         help="instead: how far each variant's weights drift from float32's over ROUNDS rounds")
     args = parser.parse_args(argv)
     if args.divergence < 0:
         parser.error(f"--divergence must be a number of rounds, not {args.divergence}")
+    if args.batch_size < args.workers:
+        parser.error(f"--batch-size {args.batch_size} gives each of the {args.workers} workers no sample")
+    if args.divergence and (args.in_process or args.batch_size != BATCH):
+        parser.error("--divergence runs the local stack at the study's batch; drop --in-process and --batch-size")
     from lambdatrain.training.data import resolve_dataset
 
     started = time.time()
@@ -260,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
         for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control,
-                                    transports=args.transports):
+                                    transports=args.transports, local_sgd=args.local_sgd):
             wanted = settings_for(args, extra)
             reused = next((r for r in stored if r["settings"] == wanted), None)
             if reused is not None:
@@ -268,13 +327,14 @@ def main(argv: list[str] | None = None) -> None:
                 results[name] = reused
                 continue
             log(f"{name}: training")
-            results[name] = in_child(run, prepared, Path(tmp) / name, args, extra)
+            results[name] = (in_child(run_in_process, prepared, args, extra) if args.in_process
+                             else in_child(run, prepared, Path(tmp) / name, args, extra))
             if args.runs_file is not None:  # appended as it finishes: an interruption loses one run at most
                 with args.runs_file.open("a") as f:
                     f.write(json.dumps(results[name], sort_keys=True) + "\n")
             log(f"  {name}: " + ", ".join(f"{p['samples_seen']} samples/{p['train_s']:.0f} s -> "
                                           f"{p['val_accuracy']:.1%}" for p in results[name]["points"]))
-    emit({"runs": results, "transport_vs_float32": compare(results, args.seeds, args.transports),
+    emit({"runs": results, "transport_vs_float32": compare(results, args.seeds, args.transports, args.local_sgd),
           "transport_error": in_child(transport_error, prepared), "wall_s": time.time() - started,
           "machine": machine()})
 

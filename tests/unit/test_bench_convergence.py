@@ -29,16 +29,23 @@ def trained(monkeypatch):
     """main() with training replaced: each run's accuracies follow from its seed and transport."""
     calls: list[str] = []
     base = {0: [0.20, 0.30, 0.40], 1: [0.25, 0.35, 0.45]}
-    shift = {"float32": 0.0, "bfloat16": -0.01, "float16": 0.02}
+    shift = {"float32": 0.0, "bfloat16": -0.01, "float16": 0.02, "ternary_ef": -0.02}
 
     def in_child(fn, *args):
         if fn is convergence.transport_error:
             return {"bfloat16": 0.002, "float16": 0.0002}
-        _prepared, _out, args_ns, extra = args
+        args_ns, extra = args[-2:]  # the local stack's run also takes an output folder
         control = extra.get("worker_threads") == 2
-        calls.append(f"{'control' if control else extra['transport']}-{extra['seed']}")
-        return fake_run(convergence.settings_for(args_ns, extra),
-                        [a + (0.005 if control else shift[extra["transport"]]) for a in base[extra["seed"]]])
+        steps = extra.get("local_steps", 1)
+        runner = "inprocess:" if fn is convergence.run_in_process else ""
+        calls.append(f"{runner}{'control' if control else extra['transport']}{f'x{steps}' if steps > 1 else ''}"
+                     f"-{extra['seed']}")
+        accuracies = [a + (0.005 if control else shift[extra["transport"]] - 0.01 * (steps - 1))
+                      for a in base[extra["seed"]]]
+        run = fake_run(convergence.settings_for(args_ns, extra), accuracies)
+        for p in run["points"] if steps > 1 else []:  # K local steps a round: evaluations at other counts
+            p["samples_seen"] -= 64
+        return run
 
     monkeypatch.setattr(convergence, "in_child", in_child)
     monkeypatch.setattr("lambdatrain.training.data.resolve_dataset", lambda data, cache: data)
@@ -180,3 +187,39 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
         assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / 7 ** 0.5, abs=0.005), transport
         assert evidence.control_gap_pp == pytest.approx(statistics.fmean(control), abs=0.005)
         assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / 7 ** 0.5, abs=0.005)
+
+
+def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same_epochs(trained, capsys):
+    convergence.main(argv("0,1", "--no-average", "--transports", "float32", "--local-sgd", "ternary_ef:4,float32:2"))
+    report = last_json(capsys)["transport_vs_float32"]
+    # ternary_ef is 2 points down, and each local step beyond the first 1 point more.
+    assert report["average4-ternary_ef"]["final_gap_pp_per_seed"] == [-5.0, -5.0]
+    assert report["average2-float32"]["mean_final_gap_pp"] == -1.0
+    # Its evaluations fall at other sample counts: no pairs but the final one, so no tail gap.
+    assert "tail_gap_pp_per_seed" not in report["average4-ternary_ef"]
+    assert sorted(trained) == ["float32-0", "float32-1", "float32x2-0", "float32x2-1", "ternary_efx4-0", "ternary_efx4-1"]
+
+
+def test_in_process_runs_are_marked_and_never_stand_in_for_local_stack_runs(trained, capsys, tmp_path):
+    runs_file = tmp_path / "runs.jsonl"
+    convergence.main(argv("0", "--no-average", "--transports", "float32", "--runs-file", str(runs_file)))
+    convergence.main(argv("0", "--no-average", "--transports", "float32", "--runs-file", str(runs_file),
+                          "--in-process", "--workers", "64", "--batch-size", "128"))
+    assert trained == ["float32-0", "inprocess:float32-0"]
+    stored = [json.loads(line)["settings"] for line in runs_file.read_text().splitlines()]
+    assert [s.get("runner") for s in stored] == [None, "in-process"]
+    assert stored[1]["workers"] == 64 and stored[1]["batch_size"] == 128
+
+
+@pytest.mark.parametrize("value, message", [("ternary:4", "unknown transport 'ternary'"),
+                                            ("ternary_ef:0", "local steps must be a whole number")])
+def test_a_bad_local_sgd_recipe_is_refused_in_one_line(value, message, capsys):
+    with pytest.raises(SystemExit):
+        convergence.main(argv("0", "--local-sgd", value))
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_global_batch_smaller_than_the_workers_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        convergence.main(argv("0", "--workers", "64", "--batch-size", "32"))
+    assert "gives each of the 64 workers no sample" in capsys.readouterr().err
