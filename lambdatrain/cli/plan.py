@@ -154,7 +154,7 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
         # Measured: its gap to float32 is recorded; shown: that gap is within the tolerance, what
         # --recommend may pick (recipes.py EVIDENCE and backing).
         row["accuracy_measured"] = EVIDENCE.get((row["transport"], row["mode"], row["local_steps"])) is not None
-        row["accuracy_shown"] = backing(recipe_of(row)) is not None
+        row["accuracy_shown"] = backing(recipe_of(row), row["workers"]) is not None
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
     if png is not None:

@@ -14,8 +14,8 @@ Priced is not recommended: ``lambdatrain plan --recommend`` considers only recip
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping
 
 from lambdatrain.protocol.config import COMPRESSED, MODES
 from lambdatrain.protocol.config import TRANSPORTS as RUNNABLE_TRANSPORTS
@@ -134,6 +134,13 @@ class Evidence:
     control_se_pp: float
     batch_size: int  # global batch of the study: it backs the recipe up to this batch
     conditions: str  # the rest of the study's setting, said with the recommendation
+    # Workers of the study. Sync mode's arithmetic does not depend on N (one step on the global
+    # batch), so a sync measurement backs any N; local SGD's workers drift apart more the more
+    # there are, so an average-mode measurement backs up to this many.
+    workers: int
+    # The float32 reference runs' settings in the runs file, all but the seed: from them a test
+    # finds every run of the study and recomputes the gaps (tests/unit/test_bench_convergence.py).
+    reference: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def shown(self) -> bool:
@@ -153,12 +160,16 @@ class Evidence:
 # docs/benchmarks.md section 3 "Convergence": vgg19_cifar width 0.125, 2 workers, global batch 256,
 # 7 seeds, 5 epochs of 8,000 samples, lr 0.05 cosine; the control is float32 with two threads.
 # tests/unit/test_bench_convergence.py recomputes every gap below from the runs file.
+_STUDY = {"model": "vgg19_cifar", "width": 0.125, "micro_batch": 64, "lr": 0.05, "lr_schedule": "cosine",
+          "mode": "sync", "transport": "float32", "eval_every": 0}
 _CONVERGENCE = dict(
     source="docs/results/convergence-5ep.jsonl (docs/benchmarks.md, 3. Convergence)",
     command="python -m bench.convergence --seeds 0,1,2,3,4,5,6 --epochs 5 --samples 8000 --val-samples 5000 "
             "--eval-every 0 --no-average --control --runs-file docs/results/convergence-5ep.jsonl",
-    control_gap_pp=-1.04, control_se_pp=0.82, batch_size=256,
-    conditions="7 seeds, vgg19_cifar width 0.125, 2 workers")
+    control_gap_pp=-1.04, control_se_pp=0.82, batch_size=256, workers=2,
+    conditions="7 seeds, vgg19_cifar width 0.125, 2 workers",
+    reference={**_STUDY, "workers": 2, "batch_size": 256, "epochs": 5, "max_train_samples": 8000,
+               "val_samples": 5000})
 
 # The one place to record a measurement: (transport, mode, local_steps) -> Evidence, or None for
 # "not measured" (never recommended). Fill a row in when its runs are in a runs file.
@@ -176,11 +187,15 @@ EVIDENCE: dict[tuple[str, str, int], Evidence | None] = {
 }
 
 
-def backing(r: Recipe) -> Evidence | None:
-    """The measurement that backs recipe ``r``: its transport, mode and local steps measured, with
-    a gap that is shown (``Evidence.shown``), at a global batch at least ``r``'s (a larger batch
-    is a different recipe for accuracy; what the study compares is the transport). None: not backed."""
+def backing(r: Recipe, workers: int) -> Evidence | None:
+    """The measurement that backs recipe ``r`` on ``workers`` workers: its transport, mode and local
+    steps measured, with a gap that is shown (``Evidence.shown``), at a global batch at least
+    ``r``'s (a larger batch is a different recipe for accuracy; what the study compares is the
+    transport), and in average mode with at least as many workers (``Evidence.workers``).
+    None: not backed."""
     evidence = EVIDENCE.get((r.transport, r.mode, r.local_steps))
     if evidence is None or not evidence.shown or r.batch_size > evidence.batch_size:
+        return None
+    if r.mode == "average" and workers > evidence.workers:
         return None
     return evidence

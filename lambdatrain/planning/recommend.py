@@ -27,9 +27,10 @@ def recommend(rows: list[dict[str, Any]],
     """Per backed recipe (recipes.backing), its fastest row within the budget (dollars per warm
     epoch; None: any price), fastest first: the first is the recommendation. Raises
     NoBackedRecipe, saying why, when there is none."""
-    backed = [(r, e) for r in rows if r["runnable"] and (e := backing(recipe_of(r))) is not None]
+    backed = [(r, e) for r in rows if r["runnable"] and (e := backing(recipe_of(r), r["workers"])) is not None]
     if not backed:
-        measured = "; ".join(f"{t} {m}" + (f" K={k}" if m == "average" else "") + f" up to batch {e.batch_size}"
+        measured = "; ".join(f"{t} {m}" + (f" K={k} up to N = {e.workers}" if m == "average" else "")
+                             + f" up to batch {e.batch_size}"
                              for (t, m, k), e in EVIDENCE.items() if e is not None and e.shown)
         raise NoBackedRecipe(f"no recipe in this plan has a measured accuracy at its batch; measured "
                              f"(lambdatrain/planning/recipes.py EVIDENCE): {measured}")

@@ -161,32 +161,39 @@ def test_a_negative_number_of_divergence_rounds_is_refused():
 
 
 def test_the_planners_evidence_is_what_the_runs_file_holds():
-    """Every measured gap in lambdatrain/planning/recipes.py EVIDENCE, recomputed from its runs file."""
+    """Every measured gap in lambdatrain/planning/recipes.py EVIDENCE, recomputed from its runs file:
+    the recipe's runs and the rounding control's against the float32 runs of the same seeds."""
     import statistics
     from pathlib import Path
 
     from lambdatrain.planning.recipes import EVIDENCE
 
-    runs = convergence.load_runs(Path(__file__).resolve().parents[2] / "docs" / "results" / "convergence-5ep.jsonl")
-    study = convergence.settings_for(argparse.Namespace(
-        workers=2, epochs=5, samples=8000, lr=0.05, lr_schedule="cosine", val_samples=5000, eval_every=0),
-        {"mode": "sync", "transport": "float32"})
-
-    def final(seed: int, **extra) -> float:
-        wanted = {**study, **extra, "seed": seed}
-        (run,) = [r for r in runs if r["settings"] == wanted]
-        return 100 * run["final_accuracy"]
-
+    root = Path(__file__).resolve().parents[2]
+    checked = set()
     for (transport, mode, steps), evidence in EVIDENCE.items():
         if evidence is None or evidence.se_pp is None:
             continue
-        assert (mode, steps) == ("sync", 1)
-        gaps = [final(seed, transport=transport) - final(seed, transport="float32") for seed in range(7)]
-        control = [final(seed, worker_threads=2) - final(seed, transport="float32") for seed in range(7)]
+        runs = convergence.load_runs(root / evidence.source.split()[0])
+        study = dict(evidence.reference)
+
+        def final(seed: int, **extra) -> float:
+            wanted = {**study, **extra, "seed": seed}
+            (run,) = [r for r in runs if r["settings"] == wanted]
+            return 100 * run["final_accuracy"]
+
+        seeds = sorted({r["settings"]["seed"] for r in runs if {**r["settings"], "seed": None} == {**study, "seed": None}})
+        assert len(seeds) >= 7, (transport, mode, steps)
+        variant = {"transport": transport} if mode == "sync" else {"transport": transport, "mode": mode,
+                                                                     "local_steps": steps}
+        gaps = [final(seed, **variant) - final(seed) for seed in seeds]
+        control = [final(seed, worker_threads=2) - final(seed) for seed in seeds]
         assert evidence.gap_pp == pytest.approx(statistics.fmean(gaps), abs=0.005), transport
-        assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / 7 ** 0.5, abs=0.005), transport
+        assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / len(seeds) ** 0.5, abs=0.005), transport
         assert evidence.control_gap_pp == pytest.approx(statistics.fmean(control), abs=0.005)
-        assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / 7 ** 0.5, abs=0.005)
+        assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / len(seeds) ** 0.5, abs=0.005)
+        assert evidence.batch_size == study["batch_size"] and evidence.workers == study["workers"]
+        checked.add((transport, mode, steps))
+    assert ("ternary_ef", "sync", 1) in checked
 
 
 def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same_epochs(trained, capsys):

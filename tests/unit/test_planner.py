@@ -310,15 +310,27 @@ def test_every_planned_recipe_has_a_line_in_the_evidence_table():
     assert {(r.transport, r.mode, r.local_steps) for r in RECIPES} <= set(EVIDENCE)
     measured = {k for k, e in EVIDENCE.items() if e is not None}
     assert {("float32", "sync", 1), ("float16", "sync", 1), ("bfloat16", "sync", 1), ("ternary_ef", "sync", 1)} <= measured
-    assert all(backing(Recipe(t, m, k)) is None for t, m, k in set(EVIDENCE) - measured)
+    assert all(backing(Recipe(t, m, k), 1) is None for t, m, k in set(EVIDENCE) - measured)
 
 
 def test_a_measurement_backs_its_recipe_up_to_its_batch_and_within_the_tolerance():
     e = EVIDENCE[("float16", "sync", 1)]
-    assert backing(Recipe("float16", batch_size=128)) is e and backing(Recipe("float16", batch_size=256)) is e
-    assert backing(Recipe("float16", batch_size=512)) is None  # a larger batch was not measured
+    assert backing(Recipe("float16", batch_size=128), 64) is e and backing(Recipe("float16", batch_size=256), 2) is e
+    assert backing(Recipe("float16", batch_size=512), 2) is None  # a larger batch was not measured
     assert replace(e, gap_pp=e.control_gap_pp - 1.0).shown
     assert not replace(e, gap_pp=e.control_gap_pp - 1.01).shown
+
+
+def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
+    """Local SGD's workers drift apart more the more there are; sync's step does not depend on N."""
+    from lambdatrain.planning import recipes
+
+    sync = EVIDENCE[("float16", "sync", 1)]
+    local = replace(sync, workers=16)
+    monkeypatch.setitem(recipes.EVIDENCE, ("float16", "average", 4), local)
+    assert backing(Recipe("float16", "average", 4), 16) is local
+    assert backing(Recipe("float16", "average", 4), 17) is None
+    assert backing(Recipe("float16"), 1024) is sync
 
 
 def _rows(**kw):
@@ -340,7 +352,7 @@ def test_recommend_picks_the_fastest_backed_row_within_the_budget():
     assert len({r["recipe"] for r, _ in picked}) == len(picked)  # one row per recipe
     # An unmeasured recipe is never picked, even where it is faster within the budget.
     assert any(r["epoch_s"] < best_row["epoch_s"] and r["cost_per_epoch"] <= budget for r in rows
-               if backing(recipe_of(r)) is None)
+               if backing(recipe_of(r), r["workers"]) is None)
 
 
 def test_recommend_refuses_when_no_backed_row_fits_the_budget():
