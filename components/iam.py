@@ -55,10 +55,17 @@ BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
         # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).
         "Bucket": (("s3:PutObject",), (f"{env.EXPORT_PREFIX}*",)),
-        # After each committed round it prunes the residuals no worker will read again, in one
-        # DeleteObjects request, which IAM authorises as s3:DeleteObject on every key it names.
-        "BucketState": (("s3:DeleteObject",), (f"{env.STATE_PREFIX}*",)),
+        # After each committed round it prunes the residuals no worker will read again, every
+        # version of each by its id (the bucket is versioned: a plain delete leaves the bytes billed),
+        # in one DeleteObjects request, which IAM authorises per key named: s3:DeleteObjectVersion.
+        "BucketState": (("s3:DeleteObject", "s3:DeleteObjectVersion"), (f"{env.STATE_PREFIX}*",)),
     },
+}
+# Listing, a bucket-level action, per function: statement id -> (actions, key prefixes the listing
+# may ask for, as the s3:prefix condition). The combiner finds the versions to prune by listing
+# state/<run>/ (lambdatrain/storage/state.py ``ResidualStore.prune``).
+BUCKET_LISTING: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    env.COMBINER: {"BucketStateVersions": (("s3:ListBucketVersions",), (f"{env.STATE_PREFIX}*",))},
 }
 EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess
 STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
@@ -107,7 +114,7 @@ def function_role(
 
 
 def function_policy(logical: str, refs: PolicyRefs) -> dict:
-    """The least-privilege policy of one function (see INVOKES, BUCKET_ACCESS and the exceptions)."""
+    """The least-privilege policy of one function (see INVOKES, BUCKET_ACCESS, BUCKET_LISTING and the exceptions)."""
     statements = [
         _allow("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{refs.log_group_arn}:*"]),
         _allow("VpcNetworkInterfaces", sorted(a for a in WILDCARD_RESOURCE_EXCEPTIONS if a.startswith("ec2:")), ["*"]),
@@ -123,6 +130,9 @@ def function_policy(logical: str, refs: PolicyRefs) -> dict:
         statements.append(_allow("Invoke", ["lambda:InvokeFunction"], targets))
     for sid, (actions, keys) in BUCKET_ACCESS.get(logical, {}).items():
         statements.append(_allow(sid, list(actions), [f"{refs.bucket_arn}/{k}" for k in keys]))
+    for sid, (actions, prefixes) in BUCKET_LISTING.get(logical, {}).items():
+        statements.append({**_allow(sid, list(actions), [refs.bucket_arn]),
+                           "Condition": {"StringLike": {"s3:prefix": list(prefixes)}}})
     if logical == env.COMBINER:
         statements.append(_allow("LedgerStream", list(STREAM_ACTIONS), [refs.stream_arn]))
         statements.append(_allow("ListStreams", ["dynamodb:ListStreams"], ["*"]))

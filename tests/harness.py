@@ -77,7 +77,9 @@ class InlineSystem:
                  stream_duplicate_rate: float = 0.0, seed: int = 0, bucket: str | None = None):
         dynamodb = boto3.client("dynamodb")
         if bucket is not None:  # the stack's bucket: exports, and the compressed transports' residuals
-            boto3.client("s3").create_bucket(Bucket=bucket)
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})  # as the stack's
         dynamodb.create_table(**schema.create_table_kwargs(table))
         self.stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
         self.mount, self.table = mount, table

@@ -10,7 +10,8 @@ workers' error-feedback residuals live in the bucket (lambdatrain/storage/state.
 So every object of the stack's bucket is mirrored under ``<state_dir>/s3/<bucket>/``: after each
 S3 request that can change the bucket (moto_server.py tells us, one request at a time), the
 mirror is brought in line with moto's objects, and a new stack on the same folder puts them back
-before anything runs. A file is written atomically (temporary, rename), so a stack killed while
+before anything runs (current versions only: the noncurrent ones a versioned bucket keeps are
+not mirrored, so an outage drops them, which only the prune of residuals would have done). A file is written atomically (temporary, rename), so a stack killed while
 mirroring leaves the previous object whole.
 """
 
@@ -25,6 +26,7 @@ from urllib.parse import quote, unquote
 
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import FakeKey
 
 BODY, META = ".body", ".meta.json"
 USER_META = "x-amz-meta-"  # how moto keeps an object's user metadata among its headers
@@ -56,7 +58,8 @@ class DurableBucket:
         """Bring the mirror in line with moto's objects of the bucket."""
         with self._lock:
             bucket = get_backend("s3")[DEFAULT_ACCOUNT_ID]["global"].buckets.get(self.bucket)
-            objects = {} if bucket is None else {k.name: k for k in bucket.keys.values() if k is not None}
+            # A versioned bucket's latest entry for a deleted key is a delete marker: no object.
+            objects = {} if bucket is None else {k.name: k for k in bucket.keys.values() if isinstance(k, FakeKey)}
             for key, obj in objects.items():
                 if self._etags.get(key) != obj.etag:
                     meta = obj.metadata or {}

@@ -132,6 +132,8 @@ class LocalStack:
         self.stream_arn = dynamodb.describe_table(TableName=self.config.table)["Table"]["LatestStreamArn"]
         s3 = boto3.client("s3", **self.client_kwargs)
         s3.create_bucket(Bucket=self.config.bucket)
+        # Versioned, as the stack's bucket is (components/storage.py): deletes behave as on AWS.
+        s3.put_bucket_versioning(Bucket=self.config.bucket, VersioningConfiguration={"Status": "Enabled"})
         # The bucket outlives this moto, as S3 outlives an outage: restored from, then mirrored to, disk.
         bucket = DurableBucket(self.state_dir / "s3", self.config.bucket)
         bucket.restore(s3)

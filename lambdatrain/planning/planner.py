@@ -43,7 +43,9 @@ endpoint, so no per-GB charge in the Region): per worker and round one PutObject
 one GetObject of 4P bytes. The GET is skipped when the environment kept that worker's residual from
 the round before; the model plans for it happening (the worst case). One S3 request moves at
 ``s3_bps`` after ``s3_request_s``, the worker's transfers one after another (not overlapped with
-its compute: worst case again). The combiner sends one DeleteObjects per round (retention).
+its compute: worst case again). The combiner lists the run's residual versions and sends one
+DeleteObjects per round (retention); an epoch boundary's residuals stay, as a checkpoint, until the
+bucket's lifecycle rule expires them.
 Encoding and decoding time is not modelled (the codecs run at about the speed of a page-cache
 read, docs/benchmarks.md "Compressed codecs").
 
@@ -80,7 +82,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the planner's public names)
-    ARCHITECTURES, DAYS_PER_MONTH, STATE_KEPT_DAYS, STATE_NONCURRENT_DAYS, Prices,
+    ARCHITECTURES, DAYS_PER_MONTH, STATE_EXPIRY_DAYS, STATE_KEPT_DAYS, Prices,
 )
 from lambdatrain.planning.recipes import RECIPES, Recipe, transport
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
@@ -265,12 +267,12 @@ def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: di
     cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
-    if s.compressed:  # per worker a PUT and a GET of its residual, in parts; the combiner's DeleteObjects
+    if s.compressed:  # per worker a PUT and a GET of its residual, in parts; the combiner's listing and DeleteObjects
         from lambdatrain.storage.state import requests
 
         per = requests(state_bytes(s)["put"])
-        cost["s3_requests"] = rounds * (n * (per["put"] * prices.s3_put + per["get"] * prices.s3_get) + prices.s3_put)
-        stored_gb = rounds * n * state_bytes(s)["put"] / GB  # every residual written, kept STATE_KEPT_DAYS
+        cost["s3_requests"] = rounds * (n * (per["put"] * prices.s3_put + per["get"] * prices.s3_get) + 2 * prices.s3_put)
+        stored_gb = n * state_bytes(s)["put"] / GB  # the epoch boundary's residuals, kept STATE_KEPT_DAYS
         cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
     return cost
 

@@ -12,8 +12,9 @@ Prices (us-east-1, as published on 2025-06-01; check before relying on them):
 * S3 Standard https://aws.amazon.com/s3/pricing/: PUT (and POST, LIST) $0.005 per 1,000 requests,
   GET $0.0004 per 1,000; no per-GB charge for transfers inside the Region. DeleteObjects is a POST,
   priced here as a PUT (the page lists DELETE itself as free: this errs high by $5 per million
-  rounds). Storage $0.023 per GB-month: every residual written stays billed for up to
-  ``STATE_KEPT_DAYS`` (the bucket is versioned; see the constant), N x 4P bytes per round.
+  rounds), and so is the listing of versions before it. Storage $0.023 per GB-month: an epoch
+  boundary's residuals, N x 4P bytes an epoch, stay billed for up to ``STATE_KEPT_DAYS`` (see the
+  constant); every other residual goes, every version, within a few rounds.
 * S3 per request, "Performance design patterns for Amazon S3"
   https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance-design-patterns.html:
   "Make one concurrent request for each 85-90 MB/s of desired network throughput" (said of EC2 in
@@ -26,15 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lambdatrain.roles.settings import STATE_NONCURRENT_DAYS
+from lambdatrain.roles.settings import STATE_EXPIRY_DAYS
 
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
-# Days a deleted residual's bytes stay billed: the bucket is versioned, so the combiner's delete keeps
-# them as a noncurrent version until the lifecycle rule expires it (STATE_NONCURRENT_DAYS, declared
-# with the rule's other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's time up to
-# the next midnight UTC, up to one more day ("Lifecycle configuration elements",
+# Days an epoch boundary's residuals stay billed. The combiner deletes every version of a round's
+# residuals with its weights (storage/retention.py, storage/state.py: minutes after they were
+# written, not priced), but keeps the epoch boundaries' as checkpoints to resume from; the bucket's
+# lifecycle rule expires those STATE_EXPIRY_DAYS after they were written (declared with the rule's
+# other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's time up to the next
+# midnight UTC, up to one more day ("Lifecycle configuration elements",
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/intro-lifecycle-rules.html). The worst case.
-STATE_KEPT_DAYS = STATE_NONCURRENT_DAYS + 1
+STATE_KEPT_DAYS = STATE_EXPIRY_DAYS + 1
 DAYS_PER_MONTH = 30.4  # S3 bills storage per GB-month, prorated by the hour
 
 

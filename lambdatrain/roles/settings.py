@@ -55,8 +55,8 @@ STATE_PREFIX = "state/"  # compressed transports: each worker's error-feedback r
 # (lambdatrain/planning/prices.py). The combiner deletes the old residuals after each committed
 # round; one that crashed first leaves them behind, so they expire after STATE_EXPIRY_DAYS: a live
 # run reads only the round before's, so this reaches only a run stopped longer than that. The bucket
-# is versioned, so a delete only hides an object and keeps its bytes as a noncurrent version, which
-# goes STATE_NONCURRENT_DAYS later.
+# is versioned: the combiner deletes every version by its id (storage/state.py), and a version
+# hidden any other way (a delete without its id) goes STATE_NONCURRENT_DAYS later.
 STATE_EXPIRY_DAYS = 14
 STATE_NONCURRENT_DAYS = 1
 

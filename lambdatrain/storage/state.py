@@ -128,12 +128,26 @@ class ResidualStore:
         _held[(self.bucket, run, worker)] = _Held(round_no, residual)
 
     def prune(self, run: str, workers: int, rounds: list[int]) -> int:
-        """Delete the residuals of ``rounds`` for every worker (missing ones are already gone); how many keys."""
-        keys = [self.key(run, w, r) for r in rounds for w in range(workers)]
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys a request
-            batch = [{"Key": k} for k in keys[start: start + 1000]]
-            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-        return len(keys)
+        """Delete every version of the residuals of ``rounds`` for every worker (missing ones are
+        already gone); how many versions.
+
+        The stack's bucket is versioned (components/storage.py), where deleting a key only hides its
+        bytes behind a delete marker and S3 bills them as a noncurrent version until the lifecycle
+        rule expires it, a day or two later (at N = 64 in sync mode, 1.8 TB an epoch). Deleting
+        each version by its id removes it for good
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html); the
+        versions come from one listing of the run's prefix, which holds only the rounds not yet
+        pruned, so a re-driven worker's second PUT of a key goes too.
+        """
+        wanted = {self.key(run, w, r) for r in rounds for w in range(workers)}
+        versions = []
+        pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{run}/")
+        for page in pages:
+            versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                         for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] in wanted]
+        for start in range(0, len(versions), 1000):  # DeleteObjects takes at most 1,000 keys a request
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions[start: start + 1000], "Quiet": True})
+        return len(versions)
 
 
 def parts(nbytes: int) -> int:

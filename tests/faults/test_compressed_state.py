@@ -62,3 +62,23 @@ def test_compressed_start_on_a_stack_without_a_bucket_is_one_line_and_writes_not
                                            r"the stack's bucket, and this stack has none \(LAMBDATRAIN_BUCKET"):
         system.invoke("starter", {"start": True, **SETTINGS, "transport": "sign_ef"})
     assert not (system.mount / "runs").exists() and system.ledger.list_runs() == []
+
+
+def test_pruned_residuals_leave_no_hidden_version_in_the_versioned_bucket(make_system):
+    """A plain delete in a versioned bucket only hides the bytes, which S3 keeps billing; the
+    combiner deletes every version by its id, so what is left are the kept rounds' objects."""
+    import boto3
+
+    settings = {**SETTINGS, "transport": "ternary_ef", "keep_rounds": 1}
+    system = make_system()
+    run = system.invoke("starter", {"start": True, **settings})["run"]
+    system.run_to_end(run)
+    bucket = system.settings.bucket
+    listing = boto3.client("s3").list_object_versions(Bucket=bucket, Prefix=f"state/{run}/")
+    assert not listing.get("DeleteMarkers")
+    assert listing["Versions"] and all(v["IsLatest"] for v in listing["Versions"])
+    rounds = sorted({int(v["Key"].rsplit("/r", 1)[1].removesuffix(".npy")) for v in listing["Versions"]})
+    record = system.ledger.get_run(run)
+    # Kept: the epoch boundaries (checkpoints to resume from) and the newest rounds; the rest went.
+    assert set(rounds) < set(range(1, record.round + 1))
+    assert all(r % record.rounds_per_epoch == 0 or r >= record.round - 1 for r in rounds), rounds

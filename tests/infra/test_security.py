@@ -116,7 +116,13 @@ def test_bucket_access_is_scoped_to_key_prefixes(plan):
     bucket_arn = f"arn:aws:s3:::{plan.outputs['bucketName']}"
     for role in ("starter", "worker", "combiner"):
         for statement in _statements(plan, role):
-            if any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+            if not any(a.startswith("s3:") for a in _as_list(statement["Action"])):
+                continue
+            if statement["Resource"] == [bucket_arn]:  # a listing: only of the prefixes its condition names
+                assert _as_list(statement["Action"]) == ["s3:ListBucketVersions"]
+                prefixes = statement["Condition"]["StringLike"]["s3:prefix"]
+                assert prefixes and all(p.endswith("/*") and p != "*" for p in prefixes)
+            else:
                 assert all(r.startswith(f"{bucket_arn}/") and r != f"{bucket_arn}/*" for r in statement["Resource"])
 
 
@@ -142,10 +148,16 @@ def test_worker_reads_and_writes_only_its_residuals(plan):
 
 
 def test_combiner_prunes_residuals_and_writes_exports(plan):
-    # One DeleteObjects request after each committed round: IAM checks s3:DeleteObject per key. The
-    # export grant is kept on purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
+    # After each committed round: one listing of the run's residual versions, then one DeleteObjects
+    # request of those versions, which IAM checks per key (s3:DeleteObjectVersion). The export grant
+    # is kept on purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
+    state = _keys(plan, env.STATE_PREFIX)
     assert _bucket_grants(plan, "combiner") == {
-        ("s3:DeleteObject", _keys(plan, env.STATE_PREFIX)), ("s3:PutObject", _keys(plan, env.EXPORT_PREFIX))}
+        ("s3:DeleteObject", state), ("s3:DeleteObjectVersion", state),
+        ("s3:ListBucketVersions", f"arn:aws:s3:::{plan.outputs['bucketName']}"),
+        ("s3:PutObject", _keys(plan, env.EXPORT_PREFIX))}
+    (listing,) = [s for s in _statements(plan, "combiner") if s["Sid"] == "BucketStateVersions"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{env.STATE_PREFIX}*"]}}
 
 
 def test_starter_only_reads_start_files_and_datasets(plan):

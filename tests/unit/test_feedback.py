@@ -114,6 +114,7 @@ def store():
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="stack")
+        s3.put_bucket_versioning(Bucket="stack", VersioningConfiguration={"Status": "Enabled"})  # as the stack's
         state._held.clear()
         yield ResidualStore(s3, "stack", "state/", "xxh3_128"), s3
         state._held.clear()
@@ -166,6 +167,11 @@ def test_prune_deletes_every_workers_residual_of_the_rounds(store):
     for w in range(3):
         for r in (1, 2, 3):
             residuals.put("run-a", w, r, np.zeros(2, np.float32))
-    residuals.prune("run-a", 3, [1, 2, 9])  # round 9 was never written: no error
+    residuals.put("run-a", 1, 2, np.ones(2, np.float32))  # a re-driven worker's second PUT: a second version
+    residuals.put("run-b", 0, 1, np.zeros(2, np.float32))  # another run's, never touched
+    assert residuals.prune("run-a", 3, [1, 2, 9]) == 7  # round 9 was never written: no error
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="stack")["Contents"])
-    assert keys == [residuals.key("run-a", w, 3) for w in range(3)]
+    assert keys == [residuals.key("run-a", w, 3) for w in range(3)] + [residuals.key("run-b", 0, 1)]
+    # Gone for good: no hidden version is left to bill, and no delete marker stands in for one.
+    listing = s3.list_object_versions(Bucket="stack")
+    assert sorted(v["Key"] for v in listing["Versions"]) == keys and not listing.get("DeleteMarkers")

@@ -227,7 +227,7 @@ def test_a_compressed_worker_moves_a_small_fraction_of_float32s_efs_bytes(transp
 
 def test_compressed_residuals_go_to_s3_in_time_and_cost():
     """4P bytes PUT and 4P GET per worker-round (the GET planned as always happening), at the S3
-    constants; PUT + GET per worker and one DeleteObjects per round, at S3's request prices."""
+    constants; PUT + GET per worker, a listing and one DeleteObjects per round, at S3's request prices."""
     cal = replace(CAL, s3_bps=100e6, s3_request_s=0.05)
     plain = planner.predict(planner.Scenario(P, 4, 1769, buffers=B), cal, FAST)
     ef = planner.predict(planner.Scenario(P, 4, 1769, transport="ternary_ef", buffers=B), cal, FAST)
@@ -242,20 +242,20 @@ def test_compressed_residuals_go_to_s3_in_time_and_cost():
     assert ef["worker_s"] == pytest.approx(ef["load_s"] + max(ef["compute_s"], one - ef["load_s"]) + ef["write_s"] + one)
     rounds = ef["rounds_per_epoch"]
     # PUT: one request (multipart: create + parts + complete); GET: two HEADs and a GET per part;
-    # and one DeleteObjects a round.
+    # and a listing of versions and one DeleteObjects a round.
     per_worker = (1 if parts == 1 else parts + 2) * 0.005 + (parts + 2) * 0.0004
-    assert ef["cost_breakdown"]["s3_requests"] == pytest.approx(rounds * (4 * per_worker + 0.005) / 1000, abs=1e-6)
-    # Every residual written stays billed two days (a noncurrent version, up to a day of rounding).
-    assert ef["cost_breakdown"]["s3_storage"] == pytest.approx(rounds * 4 * residual / 1e9 * 0.023 * 2 / 30.4,
-                                                               abs=1e-6)
+    assert ef["cost_breakdown"]["s3_requests"] == pytest.approx(rounds * (4 * per_worker + 2 * 0.005) / 1000, abs=1e-6)
+    # The others deleted within rounds, the epoch boundary's residuals stay billed 15 days (the
+    # lifecycle rule's 14, and a day of rounding).
+    assert ef["cost_breakdown"]["s3_storage"] == pytest.approx(4 * residual / 1e9 * 0.023 * 15 / 30.4, abs=1e-6)
     assert "s3_requests" not in plain["cost_breakdown"] and "s3_storage" not in plain["cost_breakdown"]
     assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
 
 
 def test_the_residuals_billed_days_follow_the_buckets_lifecycle_rule():
     storage = pytest.importorskip("components.storage")
-    assert planner.STATE_NONCURRENT_DAYS == storage.STATE_NONCURRENT_DAYS  # both take roles/settings.py's
-    assert planner.STATE_KEPT_DAYS == storage.STATE_NONCURRENT_DAYS + 1  # and the day S3 may round up
+    assert planner.STATE_EXPIRY_DAYS == storage.STATE_EXPIRY_DAYS  # both take roles/settings.py's
+    assert planner.STATE_KEPT_DAYS == storage.STATE_EXPIRY_DAYS + 1  # and the day S3 may round up
 
 
 def test_buffers_must_fit_in_the_vector():
