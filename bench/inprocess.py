@@ -86,7 +86,8 @@ def train(config: RunConfig, data: PreparedData, *, rounds: int | None = None,
     return weights
 
 
-def evaluate(config: RunConfig, data: PreparedData, weights: np.ndarray, val_samples: int | None) -> tuple[float, float]:
+def evaluate(config: RunConfig, data: PreparedData, weights: np.ndarray,
+             val_samples: int | None) -> tuple[float, float]:
     """(loss, accuracy) on the first ``val_samples`` validation images (all when None), as the
     combiner evaluates."""
     model, layout = trainer.model_for(config, len(data.classes))

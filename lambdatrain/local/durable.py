@@ -11,8 +11,9 @@ So every object of the stack's bucket is mirrored under ``<state_dir>/s3/<bucket
 S3 request that can change the bucket (moto_server.py tells us, one request at a time), the
 mirror is brought in line with moto's objects, and a new stack on the same folder puts them back
 before anything runs (current versions only: the noncurrent ones a versioned bucket keeps are
-not mirrored, so an outage drops them, which only the prune of residuals would have done). A file is written atomically (temporary, rename), so a stack killed while
-mirroring leaves the previous object whole.
+not mirrored, so an outage drops them, which only the prune of residuals would have done). A file
+is written atomically (temporary, rename), so a stack killed while mirroring leaves the previous
+object whole.
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: di
         from lambdatrain.storage.state import requests
 
         per = requests(state_bytes(s)["put"])
-        cost["s3_requests"] = rounds * (n * (per["put"] * prices.s3_put + per["get"] * prices.s3_get) + 2 * prices.s3_put)
+        per_worker = per["put"] * prices.s3_put + per["get"] * prices.s3_get
+        cost["s3_requests"] = rounds * (n * per_worker + 2 * prices.s3_put)
         stored_gb = n * state_bytes(s)["put"] / GB  # the epoch boundary's residuals, kept STATE_KEPT_DAYS
         cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
     return cost

@@ -141,7 +141,8 @@ class ResidualStore:
         """
         wanted = {self.key(run, w, r) for r in rounds for w in range(workers)}
         versions = []
-        pages = self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{run}/")
+        listing = self.s3.get_paginator("list_object_versions")
+        pages = listing.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{run}/")
         for page in pages:
             versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
                          for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] in wanted]

@@ -181,7 +181,8 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
             (run,) = [r for r in runs if r["settings"] == wanted]
             return 100 * run["final_accuracy"]
 
-        seeds = sorted({r["settings"]["seed"] for r in runs if {**r["settings"], "seed": None} == {**study, "seed": None}})
+        seeds = sorted({r["settings"]["seed"] for r in runs
+                        if {**r["settings"], "seed": None} == {**study, "seed": None}})
         assert len(seeds) >= 7, (transport, mode, steps)
         variant = {"transport": transport} if mode == "sync" else {"transport": transport, "mode": mode,
                                                                      "local_steps": steps}
@@ -204,7 +205,8 @@ def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same
     assert report["average2-float32"]["mean_final_gap_pp"] == -1.0
     # Its evaluations fall at other sample counts: no pairs but the final one, so no tail gap.
     assert "tail_gap_pp_per_seed" not in report["average4-ternary_ef"]
-    assert sorted(trained) == ["float32-0", "float32-1", "float32x2-0", "float32x2-1", "ternary_efx4-0", "ternary_efx4-1"]
+    assert sorted(trained) == ["float32-0", "float32-1", "float32x2-0", "float32x2-1",
+                               "ternary_efx4-0", "ternary_efx4-1"]
 
 
 def test_in_process_runs_are_marked_and_never_stand_in_for_local_stack_runs(trained, capsys, tmp_path):
