@@ -19,10 +19,22 @@ pays the workers' and then the combiner's cold start, and is compared with the p
 round; the epoch, the sum over all rounds, with the predicted first epoch. A run's round time is
 the median over its warm rounds (other sessions' load comes in bursts); a recipe and N's is the
 median over its R runs, with their min-max spread, and agrees when within ``TOLERANCE``. Repeats
-go round by round over all recipes and N, so a slow spell of the machine hits each of them. The
-local workers share this machine's cores: a worker gets min(1, cores / N) of a core, which the
-planner sees as memory 1769 * min(1, cores / N) MB. Average mode (bench.convergence's ``AVERAGE``,
-K local steps) trains K times the samples, so that it has as many rounds as sync.
+go round by round over all recipes and N, so a slow spell of the machine hits each of them.
+
+What the local stack shares that Lambda does not, given to the planner as this machine's constants
+for each N (``local_calibration``), never fitted to the runs:
+
+* The cores. A worker gets min(1, cores / N) of a core, which the planner sees as memory
+  1769 * min(1, cores / N) MB; and a core computes slower while the others compute too (shared
+  caches, memory bandwidth, the host's scheduling of this VM's vCPUs), so the calibration also
+  times the compute path in ``cores`` processes at once, and N workers are predicted at the
+  per-image time of min(N, cores) busy cores (interpolated between one and all).
+* S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
+  workers' residual transfers queue behind each other: each worker sees 1/N of the bandwidth and
+  N times the request latency the calibration measured with one client.
+
+Average mode (bench.convergence's ``AVERAGE``, K local steps) trains K times the samples, so that it
+has as many rounds as sync.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 BATCH = 256
 TOLERANCE = 0.15  # issue 14: a warm round within 15 % of the local stack, on the median of the runs
 S3_REPEATS = 9  # timings of each S3 size in the calibration, the median kept
+BUSY_REPEATS = 20  # micro-batches each busy core times: seconds, so the processes overlap
 
 
 def recipe_list(text: str) -> tuple[str, ...]:
@@ -126,6 +139,33 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
 
 
+def busy_compute(width: float, prepared: Path, cores: int, repeats: int) -> float:
+    """Seconds per image of the worker's compute path while ``cores`` processes run it at once
+    (the median over them): what a core computes at when every core is busy."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(cores) as pool:
+        timings = pool.starmap(_compute_in_child, [(width, prepared, repeats)] * cores)
+    return statistics.median(spi for spi, _ in timings)
+
+
+def _compute_in_child(width: float, prepared: Path, repeats: int) -> tuple[float, float]:
+    from lambdatrain.planning.calibration import measure_compute
+    from lambdatrain.training.data import open_prepared
+
+    return measure_compute("vgg19_cifar", width, micro_batch=64, repeats=repeats, data=open_prepared(prepared))
+
+
+def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: int) -> Any:
+    """The calibration of N local workers (module docstring): per-image time of min(N, cores) busy
+    cores, and S3's bandwidth and request latency shared by the N workers."""
+    from dataclasses import replace
+
+    share = (min(n, cores) - 1) / max(cores - 1, 1)  # 0 with one worker busy, 1 with all cores busy
+    spi = cal.seconds_per_image + share * (busy_seconds_per_image - cal.seconds_per_image)
+    return replace(cal, seconds_per_image=spi, s3_bps=cal.s3_bps / n, s3_request_s=cal.s3_request_s * n)
+
+
 def spread(values: list[float]) -> dict[str, Any]:
     """The median of the runs, their min-max, and the spread relative to the median."""
     median = statistics.median(values)
@@ -158,7 +198,8 @@ def compare(recipe: str, n: int, runs: list[dict[str, Any]], p: dict[str, Any], 
             "measured_epoch_s": m["epoch_s"], "epoch_error": err(p["first_epoch_s"], m["epoch_s"]),
             "predicted": {k: p[k] for k in ("worker_s", "compute_s", "state_s", "combine_s", "invoke_s",
                                             "cold_start_s")},
-            "fixed_costs": p.get("fixed_costs"), "measured": m, "measured_runs": runs}
+            "fixed_costs": p.get("fixed_costs"), "calibration": p.get("calibration"), "measured": m,
+            "measured_runs": runs}
 
 
 def result_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -171,9 +212,10 @@ def result_of(row: dict[str, Any]) -> dict[str, Any]:
             "error": row["round_error"], "within_tolerance": within(row["round_error"])}
 
 
-def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[int, int, Any]:
-    """(params, buffers, calibration) of this machine; the fixed per-round costs come from the runs
-    (each row's ``fixed_costs``: the calibration's defaults for them are not used)."""
+def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[int, int, Any, float]:
+    """(params, buffers, calibration, busy seconds per image) of this machine; the fixed per-round
+    costs come from the runs (each row's ``fixed_costs``: the calibration's defaults for them are
+    not used)."""
     from dataclasses import replace
 
     from lambdatrain.planning.calibration import calibrate, model_sizes
@@ -183,15 +225,17 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
-    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core + {cal.compute_fixed_s * 1e3:.1f} "
-        f"ms/round, cold start {cal.cold_start_s:.1f} s, read {cal.read_bps / 1e6:.0f} MB/s, "
-        f"write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} ms/request + "
-        f"{cal.s3_bps / 1e6:.0f} MB/s")
-    return params, buffers, cal
+    cores = os.cpu_count() or 1
+    busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else cal.seconds_per_image
+    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all {cores} "
+        f"cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start {cal.cold_start_s:.1f} s, read "
+        f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
+        f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s")
+    return params, buffers, cal, busy
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
-              cal: Any, args: argparse.Namespace) -> dict[str, Any]:
+              cal: Any, busy: float, args: argparse.Namespace) -> dict[str, Any]:
     """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N."""
     from dataclasses import replace
 
@@ -202,12 +246,14 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
     fixed = {"combiner_fixed_s": base["combine_s"], "invoke_latency_s": base["wait_s"],
              "worker_fixed_s": median_run(runs[(recipe, n)])["worker_fixed_s"]}
     extra = RECIPES[recipe]
+    cores = os.cpu_count() or 1
+    local = local_calibration(replace(cal, **fixed), n, busy, cores)
     scenario = planner.Scenario(params=params, buffers=buffers, workers=n,
-                                memory_mb=int(MB_PER_VCPU * min(1.0, (os.cpu_count() or 1) / n)), batch_size=BATCH,
+                                memory_mb=int(MB_PER_VCPU * min(1.0, cores / n)), batch_size=BATCH,
                                 train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
                                 mode=extra["mode"], local_steps=extra["local_steps"])
-    return {**planner.predict(scenario, replace(cal, **fixed), planner.Storage(*(4 * [float("inf")]))),
-            "fixed_costs": fixed}
+    return {**planner.predict(scenario, local, planner.Storage(*(4 * [float("inf")]))), "fixed_costs": fixed,
+            "calibration": planner.calibration_dict(local)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,13 +273,13 @@ def main(argv: list[str] | None = None) -> None:
     prepared = resolve_dataset(args.data, args.cache_dir)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
-        params, buffers, cal = calibrated(args, prepared, Path(tmp))
+        params, buffers, cal, busy = calibrated(args, prepared, Path(tmp))
         for i in range(args.repeats):
             for recipe, n in runs:
                 log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
                 out = Path(tmp) / f"{recipe}-n{n}-r{i}"
                 runs[(recipe, n)].append(in_child(measured, prepared, out, settings_for(recipe, n, args)))
-    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, args), planner)
+    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, args), planner)
             for (recipe, n), done in runs.items()]
     for row in rows:
         log(f"{row['recipe']} N={row['workers']}: round {row['predicted_round_s']:.2f} s predicted vs "
@@ -244,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     results = [result_of(row) for row in rows]
     emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
-          "calibration": planner.calibration_dict(cal), "params": params, "buffers": buffers,
+          "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
+          "params": params, "buffers": buffers,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 
 

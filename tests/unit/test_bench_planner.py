@@ -105,3 +105,16 @@ def test_repeats_below_one_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         planner.main(["--repeats", "0"])
     assert exit_.value.code == 2 and "--repeats 0: at least 1" in capsys.readouterr().err
+
+
+def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3():
+    cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
+                            cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01)
+    one = planner.local_calibration(cal, 1, 1.5e-3, 2)
+    assert one == cal  # one worker: the calibration as measured, alone on the machine
+    for n in (2, 4):  # both cores busy: the busy per-image time; moto's bandwidth and latency shared by N
+        local = planner.local_calibration(cal, n, 1.5e-3, 2)
+        assert local.seconds_per_image == 1.5e-3
+        assert (local.s3_bps, local.s3_request_s) == (200e6 / n, 0.01 * n)
+    # Between one and all cores busy, the per-image time in proportion.
+    assert planner.local_calibration(cal, 3, 1.8e-3, 5).seconds_per_image == pytest.approx(1.4e-3)
