@@ -32,6 +32,10 @@ for each N (``local_calibration``), never fitted to the runs:
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
   workers' residual transfers queue behind each other: each worker sees 1/N of the bandwidth and
   N times the request latency the calibration measured with one client.
+* The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_serial``
+  times moto's busy seconds in each worker invocation of a one-worker float32 run (the real
+  handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
+  the N = 1 runs' measured wait, which holds one worker's, is the rest of the invoke latency.
 
 Average mode (bench.convergence's ``AVERAGE``, K local steps) trains K times the samples, so that it
 has as many rounds as sync.
@@ -139,6 +143,51 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
 
 
+def measure_serial(width: float, rounds: int = 8) -> float:
+    """(In a child process.) Seconds moto spends serving one worker invocation's requests, the
+    median over a one-worker float32 run's warm rounds: the real handlers (tests/harness.py)
+    against a MotoServer, on generated images."""
+    from lambdatrain.local.moto_server import MotoServer
+    from lambdatrain.logs import logger
+    from lambdatrain.roles.settings import WORKER
+    from tests.datagen import make_prepared
+    from tests.harness import InlineSystem
+
+    logger.setLevel("WARNING")
+    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(key, value)
+    server = MotoServer()
+    server.start()
+    os.environ["AWS_ENDPOINT_URL"] = server.url
+    busy: list[tuple[int, float]] = []
+
+    class Timed(InlineSystem):
+        def invoke(self, name, event, context=None):
+            if name != WORKER:
+                return super().invoke(name, event, context)
+            before = server.busy_s
+            try:
+                return super().invoke(name, event, context)
+            finally:
+                busy.append((event["round"], server.busy_s - before))
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-planner-serial-") as tmp:
+            mount = Path(tmp) / "efs"
+            (mount / "datasets").mkdir(parents=True)
+            data = make_prepared(Path(tmp) / "data", n_train=16 * rounds, n_val=16)
+            (mount / "datasets" / "cifar10").symlink_to(data, target_is_directory=True)
+            system = Timed(mount, table="serial")
+            run = system.invoke("starter", {"start": True, "workers": 1, "model": "vgg19_cifar", "width": width,
+                                            "epochs": 1, "batch_size": 16, "micro_batch": 16, "val_samples": 16,
+                                            "max_train_samples": 16 * rounds})["run"]
+            system.run_to_end(run)
+    finally:
+        server.stop()
+    return statistics.median(s for r, s in busy if r > 0)
+
+
 def busy_compute(width: float, prepared: Path, cores: int, repeats: int) -> float:
     """Seconds per image of the worker's compute path while ``cores`` processes run it at once
     (the median over them): what a core computes at when every core is busy."""
@@ -225,12 +274,14 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
+    cal = replace(cal, serial_s_per_worker=in_child(measure_serial, args.width))
     cores = os.cpu_count() or 1
     busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else cal.seconds_per_image
     log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all {cores} "
         f"cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start {cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
-        f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s")
+        f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
+        f"(moto, one request at a time)")
     return params, buffers, cal, busy
 
 
@@ -243,7 +294,8 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
     from lambdatrain.protocol.limits import MB_PER_VCPU
 
     base = median_run(runs[(recipe, args.workers[0])])
-    fixed = {"combiner_fixed_s": base["combine_s"], "invoke_latency_s": base["wait_s"],
+    # The N = 1 wait holds one worker's ledger requests, which the planner adds per worker.
+    fixed = {"combiner_fixed_s": base["combine_s"], "invoke_latency_s": base["wait_s"] - cal.serial_s_per_worker,
              "worker_fixed_s": median_run(runs[(recipe, n)])["worker_fixed_s"]}
     extra = RECIPES[recipe]
     cores = os.cpu_count() or 1

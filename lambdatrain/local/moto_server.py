@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 # moto.server is the module behind moto's own `moto_server` command: its WSGI app and request
@@ -33,15 +34,18 @@ class _Serialized:
     def __init__(self, app, write_listeners: list[Callable[[], None]], s3_listeners: list[Callable[[], None]]):
         self.app, self.lock = app, threading.Lock()
         self.write_listeners, self.s3_listeners = write_listeners, s3_listeners
+        self.busy_s = 0.0  # seconds spent inside the lock: what the stack's clients queue for
 
     def __call__(self, environ, start_response):
         with self.lock:
+            t0 = time.perf_counter()
             body = list(self.app(environ, start_response))  # the body is built inside the lock
             # An S3 request that may have changed a bucket (signed for service "s3"): the durable
             # mirror (durable.py) catches up inside the lock, before any later request sees it.
             if environ.get("REQUEST_METHOD") in _S3_CHANGES and "/s3/aws4_request" in environ.get("HTTP_AUTHORIZATION", ""):
                 for listener in self.s3_listeners:
                     listener()
+            self.busy_s += time.perf_counter() - t0
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         # After the lock: the write and its stream record exist by the time a listener reads.
         if target.startswith("DynamoDB_") and target.rpartition(".")[2] in _WRITES:
@@ -57,7 +61,8 @@ class MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, a line a call
         self.write_listeners: list[Callable[[], None]] = []  # called after each DynamoDB write
         self.s3_listeners: list[Callable[[], None]] = []  # called after each S3 request that may write
-        app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners, self.s3_listeners)
+        self._app = app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners,
+                                      self.s3_listeners)
         # Threaded, so a slow client cannot hold the others up while it sends; the app's lock
         # still runs one request at a time.
         self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
@@ -72,6 +77,11 @@ class MotoServer:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join()
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds this server has spent serving requests (one at a time: clients queue for them)."""
+        return self._app.busy_s
 
     @property
     def url(self) -> str:

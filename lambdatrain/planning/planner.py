@@ -12,7 +12,8 @@ optimizer steps per worker in average mode; all workers identical)::
       write   = result bytes / min(client write, fs write limit / N)
       state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
-    epoch    = rounds per epoch * (worker + combine + invoke latency + per-invoke * N)
+    epoch    = rounds per epoch * (worker + combine + invoke)
+    invoke   = invoke latency + per-invoke * fan-out waves + serial * N  (serial: 0 on AWS)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
     first epoch = epoch + worker cold start + combiner cold start   (on-demand concurrency)
 
@@ -119,6 +120,10 @@ class Calibration:
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
     s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
+    # Seconds per worker and round on a service that serves one request at a time, so the N workers
+    # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
+    # (lambdatrain/local/moto_server.py), which bench.planner measures.
+    serial_s_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     published = model_bytes + (result_bytes if s.compressed else 0)  # new weights, and the update
     update = s.params * c.update_s_per_param / shards + published / (shards * write_bps)
     combine = c.combiner_fixed_s + combine_read + update
-    invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards)
+    invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
     cost = _cost(s, rounds, worker, combine, moved, prices)

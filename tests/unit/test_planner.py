@@ -390,3 +390,12 @@ def test_fanout_costs_one_invoke_latency_per_pool_wave_not_per_worker():
     assert fanout_waves(INVOKE_POOL, 1) == 2
     assert fanout_waves(INVOKE_POOL + 1, 1) == 3
     assert fanout_waves(256, 4) == 1 + 256 // INVOKE_POOL
+
+
+def test_a_service_serving_one_request_at_a_time_adds_its_time_once_per_worker():
+    """The local stack's moto: N workers queue for it; AWS's services (the default, 0) add nothing."""
+    serial = replace(CAL, serial_s_per_worker=0.02)
+    for n in (1, 4):
+        alone, queued = _predict(workers=n), _predict(cal=serial, workers=n)
+        assert queued["invoke_s"] - alone["invoke_s"] == pytest.approx(0.02 * n)
+        assert queued["round_s"] - alone["round_s"] == pytest.approx(0.02 * n)
