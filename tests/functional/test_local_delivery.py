@@ -38,6 +38,27 @@ def test_moto_tells_listeners_about_writes_only():
         server.stop()
 
 
+def test_moto_counts_the_time_it_serves_requests_and_only_that():
+    """bench.planner's measure of what the stack's clients queue for (one request at a time)."""
+    from lambdatrain.local.moto_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    try:
+        dynamodb = boto3.resource("dynamodb", endpoint_url=server.url)
+        table = dynamodb.create_table(**schema.create_table_kwargs(f"t-{uuid.uuid4().hex[:8]}"))
+        before = server.busy_s
+        time.sleep(0.2)  # idle: counts nothing
+        assert server.busy_s == before
+        t0 = time.perf_counter()
+        for i in range(5):
+            table.put_item(Item={"pk": "a", "sk": str(i)})
+        elapsed = time.perf_counter() - t0
+        assert 0 < server.busy_s - before <= elapsed  # inside the requests' round trips
+    finally:
+        server.stop()
+
+
 class _Streams:
     """A stream with one shard and no records; counts the reads."""
 
