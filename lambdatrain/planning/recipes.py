@@ -182,6 +182,9 @@ EVIDENCE: dict[tuple[str, str, int], Evidence | None] = {
     ("float16", "average", 16): None,
     ("ternary_ef", "sync", 1): Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
     ("sign_ef", "sync", 1): Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),  # measured, not shown
+    # Two seeds at N = 64 and batch 128 (docs/benchmarks.md, "Many workers"; docs/results/convergence-64w.jsonl):
+    # -15.47 pp (K = 4) and -20.01 pp (K = 16) against float32 sync, whose control is -2.76 pp. Far
+    # short already, but two seeds are not the seven a row needs: unmeasured, never recommended.
     ("ternary_ef", "average", 4): None,
     ("ternary_ef", "average", 16): None,
 }
