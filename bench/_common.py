@@ -115,3 +115,17 @@ def in_child(fn, *args, env: dict[str, str] | None = None):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def inline_moto():
+    """A started moto server that this process's boto3 clients (the in-process handlers of
+    tests/harness.py) talk to, with dummy credentials; the caller stops it."""
+    from lambdatrain.local.moto_server import MotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ.setdefault(key, value)
+    server = MotoServer()
+    server.start()
+    os.environ["AWS_ENDPOINT_URL"] = server.url
+    return server

@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_data_args, emit, in_child, log, machine
+from bench._common import add_data_args, emit, in_child, inline_moto, log, machine
 from bench.convergence import AVERAGE
 from lambdatrain.protocol.config import COMPRESSED
 
@@ -147,19 +147,13 @@ def measure_serial(width: float, rounds: int = 8) -> float:
     """(In a child process.) Seconds moto spends serving one worker invocation's requests, the
     median over a one-worker float32 run's warm rounds: the real handlers (tests/harness.py)
     against a MotoServer, on generated images."""
-    from lambdatrain.local.moto_server import MotoServer
     from lambdatrain.logs import logger
     from lambdatrain.roles.settings import WORKER
     from tests.datagen import make_prepared
     from tests.harness import InlineSystem
 
     logger.setLevel("WARNING")
-    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        os.environ.setdefault(key, value)
-    server = MotoServer()
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = server.url
+    server = inline_moto()
     busy: list[tuple[int, float]] = []
 
     class Timed(InlineSystem):

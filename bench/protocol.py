@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -42,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench._common import emit, int_list, log, machine
+from bench._common import emit, inline_moto, int_list, log, machine
 
 ROUNDS = 4  # round 0 (cold, the starter's fan-out), two measured, the last (evaluation, export)
 
@@ -218,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--invoke-latency must be >= 0 and every --workers >= 1")
     import torch
 
-    from lambdatrain.local.moto_server import MotoServer
     from lambdatrain.roles.runtime import INVOKE_POOL
     from tests.datagen import make_prepared
 
@@ -226,12 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)  # one Lambda's worth of CPU per handler, as the tests run them
     logger.setLevel("WARNING")  # thousands of INFO lines would bury the result (and cost time Lambda spends too)
-    for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        os.environ.setdefault(key, value)
-    server = MotoServer()
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = server.url
+    server = inline_moto()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-protocol-") as tmp:
             data = make_prepared(Path(tmp) / "data", n_train=max(args.workers) * ROUNDS, n_val=16)
