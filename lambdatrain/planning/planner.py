@@ -86,6 +86,7 @@ from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the plann
     ARCHITECTURES, DAYS_PER_MONTH, STATE_EXPIRY_DAYS, STATE_KEPT_DAYS, Prices,
 )
 from lambdatrain.planning.recipes import RECIPES, Recipe, transport
+from lambdatrain.planning.residuals import state_bytes, state_seconds
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 from lambdatrain.roles.runtime import INVOKE_POOL
 
@@ -193,29 +194,6 @@ def efs_bytes(s: Scenario) -> dict[str, int]:
     return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
             "combiner_read": n * result + s.shards * state + assembled,
             "combiner_write": state + assembled + (result if s.compressed else 0)}
-
-
-def state_bytes(s: Scenario) -> dict[str, int]:
-    """Bytes one worker moves per round to and from its state store outside EFS: its residual's
-    PUT and (worst case) GET, float32 4P each, for a compressed transport; nothing otherwise."""
-    residual = 4 * (s.params - s.buffers) if s.compressed else 0
-    return {"put": residual, "get": residual}
-
-
-def transfer_seconds(nbytes: int, c: Calibration) -> float:
-    """One residual transfer: a request's latency, then its parts, CONCURRENCY at once at ``s3_bps`` each."""
-    from lambdatrain.storage.state import CONCURRENCY, parts  # numpy and boto3: not for `plan --help`
-
-    if not nbytes:
-        return 0.0
-    return c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes)))
-
-
-def state_seconds(s: Scenario, c: Calibration) -> dict[str, float]:
-    """A worker's time per round for its residual's GET (started with the invocation, beside
-    loading and compute) and PUT (before its result is written)."""
-    moved = state_bytes(s)
-    return {"get": transfer_seconds(moved["get"], c), "put": transfer_seconds(moved["put"], c)}
 
 
 def fanout_waves(workers: int, shards: int) -> int:
