@@ -12,7 +12,7 @@ ledger, invocations, retries, the stream, checkpoints on EFS, residuals in S3 (e
 in this process's memory), and the warm worker's update path (the commit's digest guarantees it
 yields the combiner's weights, which this path uses directly).
 
-tests/functional/test_inprocess_equivalence.py runs the real handlers (tests/harness.py) and this
+tests/faults/test_inprocess_equivalence.py runs the real handlers (tests/harness.py) and this
 path on the same settings and finds the same weights, bit for bit, for float32 and both
 compressed transports in sync and average mode; the local stack runs the same handlers
 (tests/faults: the same weights in-process and on the local stack).
@@ -37,24 +37,22 @@ from lambdatrain.training.reduce import WorkerFile, compressed_sum, weighted_sum
 from lambdatrain.training.step import apply_update, learning_rate, sgd_options
 
 # Called after every round with (round, samples seen so far, the new weights): how a caller
-# evaluates, keeps weights, or stops early by raising.
+# evaluates.
 OnRound = Callable[[int, int, np.ndarray], None]
 
 
-def train(config: RunConfig, data: PreparedData, *, rounds: int | None = None,
-          on_round: OnRound | None = None, scratch: Path | None = None) -> np.ndarray:
-    """The run's final weights (after ``rounds`` rounds, default all of its epochs)."""
+def train(config: RunConfig, data: PreparedData, *, on_round: OnRound | None = None) -> np.ndarray:
+    """The run's final weights, after all of its epochs."""
     weights, layout = trainer.initial_weights(config, len(data.classes))
     model, _ = trainer.model_for(config, len(data.classes))
     n_params, n_train = layout.n_params, trainer.train_size(config, data)
     per_epoch = trainer.rounds_per_epoch(config, n_train)
-    rounds = config.epochs * per_epoch if rounds is None else rounds
     codec = COMPRESSED.get(config.transport)
     residuals: list[np.ndarray | None] = [None] * config.workers  # each worker's (S3 in the system)
     momentum = combiner_residual = None
     seen = 0
-    with tempfile.TemporaryDirectory(prefix="lt-inprocess-", dir=scratch) as tmp:
-        for round_no in range(rounds):
+    with tempfile.TemporaryDirectory(prefix="lt-inprocess-") as tmp:
+        for round_no in range(config.epochs * per_epoch):
             lr = learning_rate(config, round_no, per_epoch)
             files = []
             for w in range(config.workers):
