@@ -47,19 +47,19 @@ strace:
 	@command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace) \
 		|| echo "strace not installed: tests/functional/test_traffic_strace.py will be skipped"
 
-# Every test, the local stack's end-to-end runs included (what CI runs first): 4 min 16 s on 2 cores (999
-# tests, measured on a clean clone with the environment built; 4 min 28 s and 5 min 4 s in two earlier
-# runs: the budget of 5 minutes is nearly used since the fault suite runs every fault with ternary_ef too).
+# Every test, the local stack's end-to-end runs included (what CI runs first): 4 min 53 s on 2 cores (1,012
+# tests, measured on a clean clone with the environment built; 4 min 16 s to 5 min 4 s in earlier runs
+# of 999: the budget of 5 minutes is nearly used since the fault suite runs every fault with ternary_ef too).
 test: venv strace
 	$(PYTEST) $(ARGS)
 
-# Unit and functional tests, without the local stack's end-to-end runs (marker `slow`): 46 s (budget 60 s).
+# Unit and functional tests, without the local stack's end-to-end runs (marker `slow`): 42 s (budget 60 s).
 test-fast: venv
 	$(PYTEST) -m "not slow" tests/unit tests/functional $(ARGS)
 
 # The fault suite (tests/faults) with every round recipe: float32, both compressed transports, average
 # mode with float32 and with ternary_ef (tests/faults/conftest.py VARIANTS); `make test` runs two of them.
-# 7 min 24 s on 2 cores (217 tests, clean clone); CI runs it after `make test`.
+# 6 min 17 s on 2 cores (224 tests, clean clone); CI runs it after `make test`.
 test-matrix: venv
 	LAMBDATRAIN_TEST_MATRIX=1 $(PYTEST) tests/faults $(ARGS)
 
@@ -68,7 +68,7 @@ graph: venv
 	$(PY) -m components.plan $(STACK)
 
 # The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~27 min on 2 cores
-# (the sum of each one's measured time there, bench.planner's 9 min with its four recipes included;
+# (the sum of each one's measured time there, bench.planner's 7 min with its four recipes included;
 # the whole target not timed since traffic and protocol joined).
 bench: venv
 	$(PY) -m bench.combine
