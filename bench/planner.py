@@ -25,10 +25,11 @@ What the local stack shares that Lambda does not, given to the planner as this m
 for each N (``local_calibration``), never fitted to the runs:
 
 * The cores. A worker gets min(1, cores / N) of a core, which the planner sees as memory
-  1769 * min(1, cores / N) MB; and a core computes slower while the others compute too (shared
-  caches, memory bandwidth, the host's scheduling of this VM's vCPUs), so the calibration also
-  times the compute path in ``cores`` processes at once, and N workers are predicted at the
-  per-image time of min(N, cores) busy cores (interpolated between one and all).
+  1769 * min(1, cores / N) MB; and a core may compute slower while the others compute too (shared
+  caches, memory bandwidth, the host's scheduling of this VM's vCPUs; here it did not,
+  docs/benchmarks.md section 4), so the calibration also times the compute path in ``cores``
+  processes at once, and N workers are predicted at the per-image time of min(N, cores) busy
+  cores (interpolated between one and all).
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
   workers' residual transfers queue behind each other: each worker sees 1/N of the bandwidth and
   N times the request latency the calibration measured with one client.
