@@ -136,8 +136,9 @@ class ResidualStore:
         rule expires it, a day or two later (at N = 64 in sync mode, 1.8 TB an epoch). Deleting
         each version by its id removes it for good
         (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html); the
-        versions come from one listing of the run's prefix, which holds only the rounds not yet
-        pruned, so a re-driven worker's second PUT of a key goes too.
+        versions come from one listing of the run's prefix (the rounds not yet pruned and the kept
+        epoch boundaries: a page of 1,000 holds 15 rounds at N = 64), so a re-driven worker's
+        second PUT of a key goes too.
         """
         wanted = {self.key(run, w, r) for r in rounds for w in range(workers)}
         versions = []
