@@ -112,9 +112,9 @@ def runs_for(seeds: list[int], average: bool = True, control: bool = False,
 
 def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     """The start event's settings of one run: what identifies it in a runs file."""
-    runner = {"runner": "in-process"} if getattr(args, "in_process", False) else {}
+    runner = {"runner": "in-process"} if args.in_process else {}
     return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
-            "batch_size": getattr(args, "batch_size", BATCH), "micro_batch": 64, "max_train_samples": args.samples,
+            "batch_size": args.batch_size, "micro_batch": 64, "max_train_samples": args.samples,
             "lr": args.lr, "lr_schedule": args.lr_schedule,
             "val_samples": args.val_samples, "eval_every": args.eval_every, **runner, **extra}
 

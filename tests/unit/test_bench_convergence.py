@@ -114,7 +114,7 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
 
     monkeypatch.setattr("lambdatrain.ops.local_train.train", train)
     args = argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
-                              val_samples=100, eval_every=1)
+                              val_samples=100, eval_every=1, batch_size=convergence.BATCH, in_process=False)
     (tmp_path / "out").mkdir()
     result = convergence.run(tmp_path, tmp_path / "out", args, {**convergence.CONTROL_RUN, "seed": 3})
     request = seen["request"]
