@@ -136,7 +136,9 @@ class Ledger:
         return read_round(self.table, run, r)
 
     def record_result(self, run: str, r: int, result: ResultRecord) -> bool:
-        """Record a worker's result of round r; True when this record completed the set of N.
+        """Record a worker's result of round r; True when the round now holds all N results (the
+        caller then moves it to READY with ``mark_ready``: a separate write, which a worker that
+        dies in between leaves undone, so a re-run worker and the watchdog finish it).
 
         Safe under duplicate delivery: the RESULT item is written once (a second put for the same
         worker is a no-op, whatever it carries: a re-run writes the same bytes), and the worker
@@ -162,9 +164,7 @@ class Ledger:
             if failed_condition(exc):
                 raise AlreadyDone(f"round {r} of run {run} no longer takes results") from exc
             raise
-        if len(updated.get("reported", ())) < int(updated["workers"]):
-            return False
-        return self.mark_ready(run, r, int(updated["workers"]))
+        return len(updated.get("reported", ())) >= int(updated["workers"])
 
     def mark_ready(self, run: str, r: int, workers: int) -> bool:
         """Move round r to READY once all N have reported; False if someone else already did."""

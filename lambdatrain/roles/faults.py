@@ -18,7 +18,7 @@ from typing import Callable
 # Every point the handlers pass; tests parametrize over this list.
 POINTS = {
     "starter": ("after_data", "after_config", "after_weights", "after_create", "after_fan_out"),
-    "worker": ("before_write", "after_state", "after_write", "after_record"),
+    "worker": ("before_write", "after_state", "after_write", "before_ready", "after_record"),
     "combiner": ("after_claim", "mid_sum", "after_write", "after_commit"),
 }
 EXIT_CODE = 137  # what a SIGKILL'd process reports

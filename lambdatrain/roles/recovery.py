@@ -2,8 +2,10 @@
 
 Asynchronous invocations and stream records can be lost (retries exhausted) and processes can die.
 The ledger says exactly what a round still needs, so recovery is one function: ``redrive`` invokes
-the workers that have not recorded (open round) or the combine (ready round, or a claim whose lease
-ran out). Every target is idempotent, so re-driving too much is harmless, only wasteful.
+the workers that have not recorded (open round), marks ready an open round that holds all N results
+(its last worker died between recording and that write), or invokes the combine (ready round, or
+a claim whose lease ran out). Every target is idempotent, so re-driving too much is harmless, only
+wasteful.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
     status = current.status if current else None
     detail: dict = {"reason": reason, "round_status": status}
     if current is not None and status == schema.OPEN:
-        detail["workers"] = fan_out(runtime, run, record.round,
-                                    only=[w for w in range(record.workers) if w not in current.reported])
+        missing = [w for w in range(record.workers) if w not in current.reported]
+        if missing:
+            detail["workers"] = fan_out(runtime, run, record.round, only=missing)
+        else:  # every result recorded; the worker that would have marked the round ready died first
+            detail["ready"] = runtime.ledger.mark_ready(run, record.round, record.workers)
     elif status in (schema.READY, schema.COMBINING):
         runtime.invoker.invoke(COMBINER, CombineEvent(run=run, round=record.round, workers=record.workers,
                                                       epochsdone=record.epoch).to_event())

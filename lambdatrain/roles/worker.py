@@ -40,6 +40,8 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
         return Outcome("skipped", run=ev.run, round=ev.round, detail={"reason": f"run is {record.state}"})
     current = runtime.ledger.get_round(ev.run, ev.round)
     if current is None or current.status != schema.OPEN or ev.workerno in current.reported:
+        if current is not None and current.status == schema.OPEN and len(current.reported) >= record.workers:
+            _mark_ready(runtime, ev.run, ev.round, record.workers)  # its completer died before this write
         return Outcome("duplicate", run=ev.run, round=ev.round, detail={"worker": ev.workerno})
 
     t0 = time.perf_counter()
@@ -87,13 +89,21 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
                             compute_s=result.compute_s, write_s=write_s,
                             started_at=started_at, range_checksums=tuple(ranges))
     try:
-        completed = runtime.ledger.record_result(ev.run, ev.round, recorded)
+        full = runtime.ledger.record_result(ev.run, ev.round, recorded)
     except AlreadyDone:
         return Outcome("duplicate", run=ev.run, round=ev.round, detail={"worker": ev.workerno})
+    completed = full and _mark_ready(runtime, ev.run, ev.round, record.workers)
     runtime.faults.point("after_record")
     logger.info("result recorded", extra={**recorded.stats(), "completed_round": completed, "bytes": digest.bytes})
     return Outcome("recorded", run=ev.run, round=ev.round,
                    detail={"worker": ev.workerno, "samples": result.samples, "completed_round": completed})
+
+
+def _mark_ready(runtime: Runtime, run: str, round_no: int, workers: int) -> bool:
+    """Move a round that holds all N results to READY (its stream record starts the combine);
+    False if another worker, a re-run or the watchdog already did."""
+    runtime.faults.point("before_ready")
+    return runtime.ledger.mark_ready(run, round_no, workers)
 
 
 @dataclass

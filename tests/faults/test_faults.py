@@ -85,6 +85,18 @@ def test_worker_lost_for_good_is_redriven_by_the_watchdog(make_system, reference
     assert_survived(system, run, reference(settings))
 
 
+def test_round_left_open_with_every_result_is_made_ready_by_the_watchdog(make_system, reference, settings):
+    # The worker whose result completes round 0 dies before the round's ready transition, and so
+    # do both of Lambda's retries (each finds its result recorded and tries that transition too):
+    # no worker is missing, so only the watchdog, marking the round ready, can save it.
+    system = make_system(faults="worker:before_ready:1,worker:before_ready:2,worker:before_ready:3")
+    run = _start(system, settings)
+    system.run_to_end(run)
+    assert system.crashes == [(WORKER, "before_ready")] * 3
+    assert len(system.dead_letters) == 1
+    assert_survived(system, run, reference(settings))
+
+
 @pytest.mark.parametrize("point", POINTS["combiner"])
 def test_combiner_dies(make_system, reference, settings, point):
     system = make_system(faults=f"combiner:{point}:2")
