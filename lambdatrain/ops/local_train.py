@@ -30,6 +30,7 @@ from lambdatrain.ops.control import new_run_id
 from lambdatrain.ops.errors import StarterFailed
 from lambdatrain.ops.progress import Display, follow
 from lambdatrain.ops.source import RunSource
+from lambdatrain.ops.views import reported_line
 from lambdatrain.protocol.errors import LambdaTrainError
 from lambdatrain.protocol.limits import ASYNC_RETRIES
 from lambdatrain.roles.settings import COMBINER, DEFAULT_DATA, STARTER, WORKER
@@ -209,7 +210,9 @@ def train(request: TrainRequest, display: Display | None = None) -> dict[str, An
         final = follow(RunSource(ledger=stack.ledger(), run=run), display, interval=request.poll_s,
                        timeout=request.timeout_s, check=lambda: _no_dead_letters(stack))
         if final["state"] == RUNNING:
-            raise LambdaTrainError(f"run {run} did not finish within {request.timeout_s:.0f} s")
+            # What the run waits for, so a stall names its round and the missing workers.
+            raise LambdaTrainError(f"run {run} did not finish within {request.timeout_s:.0f} s: round "
+                                   f"{final['round']} of {final['rounds_total']}, {reported_line(final)}")
         ckpt = export_run(stack, run, out)
     summary = summary_of(final, checkpoint_path=ckpt, wall_s=time.time() - started)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

@@ -48,3 +48,19 @@ def kill(pids: list[int]) -> int:
         except ProcessLookupError:
             pass
     return killed
+
+
+def stack_report(state_dir: Path, lines: int = 12) -> str:
+    """What a stalled local stack was doing, for a test's failure output: each function's last log
+    lines (the watchdog's idle ticks left out), its dead letters and the last Invoke API calls."""
+    out = []
+    for log in sorted((state_dir / "logs").glob("*.log")):
+        kept = [line for line in log.read_text(errors="replace").splitlines()
+                if '"redriven":[]' not in line.replace(" ", "")]
+        out += [f"--- {log.name}: last {min(lines, len(kept))} of {len(kept)} lines"] + kept[-lines:]
+    for dlq in sorted((state_dir / "dlq").glob("*.jsonl")):
+        out += [f"--- dead letters {dlq.name}"] + dlq.read_text().splitlines()[-lines:]
+    api = state_dir / "logs" / "api.jsonl"
+    if api.exists():
+        out += ["--- api.jsonl"] + api.read_text().splitlines()[-lines:]
+    return "\n".join(out)

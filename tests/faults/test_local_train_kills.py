@@ -21,11 +21,12 @@ from lambdatrain.local.environment import Environment, FunctionConfig
 from lambdatrain.local.errors import InvocationError
 from lambdatrain.local.stack import LocalStackConfig
 from lambdatrain.ops.local_train import TrainRequest, train
+from lambdatrain.protocol.errors import LambdaTrainError
 from lambdatrain.roles import settings as names
 from lambdatrain.roles.faults import POINTS
 from lambdatrain.storage import efs
 from tests.faults.conftest import SETTINGS
-from tests.faults.processes import function_of, kill, sandboxes
+from tests.faults.processes import function_of, kill, sandboxes, stack_report
 
 pytestmark = pytest.mark.slow
 FAST_RECOVERY = {**SETTINGS, "round_deadline_s": 8.0}  # as test_local_stack_faults: one shared reference
@@ -110,6 +111,9 @@ def test_local_train_survives_random_sigkills_of_its_processes(tmp_path, tiny_da
     started = time.monotonic()
     try:
         summary = train(request)
+    except LambdaTrainError:
+        print(f"SIGKILLed the starter after {parked}, then {killed}\n{stack_report(request.out / 'stack')}")
+        raise
     finally:
         stop.set()
     print(f"SIGKILLed the starter after {parked}, then {killed} in {time.monotonic() - started:.0f} s")
