@@ -65,9 +65,9 @@ class DurableBucket:
                 if self._etags.get(key) != obj.etag:
                     meta = obj.metadata or {}
                     user = {k[len(USER_META):]: v for k, v in meta.items() if k.startswith(USER_META)}
-                    _atomic_write(self._path(key, META), json.dumps(
+                    atomic_write(self._path(key, META), json.dumps(
                         {"user": user, "content_type": meta.get("content-type", "binary/octet-stream")}).encode())
-                    _atomic_write(self._path(key, BODY), obj.value)
+                    atomic_write(self._path(key, BODY), obj.value)
                     self._etags[key] = obj.etag
             for key in [k for k in self._etags if k not in objects]:
                 self._path(key, BODY).unlink(missing_ok=True)
@@ -75,7 +75,8 @@ class DurableBucket:
                 del self._etags[key]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` whole or not at all: a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         tmp.write_bytes(data)

@@ -21,7 +21,7 @@ import boto3
 from lambdatrain.ledger import schema
 from lambdatrain.protocol.errors import ConfigError
 from lambdatrain.roles import settings as names
-from lambdatrain.local.durable import DurableBucket
+from lambdatrain.local.durable import DurableBucket, atomic_write
 from lambdatrain.local.moto_server import MotoServer
 from lambdatrain.local.names import ACCESS_KEY, BUCKET, REGION, TABLE
 from lambdatrain.local.poller import StreamPoller
@@ -213,7 +213,8 @@ class LocalStack:
 
     def write_endpoints(self) -> Path:
         path = self.state_dir / "endpoints.json"
-        path.write_text(json.dumps(self.endpoints(), indent=2))
+        # Atomically: clients wait for the file to appear and read it at once (an empty read was seen).
+        atomic_write(path, json.dumps(self.endpoints(), indent=2).encode())
         return path
 
 
