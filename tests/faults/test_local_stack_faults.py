@@ -65,7 +65,8 @@ def _killer(stack: LocalStack, kills: int, seed: int, stop: threading.Event) -> 
 def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_dataset, reference, stack_settings):
     settings = {**stack_settings, **FAST}
     expected = reference(settings)
-    faults = "worker:after_write:2,worker:before_write:5:hang,combiner:after_claim:2,combiner:after_commit:4"
+    faults = ("worker:after_write:2,worker:before_write:5:hang,worker:before_ready:3,combiner:after_claim:2,"
+              "combiner:after_commit:4")
     # 25 s: the hung worker's timeout, and 15 s of work left after the deadline's 10 s margin; at 15 s,
     # a loaded machine's local steps (average mode) stopped early to keep the deadline, and a
     # truncated result is by design not the fault-free run's (docs/reliability.md).
@@ -83,6 +84,9 @@ def test_hard_exits_timeouts_sigkills_and_duplicates_all_at_once(tmp_path, tiny_
         got = _final(stack.mount, stack.ledger(), run)
         injected = sorted(p.name for p in (stack.mount / ".faults").iterdir())
     print(f"injected: {injected}; SIGKILLed: {killed}")
+    # Each armed fault was reached (one file per pass through a point, named by its count).
+    armed = {".".join(entry.split(":")[:3]) for entry in faults.split(",")}
+    assert armed <= set(injected), armed - set(injected)
     assert np.array_equal(got, expected)
 
 
