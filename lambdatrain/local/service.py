@@ -93,7 +93,12 @@ class Function:
                 self.returned.wait()
                 self.waiting -= 1
             env = self.idle.pop() if self.idle else None
-        if env is None or not env.alive:
+            if env is not None and not env.alive:  # killed while idle: dropped, as Lambda drops it
+                self.all.discard(env)
+        if env is not None and not env.alive:
+            env.kill()  # reaps it and closes its log
+            env = None
+        if env is None:
             env = Environment(self.fn, self.service.env, self.service.log_dir)  # on demand: Lambda's 10 s init
             with self.lock:
                 stopping = self.service.stopping

@@ -165,6 +165,19 @@ def test_a_prewarmed_environment_has_provisioned_concurrencys_longer_init(tmp_pa
     assert env.inits == 1
 
 
+def test_an_environment_killed_while_idle_leaves_the_pool(tmp_path, serve):
+    # A pool that kept counting it would prewarm one environment too few.
+    service, client = serve(_function(tmp_path))
+    fn = service.function("f")
+    assert _invoke(client, Payload={})["StatusCode"] == 200
+    [dead] = fn.all
+    dead.proc.kill()
+    dead.proc.wait()
+    assert _invoke(client, Payload={})["StatusCode"] == 200
+    [live] = fn.all
+    assert live is not dead and live.alive
+
+
 def test_the_invoke_api_answers_as_lambda_does(tmp_path, serve):
     service, client = serve(_function(tmp_path), retries=1)
     ok = _invoke(client, Payload={"x": 1})
