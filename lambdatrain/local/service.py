@@ -84,6 +84,7 @@ class Function:
             self.slots.release()
 
     def _run(self, event: Any, request_id: str) -> Any:
+        dead = None
         with self.lock:
             self.invocations += 1
             # An environment prewarm() is initialising is nearer than a new cold start, and on a
@@ -95,9 +96,9 @@ class Function:
             env = self.idle.pop() if self.idle else None
             if env is not None and not env.alive:  # killed while idle: dropped, as Lambda drops it
                 self.all.discard(env)
-        if env is not None and not env.alive:
-            env.kill()  # reaps it and closes its log
-            env = None
+                dead, env = env, None
+        if dead is not None:
+            dead.kill()  # reaps it and closes its log
         if env is None:
             env = Environment(self.fn, self.service.env, self.service.log_dir)  # on demand: Lambda's 10 s init
             with self.lock:
