@@ -187,6 +187,11 @@ class RoundRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
 
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """Workers whose result is not recorded yet; none once the round holds all N."""
+        return tuple(w for w in range(self.workers) if w not in self.reported)
+
 
 def round_from_item(item: dict[str, Any]) -> RoundRecord:
     """A ROUND item (plain Python values) as a RoundRecord."""

@@ -25,7 +25,8 @@ from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import Claims, read_round
 from lambdatrain.ledger.items import (META, RUNNING, ResultRecord, RoundRecord, RunRecord, failed_condition, from_ddb,
                                       metric_item, open_round_item, pk, record_from_meta, result_from_item, result_item,
-                                      results_prefix, round_sk, run_item, to_ddb, worker_set)
+                                      results_prefix, round_from_item, round_sk, run_item, to_ddb,
+                                      worker_set)
 from lambdatrain.protocol.config import RunConfig
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
@@ -164,7 +165,7 @@ class Ledger:
             if failed_condition(exc):
                 raise AlreadyDone(f"round {r} of run {run} no longer takes results") from exc
             raise
-        return len(updated.get("reported", ())) >= int(updated["workers"])
+        return not round_from_item(from_ddb(updated)).missing
 
     def mark_ready(self, run: str, r: int, workers: int) -> bool:
         """Move round r to READY once all N have reported; False if someone else already did."""

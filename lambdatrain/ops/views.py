@@ -76,7 +76,7 @@ def status_from(record: RunRecord, metrics: list[dict[str, Any]], current: Round
         "epoch": float(last.get("epoch", record.epoch)), "epochs": cfg.epochs, "workers": cfg.workers,
         "round_status": current.status if current else None,
         "reported": reported if current else None,
-        "missing": [w for w in range(cfg.workers) if w not in reported] if current else None,
+        "missing": list(current.missing) if current else None,
         "train_loss": record.last_train_loss, "val_loss": record.last_val_loss,
         "val_accuracy": record.last_val_accuracy, "best_accuracy": record.best_accuracy,
         "samples_seen": record.samples_seen,

@@ -42,9 +42,8 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
     status = current.status if current else None
     detail: dict = {"reason": reason, "round_status": status}
     if current is not None and status == schema.OPEN:
-        missing = [w for w in range(record.workers) if w not in current.reported]
-        if missing:
-            detail["workers"] = fan_out(runtime, run, record.round, only=missing)
+        if current.missing:
+            detail["workers"] = fan_out(runtime, run, record.round, only=list(current.missing))
         else:  # every result recorded; the worker that would have marked the round ready died first
             detail["ready"] = runtime.ledger.mark_ready(run, record.round, record.workers)
     elif status in (schema.READY, schema.COMBINING):

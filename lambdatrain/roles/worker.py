@@ -40,7 +40,7 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
         return Outcome("skipped", run=ev.run, round=ev.round, detail={"reason": f"run is {record.state}"})
     current = runtime.ledger.get_round(ev.run, ev.round)
     if current is None or current.status != schema.OPEN or ev.workerno in current.reported:
-        if current is not None and current.status == schema.OPEN and len(current.reported) >= record.workers:
+        if current is not None and current.status == schema.OPEN and not current.missing:
             _mark_ready(runtime, ev.run, ev.round, record.workers)  # its completer died before this write
         return Outcome("duplicate", run=ev.run, round=ev.round, detail={"worker": ev.workerno})
 
