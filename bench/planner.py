@@ -33,10 +33,16 @@ for each N (``local_calibration``), never fitted to the runs:
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
   workers' residual transfers queue behind each other: each worker sees 1/N of the bandwidth and
   N times the request latency the calibration measured with one client.
-* The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_serial``
+* The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_worker``
   times moto's busy seconds in each worker invocation of a one-worker float32 run (the real
   handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
   the N = 1 runs' measured wait, which holds one worker's, is the rest of the invoke latency.
+* The CPU besides compute. A worker invocation also spends CPU outside the trainer's compute (the
+  handler, its ledger, EFS and S3 clients, the codec, and moto answering them), which with N > 1
+  takes cores from the other workers' compute. ``measure_worker`` takes it per recipe from the same
+  one-worker run (the process's CPU seconds less those inside the compute), and the planner's
+  workers' phase lasts at least the N workers' CPU over the ``cores`` (``host_cores``,
+  ``cpu_s_per_worker``). Not in it: the local Lambda service's and the stream poller's own CPU.
 
 Average mode (bench.convergence's ``AVERAGE``, K local steps) trains K times the samples, so that it
 has as many rounds as sync.
@@ -144,43 +150,71 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
 
 
-def measure_serial(width: float, rounds: int = 8) -> float:
-    """(In a child process.) Seconds moto spends serving one worker invocation's requests, the
-    median over a one-worker float32 run's warm rounds: the real handlers (tests/harness.py)
-    against a MotoServer, on generated images."""
+def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, float]:
+    """(In a child process, one thread.) What one worker invocation of ``recipe`` costs besides its
+    compute, the medians over a one-worker run's warm rounds of the real handlers (tests/harness.py)
+    against a MotoServer in this process, on generated images: ``serial_s_per_worker``, the seconds
+    moto spends serving it (what the N workers queue for), and ``cpu_s_per_worker``, the process's
+    CPU seconds in it (handler, clients, codec, moto serving them) less those inside the trainer's
+    compute (the calibration's seconds per image cover those)."""
+    import torch
+
     from lambdatrain.logs import logger
     from lambdatrain.roles.settings import WORKER
+    from lambdatrain.training import trainer
     from tests.datagen import make_prepared
     from tests.harness import InlineSystem
 
+    torch.set_num_threads(1)
     logger.setLevel("WARNING")
     server = inline_moto()
-    busy: list[tuple[int, float]] = []
+    compute_cpu = [0.0]
+    per_round: list[tuple[int, float, float]] = []
+
+    def timed(compute):
+        def wrapper(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return compute(*args, **kwargs)
+            finally:
+                compute_cpu[0] += time.process_time() - t0
+        return wrapper
+
+    originals = {name: getattr(trainer, name) for name in ("compute_sync", "compute_average")}
+    for name, compute in originals.items():
+        setattr(trainer, name, timed(compute))
 
     class Timed(InlineSystem):
         def invoke(self, name, event, context=None):
             if name != WORKER:
                 return super().invoke(name, event, context)
-            before = server.busy_s
+            busy, cpu, compute_cpu[0] = server.busy_s, time.process_time(), 0.0
             try:
                 return super().invoke(name, event, context)
             finally:
-                busy.append((event["round"], server.busy_s - before))
+                per_round.append((event["round"], server.busy_s - busy, time.process_time() - cpu - compute_cpu[0]))
 
+    extra = RECIPES[recipe]
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-planner-serial-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-planner-worker-") as tmp:
             mount = Path(tmp) / "efs"
             (mount / "datasets").mkdir(parents=True)
-            data = make_prepared(Path(tmp) / "data", n_train=16 * rounds, n_val=16)
+            samples = 16 * rounds * extra["local_steps"]
+            data = make_prepared(Path(tmp) / "data", n_train=samples, n_val=16)
             (mount / "datasets" / "cifar10").symlink_to(data, target_is_directory=True)
-            system = Timed(mount, table="serial")
+            name = f"bench-worker-{os.getpid()}-{time.monotonic_ns()}"  # moto's backends outlive a server
+            system = Timed(mount, table=name, bucket=name if extra["transport"] in COMPRESSED else None)
             run = system.invoke("starter", {"start": True, "workers": 1, "model": "vgg19_cifar", "width": width,
                                             "epochs": 1, "batch_size": 16, "micro_batch": 16, "val_samples": 16,
-                                            "max_train_samples": 16 * rounds})["run"]
+                                            "max_train_samples": samples, **extra})["run"]
             system.run_to_end(run)
     finally:
         server.stop()
-    return statistics.median(s for r, s in busy if r > 0)
+        for name, compute in originals.items():
+            setattr(trainer, name, compute)
+    warm = [(busy, cpu) for r, busy, cpu in per_round if r > 0]
+    return {"serial_s_per_worker": statistics.median(b for b, _ in warm),
+            "cpu_s_per_worker": statistics.median(c for _, c in warm)}
 
 
 def busy_compute(width: float, prepared: Path, cores: int, repeats: int) -> float:
@@ -202,12 +236,13 @@ def _compute_in_child(width: float, prepared: Path, repeats: int) -> tuple[float
 
 def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: int) -> Any:
     """The calibration of N local workers (module docstring): per-image time of min(N, cores) busy
-    cores, and S3's bandwidth and request latency shared by the N workers."""
+    cores, S3's bandwidth and request latency shared by the N workers, and the ``cores`` they share."""
     from dataclasses import replace
 
     share = (min(n, cores) - 1) / max(cores - 1, 1)  # 0 with one worker busy, 1 with all cores busy
     spi = cal.seconds_per_image + share * (busy_seconds_per_image - cal.seconds_per_image)
-    return replace(cal, seconds_per_image=spi, s3_bps=cal.s3_bps / n, s3_request_s=cal.s3_request_s * n)
+    return replace(cal, seconds_per_image=spi, s3_bps=cal.s3_bps / n, s3_request_s=cal.s3_request_s * n,
+                   host_cores=cores)
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -256,10 +291,11 @@ def result_of(row: dict[str, Any]) -> dict[str, Any]:
             "error": row["round_error"], "within_tolerance": within(row["round_error"])}
 
 
-def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[int, int, Any, float]:
-    """(params, buffers, calibration, busy seconds per image) of this machine; the fixed per-round
-    costs come from the runs (each row's ``fixed_costs``: the calibration's defaults for them are
-    not used)."""
+def calibrated(args: argparse.Namespace, prepared: Path,
+               folder: Path) -> tuple[int, int, Any, float, dict[str, float]]:
+    """(params, buffers, calibration, busy seconds per image, each recipe's CPU per worker invocation
+    besides its compute) of this machine; the fixed per-round costs come from the runs (each row's
+    ``fixed_costs``: the calibration's defaults for them are not used)."""
     from dataclasses import replace
 
     from lambdatrain.planning.calibration import calibrate, model_sizes
@@ -269,19 +305,23 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
-    cal = replace(cal, serial_s_per_worker=in_child(measure_serial, args.width))
+    # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
+    per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
+    cal = replace(cal, serial_s_per_worker=per_worker["float32"]["serial_s_per_worker"])
+    cpu = {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes}
     cores = os.cpu_count() or 1
     busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else cal.seconds_per_image
     log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all {cores} "
         f"cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start {cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
-        f"(moto, one request at a time)")
-    return params, buffers, cal, busy
+        f"(moto, one request at a time); CPU per worker invocation besides compute " +
+        ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in cpu.items()))
+    return params, buffers, cal, busy, cpu
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
-              cal: Any, busy: float, args: argparse.Namespace) -> dict[str, Any]:
+              cal: Any, busy: float, cpu: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
     """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N."""
     from dataclasses import replace
 
@@ -294,7 +334,7 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
              "worker_fixed_s": median_run(runs[(recipe, n)])["worker_fixed_s"]}
     extra = RECIPES[recipe]
     cores = os.cpu_count() or 1
-    local = local_calibration(replace(cal, **fixed), n, busy, cores)
+    local = local_calibration(replace(cal, **fixed, cpu_s_per_worker=cpu[recipe]), n, busy, cores)
     scenario = planner.Scenario(params=params, buffers=buffers, workers=n,
                                 memory_mb=int(MB_PER_VCPU * min(1.0, cores / n)), batch_size=BATCH,
                                 train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
@@ -320,13 +360,13 @@ def main(argv: list[str] | None = None) -> None:
     prepared = resolve_dataset(args.data, args.cache_dir)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
-        params, buffers, cal, busy = calibrated(args, prepared, Path(tmp))
+        params, buffers, cal, busy, cpu = calibrated(args, prepared, Path(tmp))
         for i in range(args.repeats):
             for recipe, n in runs:
                 log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
                 out = Path(tmp) / f"{recipe}-n{n}-r{i}"
                 runs[(recipe, n)].append(in_child(measured, prepared, out, settings_for(recipe, n, args)))
-    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, args), planner)
+    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args), planner)
             for (recipe, n), done in runs.items()]
     for row in rows:
         log(f"{row['recipe']} N={row['workers']}: round {row['predicted_round_s']:.2f} s predicted vs "
@@ -338,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
           "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
+          "cpu_s_per_worker": cpu,
           "params": params, "buffers": buffers,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 

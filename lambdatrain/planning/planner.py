@@ -5,12 +5,14 @@ a few constants measured on this machine and AWS's published limits and prices.
 Per round (global batch split over N workers, K local steps per round: K = 1 in sync mode, K
 optimizer steps per worker in average mode; all workers identical)::
 
-    worker   = fixed + max(load + compute, state GET) + write + state PUT
+    worker   = max(fixed + max(load + compute, state GET) + write + state PUT, fixed + host CPU)
       load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once)
       compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
       state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0)
+      host CPU = N * (compute on one core + CPU per invocation besides it) / cores of the machine the
+                 N workers share (the local stack; 0 on AWS, where each worker has its own vCPUs)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
     epoch    = rounds per epoch * (worker + combine + invoke)
     invoke   = invoke latency + per-invoke * fan-out waves + serial * N  (serial: 0 on AWS)
@@ -73,7 +75,7 @@ Assumptions, stated because they decide the answer:
   per warm epoch.
 * Lambda gives 1 vCPU per 1,769 MB, up to 6 vCPUs at 10,240 MB (lambdatrain/protocol/limits.py).
 
-Prices, with their sources: prices.py.
+Dollars per epoch by item: costs.py; prices, with their sources: prices.py.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ from typing import Any, Iterable
 from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the planner's public names)
     ARCHITECTURES, DAYS_PER_MONTH, STATE_EXPIRY_DAYS, STATE_KEPT_DAYS, Prices,
 )
+from lambdatrain.planning.costs import epoch_cost
 from lambdatrain.planning.recipes import RECIPES, Recipe, transport
 from lambdatrain.planning.residuals import state_bytes, state_seconds
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
@@ -92,7 +95,7 @@ from lambdatrain.roles.runtime import INVOKE_POOL
 
 STORAGES = ("efs", "local")  # AWS's EFS limits, or this machine's disk only (the local stack)
 COMBINER_MEMORY_MB = 3008  # the stack's default combinerMemory (components/config.py)
-MiB, GiB, GB = 1 << 20, 1 << 30, 1e9
+MiB, GiB = 1 << 20, 1 << 30
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,13 @@ class Calibration:
     # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
     # (lambdatrain/local/moto_server.py), which bench.planner measures.
     serial_s_per_worker: float = 0.0
+    # The cores the N workers share, where they share a machine (the local stack, which bench.planner
+    # predicts); on AWS each worker has its own vCPUs (inf). Sharing, the workers' phase lasts at least
+    # their CPU seconds over the cores: each one's compute and ``cpu_s_per_worker``, what an invocation
+    # costs the machine besides its compute (the handler, its ledger, storage and S3 clients, the
+    # services answering them, the codec), which takes cores from the others' compute.
+    host_cores: float = math.inf
+    cpu_s_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,16 @@ def fanout_waves(workers: int, shards: int) -> int:
     each INVOKE_POOL at a time (lambdatrain/roles/runtime.py; bench.protocol measures it)."""
     return math.ceil(shards / INVOKE_POOL) + math.ceil(workers / INVOKE_POOL)
 
+def host_cpu_s(s: Scenario, c: Calibration) -> float:
+    """Seconds the N workers' CPU keeps a shared machine's cores busy per round (0 on AWS, where
+    each worker has its own): their compute at one core's speed and what else each invocation
+    costs it, over ``host_cores``."""
+    if not math.isfinite(c.host_cores):
+        return 0.0
+    per_worker = s.local_steps * (s.batch_size // s.workers) * c.seconds_per_image + c.compute_fixed_s
+    return s.workers * (per_worker + c.cpu_s_per_worker) / c.host_cores
+
+
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:
     """Seconds per round and epoch (warm, and the first with its cold start), and dollars per warm
     epoch, of scenario ``s``."""
@@ -214,6 +234,8 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     state = state_seconds(s, c)
     # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits.
     worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"]
+    host_cpu = host_cpu_s(s, c)
+    worker = max(worker, c.worker_fixed_s + host_cpu)
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     published = model_bytes + (result_bytes if s.compressed else 0)  # new weights, and the update
     update = s.params * c.update_s_per_param / shards + published / (shards * write_bps)
@@ -221,7 +243,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
-    cost = _cost(s, rounds, worker, combine, moved, prices)
+    cost = epoch_cost(s, rounds, worker, combine, moved, prices)
     total = sum(cost.values())
     return {"workers": n, "memory_mb": s.memory_mb, "shards": shards, "transport": s.transport,
             "runnable": transport(s.transport).runnable, "mode": s.mode, "local_steps": s.local_steps,
@@ -232,33 +254,11 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
             "state_bytes_per_worker_round": sum(state_bytes(s).values()),
             "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
             "state_s": sum(state.values()), "state_wait_s": max(0.0, state["get"] - load - compute) + state["put"],
-            "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
+            "host_cpu_s": host_cpu, "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
             "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
             "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,
             "cost_per_epoch": total, "cost_usd": total,
             "cost_breakdown": {k: round(v, 6) for k, v in cost.items()}}
-
-
-def _cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, moved: dict[str, int],
-          prices: Prices) -> dict[str, float]:
-    """Dollars per warm epoch by item: Lambda GB-seconds and requests, EFS, DynamoDB, S3 requests."""
-    n, shards = s.workers, s.shards
-    gb_s = rounds * (n * worker_s * s.memory_mb + shards * combine_s * s.combiner_memory_mb) / 1024
-    efs_read = rounds * (moved["worker_read"] + moved["combiner_read"]) / GB
-    efs_write = rounds * (moved["worker_write"] + moved["combiner_write"]) / GB
-    wru = rounds * (2 * n + 4 + shards)  # result record + round update each; claim, commit, metric
-    cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
-            "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
-            "dynamodb": wru * prices.dynamodb_wru}
-    if s.compressed:  # per worker a PUT and a GET of its residual, in parts; the combiner's listing and DeleteObjects
-        from lambdatrain.storage.state import requests
-
-        per = requests(state_bytes(s)["put"])
-        per_worker = per["put"] * prices.s3_put + per["get"] * prices.s3_get
-        cost["s3_requests"] = rounds * (n * per_worker + 2 * prices.s3_put)
-        stored_gb = n * state_bytes(s)["put"] / GB  # the epoch boundary's residuals, kept STATE_KEPT_DAYS
-        cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
-    return cost
 
 
 def plan(params: int, c: Calibration, storage: Storage, *, workers: Iterable[int], memories: Iterable[int],

@@ -399,3 +399,19 @@ def test_a_service_serving_one_request_at_a_time_adds_its_time_once_per_worker()
         alone, queued = _predict(workers=n), _predict(cal=serial, workers=n)
         assert queued["invoke_s"] - alone["invoke_s"] == pytest.approx(0.02 * n)
         assert queued["round_s"] - alone["round_s"] == pytest.approx(0.02 * n)
+
+
+def test_workers_sharing_a_machine_take_at_least_their_cpu_over_its_cores():
+    """The local stack: N workers on 2 cores. Alone each computes on its own core; four of them, each
+    also costing the machine CPU besides its compute, need their CPU seconds over the 2 cores. On AWS
+    (host_cores inf, the default) nothing is shared."""
+    shared = replace(CAL, host_cores=2, cpu_s_per_worker=0.1)
+    one = _predict(cal=shared, workers=1, batch_size=256)  # 2.56 s of compute; 2.66 s of CPU over 2 cores
+    assert one["host_cpu_s"] == pytest.approx((2.56 + 0.1) / 2)
+    assert one["worker_s"] == _predict(workers=1, batch_size=256)["worker_s"]  # its own round is the longer
+    four = _predict(cal=shared, workers=4, batch_size=256)  # 0.64 s each on a vCPU of its own
+    assert four["compute_s"] == pytest.approx(0.64)
+    assert four["worker_s"] == pytest.approx(4 * (0.64 + 0.1) / 2)
+    alone = _predict(workers=4, batch_size=256)
+    assert four["round_s"] - alone["round_s"] == pytest.approx(four["worker_s"] - alone["worker_s"])
+    assert alone["host_cpu_s"] == 0.0

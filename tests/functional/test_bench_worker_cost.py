@@ -1,0 +1,30 @@
+"""bench.planner's measure of what a worker invocation costs the machine besides its compute: the
+real handlers' one-worker run, the trainer's compute taken out of the CPU seconds."""
+
+from __future__ import annotations
+
+import time
+
+from bench import planner
+from lambdatrain.training import trainer
+
+BURN_S = 0.3  # CPU seconds the doctored compute adds to every round
+
+
+def _burn(compute):
+    def slower(*args, **kwargs):
+        t0 = time.process_time()
+        while time.process_time() - t0 < BURN_S:
+            pass
+        return compute(*args, **kwargs)
+    return slower
+
+
+def test_cpu_besides_compute_leaves_out_whatever_the_compute_costs(monkeypatch):
+    plain = planner.measure_worker(0.0625, "ternary_ef", rounds=3)
+    assert plain["serial_s_per_worker"] > 0 and plain["cpu_s_per_worker"] > 0
+    monkeypatch.setattr(trainer, "compute_sync", _burn(trainer.compute_sync))
+    slower = planner.measure_worker(0.0625, "ternary_ef", rounds=3)
+    # A compute made 0.3 s of CPU dearer leaves the rest as it was (well under the 0.3 s added).
+    assert abs(slower["cpu_s_per_worker"] - plain["cpu_s_per_worker"]) < BURN_S / 3
+    assert trainer.compute_sync.__name__ == "slower"  # the measure put back what it wrapped
