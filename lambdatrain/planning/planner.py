@@ -29,14 +29,15 @@ for a compressed transport, its residual 4P::
 
     worker read     N * model              (compressed, a warm worker: N * update, the result's size)
     worker write    N * result
-    combiner read   N * result + S * state  (+ state when S > 1)
+    combiner read   N * result              (S > 1: + S * state + state)
     combiner write  state                   (+ state when S > 1; + the update when compressed)
 
-Each of the S shares reads the whole weights and momentum files (lambdatrain/roles/claimed.py
-``reduce_slice``) and writes its slice; the share that completes the round reads the slices back
-and writes the whole files (roles/sharding.py ``_assemble``). The combiner's reads of its own state
-are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in the bytes for dollars; so
-are the small digest sidecars beside each file, in neither.
+One combiner (S = 1) keeps the state it wrote for its next round in memory (roles/warm.py) and, in
+the warm round planned here, reads none of it back. Each of S > 1 shares reads the whole weights
+and momentum files (lambdatrain/roles/claimed.py ``reduce_slice``) and writes its slice; the share
+that completes the round reads the slices back and writes the whole files (roles/sharding.py
+``_assemble``). Those reads are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in
+the bytes for dollars; the small digest sidecars beside each file are in neither.
 
 A compressed transport (``ternary_ef``, ``sign_ef``): a warm worker holds the previous round's
 weights and reads only the combiner's compressed update, payload(P) + 4B (a cold worker reads the
@@ -202,7 +203,8 @@ def efs_bytes(s: Scenario) -> dict[str, int]:
     state = model + (4 * p if s.mode == "sync" else 0) + (4 * p if s.compressed else 0)  # weights, momentum, residual
     assembled = state if s.shards > 1 else 0  # shares' slices, written then read back
     return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
-            "combiner_read": n * result + s.shards * state + assembled,
+            # One combiner, warm, keeps the state it wrote (roles/warm.py); S shares read it back.
+            "combiner_read": n * result + (s.shards * state + assembled if s.shards > 1 else 0),
             "combiner_write": state + assembled + (result if s.compressed else 0)}
 
 

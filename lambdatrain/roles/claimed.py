@@ -27,6 +27,7 @@ from lambdatrain.ledger.items import DONE, ResultRecord, RoundRecord, RunRecord
 from lambdatrain.logs import logger
 from lambdatrain.training.model import input_size
 from lambdatrain.protocol.events import CombineEvent, Outcome
+from lambdatrain.roles import warm
 from lambdatrain.roles.recovery import fan_out
 from lambdatrain.roles.runtime import Runtime
 
@@ -41,6 +42,8 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
         metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
     digest = _write(paths, ev.round, stepped, metric, record.config.checksum)
+    if record.config.combine_shards == 1:  # whoever commits the round writes these very bytes
+        warm.keep(str(paths.mount), ev.run, ev.round + 1, digest, stepped.weights, stepped.momentum, stepped.residual)
     runtime.faults.point("after_write")
     round_s = runtime.clock() - claimed.created_at
     metric.update(write_s=time.perf_counter() - t1, combine_s=time.perf_counter() - t0, round_s=round_s)
@@ -96,7 +99,9 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     if sorted(f.worker for f in files) != list(range(record.workers)):
         raise CorruptFile(paths.round_dir(round_no), f"round {round_no} of run {record.run} is ready but has "
                           f"results of workers {[f.worker for f in files]}")
-    weights = efs.read_array(paths.weights(round_no), record.weights)
+    # The unsharded combine that committed the round before, warm, kept what it wrote (warm.py).
+    kept = warm.take(str(paths.mount), record.run, round_no, record.weights) if shard is None else None
+    weights = kept.weights if kept else efs.read_array(paths.weights(round_no), record.weights)
     lo, hi = slice_bounds(record, weights.size, shard)
     c = record.config
     codec = COMPRESSED.get(c.transport)
@@ -113,13 +118,14 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
     n_params = max(0, min(hi, record.n_params) - lo)  # parameters inside [lo, hi)
-    momentum = _read_state(paths.optim(round_no), lo, n_params)
+    momentum = kept.momentum if kept else _read_state(paths.optim(round_no), lo, n_params)
     step = dict(mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
                 sgd=sgd_options(c))
     if codec is None:
         return Stepped(*apply_update(weights[lo:hi], average, momentum, **step))
     # Round 0 starts from a zero residual; any later round's must be there (written with its weights).
-    residual = _read_state(paths.residual(round_no), lo, n_params) if round_no else None
+    residual = None if not round_no else kept.residual if kept else _read_state(paths.residual(round_no), lo,
+                                                                                n_params)
     if round_no and residual is None:
         raise CorruptFile(paths.residual(round_no), "the combiner's residual is missing")
     return Stepped(*feedback.step_slice(weights[lo:hi], average, momentum, residual, codec=codec, **step))

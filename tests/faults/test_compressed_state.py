@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from lambdatrain.protocol.errors import InvalidEvent
-from lambdatrain.roles import worker
+from lambdatrain.roles import warm, worker
 from lambdatrain.storage import efs, state, traffic
 from tests.faults.conftest import SETTINGS, assert_survived
 
@@ -24,6 +24,7 @@ def _cold(system):
     def cold_step() -> bool:
         worker._held.clear()
         state._held.clear()
+        warm.forget()
         return step()
 
     system.step = cold_step
@@ -50,9 +51,10 @@ def test_warm_worker_reads_the_compressed_update_not_the_weights(make_system):
     system.run_to_end(run)
     record = system.ledger.get_run(run)
     weights_file = efs.RunLayout(system.mount, run).weights(0).stat().st_size
-    # Read in full: by the combiner once a round, by the first worker of round 0 (cold), and by
-    # the end-of-run export; every later round's workers built theirs from the update.
-    assert traffic.totals()["weights"]["read"] == (record.round + 2) * weights_file
+    # Read in full: by the combiner for round 0 (it keeps the later rounds', warm.py), by the
+    # first worker of round 0 (cold), and by the end-of-run export; every later round's workers
+    # built theirs from the update.
+    assert traffic.totals()["weights"]["read"] == 3 * weights_file
     assert traffic.totals()["update"]["read"] > 0
 
 
@@ -82,3 +84,40 @@ def test_pruned_residuals_leave_no_hidden_version_in_the_versioned_bucket(make_s
     # Kept: the epoch boundaries (checkpoints to resume from) and the newest rounds; the rest went.
     assert set(rounds) < set(range(1, record.round + 1))
     assert all(r % record.rounds_per_epoch == 0 or r >= record.round - 1 for r in rounds), rounds
+
+
+@pytest.mark.parametrize("transport", ["ternary_ef", "float32"])
+def test_a_warm_combiner_reads_none_of_its_own_state_back_and_ends_bit_identical(make_system, reference, transport):
+    """The combiner keeps the weights, momentum and residual it wrote (roles/warm.py): warm, it
+    reads them from EFS only for round 0, which the starter wrote; the run ends where a run whose
+    combiner is cold every round (reading every file back) ends."""
+    settings = {**SETTINGS, "transport": transport}
+    system = make_system()
+    traffic.reset()
+    run = system.invoke("starter", {"start": True, **settings})["run"]
+    system.run_to_end(run)
+    warm_reads = traffic.totals()
+    assert_survived(system, run, reference(settings))
+    record = system.ledger.get_run(run)
+    assert record.round > 2
+    weights_file = efs.RunLayout(system.mount, run).weights(0).stat().st_size
+    assert warm_reads.get("optim", {}).get("read", 0) == 0
+    assert warm_reads.get("residual", {}).get("read", 0) == 0
+    # Round 0's by the combiner; by the workers of round 0 (compressed: the first, then it holds
+    # them) or of every round (float32); and the end-of-run export's.
+    worker_reads = 1 if transport == "ternary_ef" else record.round * settings["workers"]
+    assert warm_reads["weights"]["read"] == (1 + worker_reads + 1) * weights_file
+
+    cold = make_system()
+    step = cold.step
+
+    def cold_combiner() -> bool:
+        warm.forget()
+        return step()
+
+    cold.step = cold_combiner
+    traffic.reset()
+    run = cold.invoke("starter", {"start": True, **settings})["run"]
+    cold.run_to_end(run)
+    assert traffic.totals()["optim"]["read"] > 0
+    assert_survived(cold, run, reference(settings))

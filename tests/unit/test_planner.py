@@ -108,9 +108,9 @@ def test_cost_adds_lambda_requests_efs_and_dynamodb():
     row = _predict(workers=2, memory_mb=1024, combiner_memory_mb=1024)
     r, p = row["rounds_per_epoch"], planner.Prices()
     gb_s = r * (2 * row["worker_s"] + row["combine_s"])
-    # Read: the workers' weights, the combiner's two results and its weights and momentum;
-    # written: two results, the new weights and momentum.
-    efs = r * (2 * 4e6 + 2 * 4e6 + 2 * 4e6) / 1e9 * 0.03 + r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.06
+    # Read: the workers' weights and the combiner's two results (it keeps its weights and momentum
+    # warm); written: two results, the new weights and momentum.
+    efs = r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.03 + r * (2 * 4e6 + 2 * 4e6) / 1e9 * 0.06
     expected = gb_s * p.gb_second + r * 3 * p.request + efs + r * 9 * p.dynamodb_wru
     assert row["cost_usd"] == pytest.approx(expected)
 
@@ -203,7 +203,7 @@ def test_efs_bytes_per_round_count_who_reads_and_writes_what(transport, mode, st
                                            local_steps=steps, buffers=B), CAL, FAST)
     slices = files if shards > 1 else 0  # shares write their slices, the last reads them back
     expected = {"worker_read": n * (result if compressed else model), "worker_write": n * result,
-                "combiner_read": n * result + shards * files + slices,
+                "combiner_read": n * result + (shards * files + slices if shards > 1 else 0),  # S = 1: kept warm
                 "combiner_write": files + slices + (result if compressed else 0)}
     assert row["result_bytes"] == result and row["model_bytes"] == model
     assert row["efs_bytes"] == expected
