@@ -17,7 +17,10 @@ Worker figures are means per warm worker-round: a worker result written by a pro
 later that, for a compressed transport, rebuilt its weights from the update rather than reading
 them in full (the local stack routes worker i to any of several environments, so some worker-rounds
 are cold; they are counted apart). ``up``/``down`` are EFS bytes only, digests included; the S3
-residual is ``state_bytes_per_worker_round``. Combiner figures are means over rounds 1 and later.
+residual is ``state_bytes_per_worker_round``. Combiner figures are means over its warm rounds 1
+and later: a combine that took its own state from the environment that wrote it (roles/warm.py)
+rather than reading the weights back; the cold ones (another environment) are counted apart, with
+their mean reads (over all rounds when none was warm).
 The training images are memory-mapped, which no read call shows: they are reported apart, as the
 mapped length per process, and are not in the per-round figures. Accepted transports: those of
 lambdatrain.protocol.config.TRANSPORTS.
@@ -162,9 +165,14 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
     if not warm:
         raise SystemExit("bench.traffic: need at least 2 rounds (round 0 is cold); raise --rounds")
 
-    def combiner(direction: str) -> float:
-        moved = seen["per_cat"]["combiner"]
-        return statistics.fmean(sum(n for (r, _, d), n in moved.items() if r == w and d == direction) for w in warm)
+    moved = seen["per_cat"]["combiner"]
+    # A warm combiner takes its own state from memory (roles/warm.py); a round's combine that landed
+    # in another environment reads the weights back (and the momentum and residual): cold.
+    cold = [w for w in warm if moved.get((w, "weights", "read"))]
+    kept = [w for w in warm if w not in cold] or list(warm)
+
+    def combiner(direction: str, rounds=kept) -> float:
+        return statistics.fmean(sum(n for (r, _, d), n in moved.items() if r == w and d == direction) for w in rounds)
 
     unattributed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for fn, moved in seen["per_cat"].items():
@@ -179,6 +187,8 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
             **figures,
             "combiner_read_bytes_per_round": reads, "combiner_write_bytes_per_round": combiner("write"),
             "combiner_read_model_sizes": reads / model_bytes,
+            "combiner_warm_rounds": len(warm) - len(cold), "combiner_cold_rounds": len(cold),
+            "combiner_read_bytes_per_cold_round": combiner("read", cold) if cold else None,
             "outside_rounds": {fn: dict(d) for fn, d in unattributed.items()},  # config.json, once
             "dataset_mapped_bytes_per_process": {fn: max(v) for fn, v in seen["mapped"].items()},
             "processes": {fn: sum(1 for d in run["dumps"] if d["function"] == fn) for fn in seen["per_cat"]},
@@ -231,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             log(f"  up {r['up_bytes_per_worker_round'] / 1e6:.2f} MB, down {r['down_bytes_per_worker_round'] / 1e6:.2f}"
                 f" MB per worker round; combiner reads {r['combiner_read_bytes_per_round'] / 1e6:.1f} MB, "
                 f"writes {r['combiner_write_bytes_per_round'] / 1e6:.1f} MB per round; state "
-                f"{r['state_bytes_per_worker_round'] / 1e6:.2f} MB; {r['cold_worker_rounds']} cold worker-rounds")
+                f"{r['state_bytes_per_worker_round'] / 1e6:.2f} MB; {r['cold_worker_rounds']} cold worker-rounds, "
+                f"{r['combiner_cold_rounds']} cold combiner rounds")
     base = next((r for r in results if r["transport"] == "float32" and r["mode"] == "sync"), None)
     for r in results:  # bytes per worker round relative to float32 sync: the ratios the issue asks
         r["up_ratio_to_float32"] = r["up_bytes_per_worker_round"] / base["up_bytes_per_worker_round"] if base else None

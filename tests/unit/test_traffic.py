@@ -157,6 +157,31 @@ def test_bench_counts_warm_worker_rounds_apart_from_cold_ones_and_state_apart_fr
     assert float32["state_store"] == "none"
 
 
+def test_bench_counts_the_combiners_warm_rounds_apart_from_cold_ones():
+    from bench.traffic import summarise
+
+    run = "/m/runs/a"
+    worker = _worker_dump(1, {f"{run}/rounds/r{r:06d}/w0000.npy": {"write": 60} for r in range(4)})
+
+    def combine(r: int, cold: bool) -> dict[str, dict[str, int]]:
+        moved = {f"{run}/rounds/r{r:06d}/w0000.npy": {"read": 60}, f"{run}/weights/r{r + 1:06d}.npy": {"write": 1000}}
+        if cold:  # another environment: its own state read back from EFS
+            moved |= {f"{run}/weights/r{r:06d}.npy": {"read": 1000}, f"{run}/optim/r{r:06d}.npy": {"read": 900}}
+        return moved
+
+    paths: dict[str, dict[str, int]] = {}
+    for r, cold in enumerate([True, False, True, False]):  # round 0 is every run's cold one
+        for path, moved in combine(r, cold).items():
+            paths.setdefault(path, {}).update(moved)
+    combiner = {"function": "combiner", "pid": 2, "totals": {}, "paths": paths}
+    settings = {"transport": "float32", "mode": "sync", "local_steps": 1, "workers": 1, "batch_size": 4}
+    out = summarise({"dumps": [worker, combiner], "rounds": 4, "wall_s": 1.0}, settings, 1000)
+    assert (out["combiner_warm_rounds"], out["combiner_cold_rounds"]) == (2, 1)  # rounds 1 and 3; round 2
+    assert out["combiner_read_bytes_per_round"] == 60  # the warm rounds': the result only
+    assert out["combiner_read_bytes_per_cold_round"] == 60 + 1000 + 900
+    assert out["combiner_write_bytes_per_round"] == 1000
+
+
 def test_bench_refuses_an_unknown_transport_in_one_line():
     import argparse
 
