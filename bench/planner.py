@@ -122,7 +122,7 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     from lambdatrain.local.durable import DurableBucket
     from lambdatrain.local.moto_server import MotoServer
     from lambdatrain.local.names import ACCESS_KEY, BUCKET, REGION
-    from lambdatrain.roles.settings import STATE_PREFIX
+    from lambdatrain.roles.settings import STATE_EXPIRING, STATE_PREFIX, STATE_TAG
     from lambdatrain.storage import state
     from lambdatrain.storage.digest import DEFAULT_ALGORITHM
 
@@ -132,7 +132,7 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
         s3 = boto3.client("s3", endpoint_url=server.url, region_name=REGION, **ACCESS_KEY)
         s3.create_bucket(Bucket=BUCKET)
         server.s3_listeners.append(DurableBucket(folder, BUCKET).sync)
-        store = state.ResidualStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM)
+        store = state.ResidualStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM, STATE_TAG, STATE_EXPIRING)
 
         def put_get(size: int, round_no: int) -> float:
             residual = np.random.default_rng(round_no).standard_normal(size, dtype=np.float32)

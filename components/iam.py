@@ -45,11 +45,15 @@ LEDGER_ACTIONS = {
 # statement per grant, so each action reaches only the prefixes it needs; IAM wants the ids unique.
 # The grants that predate STATE_PREFIX keep the id "Bucket", so their deployed text is unchanged.
 BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    env.STARTER: {"Bucket": (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*"))},
+    env.STARTER: {"Bucket": (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*")),
+                  # `resume` of a stopped compressed run lets its kept residuals expire again
+                  # (lambdatrain/roles/recovery.py ``_release_state``): a retag, nothing read or written.
+                  "BucketState": (("s3:PutObjectTagging",), (f"{env.STATE_PREFIX}*",))},
     # ternary_ef/sign_ef: each worker reads its error-feedback residual of the round before and
     # writes this round's (lambdatrain/protocol/config.py), in parts (lambdatrain/storage/state.py:
-    # a multipart upload is authorised as s3:PutObject; one that fails is aborted, which is its own action).
-    env.WORKER: {"BucketState": (("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
+    # a multipart upload is authorised as s3:PutObject; one that fails is aborted, which is its own action),
+    # tagged for the lifecycle rule, which a PUT with tags needs s3:PutObjectTagging for.
+    env.WORKER: {"BucketState": (("s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"),
                                  (f"{env.STATE_PREFIX}*",))},
     env.COMBINER: {
         # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
@@ -58,7 +62,9 @@ BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         # After each committed round it prunes the residuals no worker will read again, every
         # version of each by its id (the bucket is versioned: a plain delete leaves the bytes billed),
         # in one DeleteObjects request, which IAM authorises per key named: s3:DeleteObjectVersion.
-        "BucketState": (("s3:DeleteObject", "s3:DeleteObjectVersion"), (f"{env.STATE_PREFIX}*",)),
+        # The watchdog re-tags a stopped or failed run's residuals so the lifecycle rule keeps them.
+        "BucketState": (("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging"),
+                        (f"{env.STATE_PREFIX}*",)),
     },
 }
 # Listing, a bucket-level action, per function: statement id -> (actions, key prefixes the listing

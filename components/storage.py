@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from lambdatrain.roles.settings import STATE_EXPIRY_DAYS, STATE_NONCURRENT_DAYS, STATE_PREFIX
+from lambdatrain.roles.settings import STATE_EXPIRING, STATE_EXPIRY_DAYS, STATE_NONCURRENT_DAYS, STATE_PREFIX, STATE_TAG
 
 POSIX_UID = 1000
 POSIX_GID = 1000
@@ -157,16 +157,24 @@ class Storage(pulumi.ComponentResource):
             bucket=self.bucket.id,
             rules=[
                 {
-                    # A backstop for residuals a crashed combiner did not delete (STATE_EXPIRY_DAYS).
+                    # A backstop for residuals a crashed combiner did not delete (STATE_EXPIRY_DAYS):
+                    # those tagged as a round's, not those kept for a stopped run to resume from.
                     "id": "expire-orphaned-state",
                     "status": "Enabled",
-                    "filter": {"prefix": STATE_PREFIX},
+                    "filter": {"and_": {"prefix": STATE_PREFIX, "tags": {STATE_TAG: STATE_EXPIRING}}},
                     "expiration": {"days": STATE_EXPIRY_DAYS},
+                },
+                {
+                    # Every hidden version goes (a delete without its id, a PUT over a key), and the
+                    # parts of an upload a killed worker never completed (or aborted), billed until
+                    # aborted: S3 removes them a day on. This rule cannot filter on tags (S3 refuses
+                    # AbortIncompleteMultipartUpload with a tag filter) and needs none.
+                    "id": "tidy-state",
+                    "status": "Enabled",
+                    "filter": {"prefix": STATE_PREFIX},
                     "noncurrent_version_expiration": {"noncurrent_days": STATE_NONCURRENT_DAYS},
-                    # The parts of an upload a killed worker never completed (or aborted) are billed
-                    # until aborted: S3 removes them a day on.
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
-                }
+                },
             ],
             opts=after(),
         )

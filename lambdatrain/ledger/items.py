@@ -153,6 +153,7 @@ class RunRecord:
     stop_reason: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0  # the last write: for a finished run, the commit that finished it
+    state_kept_round: int | None = None  # stopped or failed: the round whose residuals the watchdog kept
 
     @property
     def workers(self) -> int:
@@ -169,7 +170,8 @@ def record_from_meta(item: dict[str, Any]) -> RunRecord:
                      evals_without_best=int(item.get("evals_without_best", 0)),
                      last_train_loss=item.get("last_train_loss"), last_val_loss=item.get("last_val_loss"),
                      last_val_accuracy=item.get("last_val_accuracy"), stop_reason=item.get("stop_reason") or None,
-                     created_at=float(item.get("created_at", 0)), updated_at=float(item.get("updated_at", 0)))
+                     created_at=float(item.get("created_at", 0)), updated_at=float(item.get("updated_at", 0)),
+                     state_kept_round=None if item.get("state_kept_round") is None else int(item["state_kept_round"]))
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,8 @@ class Ledger:
         try:
             self.table.update_item(
                 Key={"pk": pk(run), "sk": META},
-                UpdateExpression="SET #s = :new, updated_at = :now, stop_reason = :why",
+                # A new state forgets the residuals kept for the old one (roles/recovery.py keep_state).
+                UpdateExpression="SET #s = :new, updated_at = :now, stop_reason = :why REMOVE state_kept_round",
                 ConditionExpression=f"attribute_exists(pk) AND ({' OR '.join(conds)})",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         except ClientError as exc:
@@ -131,6 +132,21 @@ class Ledger:
                 self.get_run(run)  # raises UnknownRun for a missing run
                 raise AlreadyDone(f"run {run} is not in state {list(expect)}") from exc
             raise
+
+    def mark_state_kept(self, run: str, round_no: int, states: Iterable[str]) -> bool:
+        """Record that the residuals a run in one of ``states`` resumes from at ``round_no`` are kept;
+        False (nothing written) if the run has moved on since (resumed, or another round)."""
+        values = {":r": round_no, **{f":s{i}": state for i, state in enumerate(states)}}
+        try:
+            self.table.update_item(
+                Key={"pk": pk(run), "sk": META}, UpdateExpression="SET state_kept_round = :r",
+                ConditionExpression=f"#rd = :r AND #s IN ({', '.join(k for k in values if k != ':r')})",
+                ExpressionAttributeNames={"#rd": "round", "#s": "state"}, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if failed_condition(exc):
+                return False
+            raise
+        return True
 
     # --- rounds ------------------------------------------------------------------------------
     def get_round(self, run: str, r: int) -> RoundRecord | None:

@@ -11,11 +11,14 @@ wasteful.
 from __future__ import annotations
 
 from lambdatrain.ledger import schema
-from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED
+from lambdatrain.ledger.items import FAILED, RUNNING, STOPPED, RunRecord
 from lambdatrain.logs import logger
+from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.protocol.events import CombineEvent, Outcome, WorkEvent, check_run_id
 from lambdatrain.roles.runtime import Runtime, invoke_all
-from lambdatrain.roles.settings import COMBINER, WORKER
+from lambdatrain.roles.settings import COMBINER, STATE_EXPIRING, STATE_KEPT, WORKER
+
+RESUMABLE = (STOPPED, FAILED)  # what ``resume`` continues besides a running run
 
 
 def fan_out(runtime: Runtime, run: str, round_no: int, only: list[int] | None = None) -> list[int]:
@@ -54,11 +57,32 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
     return Outcome("redriven", run=run, round=record.round, detail=detail)
 
 
+def keep_state(runtime: Runtime, run: str) -> int:
+    """Keep the residuals a stopped or failed compressed run resumes from: the workers' of its
+    current round and of the next (those that finished the round before it stopped wrote theirs),
+    re-tagged so the bucket's lifecycle rule does not expire them (roles/settings.py STATE_KEPT);
+    how many. Idempotent; the ledger records the round so the next watchdog does not repeat it."""
+    record = runtime.ledger.get_run(run)
+    if record.state not in RESUMABLE or record.config.transport not in COMPRESSED:
+        return 0
+    kept = runtime.residuals.retag(run, record.workers, [record.round, record.round + 1], STATE_KEPT)
+    if runtime.ledger.mark_state_kept(run, record.round, RESUMABLE):
+        logger.info("residuals kept", extra={"run": run, "round": record.round, "residuals": kept})
+    return kept
+
+
 def watchdog(runtime: Runtime) -> Outcome:
-    """Re-drive every running run whose current round made no progress within its deadline."""
+    """Re-drive every running run whose current round made no progress within its deadline; keep
+    the residuals of a stopped or failed compressed run (``keep_state``) once per round."""
     now = runtime.clock()
     redriven = []
     for listed in runtime.ledger.list_runs():
+        if listed.state in RESUMABLE and listed.config.transport in COMPRESSED and \
+                listed.state_kept_round != listed.round:
+            try:
+                keep_state(runtime, listed.run)
+            except Exception as exc:  # the next watchdog tries again; the other runs are re-driven now
+                logger.warning("could not keep residuals", extra={"run": listed.run, "error": str(exc)})
         if listed.state != RUNNING:  # from the scan, which may lag: get_run reads the state for sure
             continue
         record = runtime.ledger.get_run(listed.run)
@@ -84,5 +108,20 @@ def resume(runtime: Runtime, run: str) -> Outcome:
 
         rebuild_from_efs(runtime, run)
     else:
-        runtime.ledger.set_state(run, RUNNING, expect=[STOPPED, FAILED, RUNNING])
+        before = runtime.ledger.get_run(run)
+        runtime.ledger.set_state(run, RUNNING, expect=[*RESUMABLE, RUNNING])
+        _release_state(runtime, before)
     return redrive(runtime, run, reason="resumed")
+
+
+def _release_state(runtime: Runtime, record: RunRecord) -> None:
+    """A resumed run's kept residuals expire again like any others (``keep_state`` kept them): the
+    combiner deletes them once the run is past them, except an epoch boundary's, which retention
+    keeps until the lifecycle rule expires them."""
+    if record.state_kept_round is None or record.config.transport not in COMPRESSED:
+        return
+    rounds = [record.state_kept_round, record.state_kept_round + 1]
+    try:
+        runtime.residuals.retag(record.run, record.workers, rounds, STATE_EXPIRING)
+    except Exception as exc:  # kept longer than needed costs storage, never a result
+        logger.warning("could not release kept residuals", extra={"run": record.run, "error": str(exc)})

@@ -109,7 +109,7 @@ class Runtime:
             from lambdatrain.storage.state import ResidualStore
 
             self._residuals = ResidualStore(boto3.client("s3"), self.settings.bucket, settings_mod.STATE_PREFIX,
-                                            DEFAULT_ALGORITHM)
+                                            DEFAULT_ALGORITHM, settings_mod.STATE_TAG, settings_mod.STATE_EXPIRING)
         return self._residuals
 
     def data_root(self, config) -> Path:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import botocore.exceptions
 import numpy as np
@@ -65,10 +66,13 @@ _held: dict[tuple[str, str, int], _Held] = {}  # (bucket, run, worker): this env
 
 
 class ResidualStore:
-    """Per-worker residuals in ``bucket`` under ``prefix`` (roles/settings.py's STATE_PREFIX)."""
+    """Per-worker residuals in ``bucket`` under ``prefix`` (roles/settings.py's STATE_PREFIX), each
+    written with the tag ``tag`` = ``expiring``, which the bucket's lifecycle rule expires
+    (``retag`` gives a stopped run's another value, which it does not)."""
 
-    def __init__(self, s3, bucket: str, prefix: str, checksum: str):
+    def __init__(self, s3, bucket: str, prefix: str, checksum: str, tag: str, expiring: str):
         self.s3, self.bucket, self.prefix, self.checksum = s3, bucket, prefix, checksum
+        self.tag, self.expiring = tag, expiring
 
     def key(self, run: str, worker: int, round_no: int) -> str:
         return residual_key(self.prefix, run, worker, round_no)
@@ -120,12 +124,28 @@ class ResidualStore:
         np.lib.format.write_array(buf, np.ascontiguousarray(residual, dtype=np.float32), allow_pickle=False)
         body = buf.getvalue()
         key = self.key(run, worker, round_no)
-        self.s3.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=_transfer(),
-                               ExtraArgs={"Metadata": {_CHECKSUM_META: checksum_of(body, self.checksum)}})
+        extra = {"Metadata": {_CHECKSUM_META: checksum_of(body, self.checksum)},
+                 "Tagging": urlencode({self.tag: self.expiring})}
+        self.s3.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=_transfer(), ExtraArgs=extra)
         traffic.add(f"s3://{self.bucket}/{key}", "write", len(body), kind=STATE_KIND)
         traffic.done()
         residual.setflags(write=False)
         _held[(self.bucket, run, worker)] = _Held(round_no, residual)
+
+    def retag(self, run: str, workers: int, rounds: list[int], value: str) -> int:
+        """Tag the current version of every worker's residual of ``rounds`` ``tag`` = ``value``
+        (the missing ones skipped: round 0 has none, an unfinished round some); how many."""
+        tagged = 0
+        for key in (self.key(run, w, r) for r in rounds for w in range(workers)):
+            try:
+                self.s3.put_object_tagging(Bucket=self.bucket, Key=key,
+                                           Tagging={"TagSet": [{"Key": self.tag, "Value": value}]})
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                continue
+            tagged += 1
+        return tagged
 
     def prune(self, run: str, workers: int, rounds: list[int]) -> int:
         """Delete every version of the residuals of ``rounds`` for every worker (missing ones are

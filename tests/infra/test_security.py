@@ -144,7 +144,7 @@ def _keys(plan, prefix):
 def test_worker_reads_and_writes_only_its_residuals(plan):
     state = _keys(plan, env.STATE_PREFIX)
     assert _bucket_grants(plan, "worker") == {("s3:GetObject", state), ("s3:PutObject", state),
-                                              ("s3:AbortMultipartUpload", state)}
+                                              ("s3:PutObjectTagging", state), ("s3:AbortMultipartUpload", state)}
 
 
 def test_combiner_prunes_residuals_and_writes_exports(plan):
@@ -153,16 +153,17 @@ def test_combiner_prunes_residuals_and_writes_exports(plan):
     # is kept on purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
     state = _keys(plan, env.STATE_PREFIX)
     assert _bucket_grants(plan, "combiner") == {
-        ("s3:DeleteObject", state), ("s3:DeleteObjectVersion", state),
+        ("s3:DeleteObject", state), ("s3:DeleteObjectVersion", state), ("s3:PutObjectTagging", state),
         ("s3:ListBucketVersions", f"arn:aws:s3:::{plan.outputs['bucketName']}"),
         ("s3:PutObject", _keys(plan, env.EXPORT_PREFIX))}
     (listing,) = [s for s in _statements(plan, "combiner") if s["Sid"] == "BucketStateVersions"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{env.STATE_PREFIX}*"]}}
 
 
-def test_starter_only_reads_start_files_and_datasets(plan):
+def test_starter_only_reads_start_files_and_datasets_and_retags_residuals(plan):
     assert _bucket_grants(plan, "starter") == {
-        ("s3:GetObject", _keys(plan, env.START_PREFIX)), ("s3:GetObject", _keys(plan, env.DATASET_PREFIX))}
+        ("s3:GetObject", _keys(plan, env.START_PREFIX)), ("s3:GetObject", _keys(plan, env.DATASET_PREFIX)),
+        ("s3:PutObjectTagging", _keys(plan, env.STATE_PREFIX))}
 
 
 def test_statement_ids_are_unique_in_each_policy(plan):
@@ -171,17 +172,22 @@ def test_statement_ids_are_unique_in_each_policy(plan):
         assert len(sids) == len(set(sids)), (name, sids)
 
 
-def test_orphaned_residuals_expire(plan):
-    # The backstop for residuals a crashed combiner did not delete; the bucket is versioned, so the
-    # hidden (noncurrent) versions must expire too or their bytes stay forever.
+def test_orphaned_residuals_expire_and_kept_ones_do_not(plan):
+    # The backstop for residuals a crashed combiner did not delete: those a worker tagged, not those
+    # the watchdog re-tagged for a stopped run; the bucket is versioned, so the hidden (noncurrent)
+    # versions must expire too or their bytes stay forever.
     (lifecycle,) = plan.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
     assert lifecycle.inputs["bucket"] == "storage-bucket-id"
-    (rule,) = lifecycle.inputs["rules"]
-    assert (rule["status"], rule["filter"]) == ("Enabled", {"prefix": env.STATE_PREFIX})
-    assert rule["expiration"] == {"days": STATE_EXPIRY_DAYS} and STATE_EXPIRY_DAYS == 14
-    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
-    # A worker killed mid-upload leaves parts that are billed until aborted.
-    assert rule["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    expire, tidy = lifecycle.inputs["rules"]
+    assert expire["status"] == tidy["status"] == "Enabled"
+    assert expire["filter"] == {"and": {"prefix": env.STATE_PREFIX, "tags": {env.STATE_TAG: env.STATE_EXPIRING}}}
+    assert env.STATE_KEPT != env.STATE_EXPIRING
+    assert expire["expiration"] == {"days": STATE_EXPIRY_DAYS} and STATE_EXPIRY_DAYS == 14
+    assert set(expire) == {"id", "status", "filter", "expiration"}
+    assert tidy["filter"] == {"prefix": env.STATE_PREFIX}
+    assert tidy["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
+    # A worker killed mid-upload leaves parts that are billed until aborted (S3 takes no tag filter here).
+    assert tidy["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
 
 
 def test_efs_access_only_through_the_access_point(plan):

@@ -116,7 +116,7 @@ def store():
         s3.create_bucket(Bucket="stack")
         s3.put_bucket_versioning(Bucket="stack", VersioningConfiguration={"Status": "Enabled"})  # as the stack's
         state._held.clear()
-        yield ResidualStore(s3, "stack", "state/", "xxh3_128"), s3
+        yield ResidualStore(s3, "stack", "state/", "xxh3_128", "lambdatrain-state", "round"), s3
         state._held.clear()
 
 
@@ -137,6 +137,29 @@ def test_residual_larger_than_a_part_moves_in_parts_and_comes_back_whole(store):
     residuals.put("run-a", 1, 2, r)
     state._held.clear()
     assert np.array_equal(residuals.prefetch("run-a", 1, 2, r.size).result(), r)
+
+
+def _tags(s3, key: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket="stack", Key=key)["TagSet"]}
+
+
+@pytest.mark.parametrize("size", [10, (state.PART_BYTES * 3 // 2) // 4])  # one request; a multipart upload
+def test_every_residual_is_written_tagged_for_the_lifecycle_rule_to_expire(store, size):
+    residuals, s3 = store
+    residuals.put("run-a", 2, 7, np.ones(size, np.float32))
+    assert _tags(s3, residuals.key("run-a", 2, 7)) == {"lambdatrain-state": "round"}
+
+
+def test_retag_marks_the_residuals_of_the_rounds_that_exist_and_skips_the_rest(store):
+    residuals, s3 = store
+    for worker in (0, 1):
+        residuals.put("run-a", worker, 4, np.ones(3, np.float32))
+    residuals.put("run-a", 0, 5, np.ones(3, np.float32))  # round 4 half done: worker 1 has no round 5 yet
+    residuals.put("run-a", 0, 3, np.ones(3, np.float32))  # not asked for
+    assert residuals.retag("run-a", 2, [4, 5], "kept") == 3
+    for worker, r in ((0, 4), (1, 4), (0, 5)):
+        assert _tags(s3, residuals.key("run-a", worker, r)) == {"lambdatrain-state": "kept"}
+    assert _tags(s3, residuals.key("run-a", 0, 3)) == {"lambdatrain-state": "round"}
 
 
 def test_environment_that_wrote_a_residual_reads_it_without_a_request(store):
