@@ -165,14 +165,15 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
     if not warm:
         raise SystemExit("bench.traffic: need at least 2 rounds (round 0 is cold); raise --rounds")
 
-    moved = seen["per_cat"]["combiner"]
+    combined = seen["per_cat"]["combiner"]
     # A warm combiner takes its own state from memory (roles/warm.py); a round's combine that landed
     # in another environment reads the weights back (and the momentum and residual): cold.
-    cold = [w for w in warm if moved.get((w, "weights", "read"))]
+    cold = [w for w in warm if combined.get((w, "weights", "read"))]
     kept = [w for w in warm if w not in cold] or list(warm)
 
     def combiner(direction: str, rounds=kept) -> float:
-        return statistics.fmean(sum(n for (r, _, d), n in moved.items() if r == w and d == direction) for w in rounds)
+        return statistics.fmean(sum(n for (r, _, d), n in combined.items() if r == w and d == direction)
+                                for w in rounds)
 
     unattributed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for fn, moved in seen["per_cat"].items():

@@ -175,7 +175,7 @@ def test_bench_counts_the_combiners_warm_rounds_apart_from_cold_ones():
             paths.setdefault(path, {}).update(moved)
     combiner = {"function": "combiner", "pid": 2, "totals": {}, "paths": paths}
     settings = {"transport": "float32", "mode": "sync", "local_steps": 1, "workers": 1, "batch_size": 4}
-    out = summarise({"dumps": [worker, combiner], "rounds": 4, "wall_s": 1.0}, settings, 1000)
+    out = summarise({"dumps": [combiner, worker], "rounds": 4, "wall_s": 1.0}, settings, 1000)
     assert (out["combiner_warm_rounds"], out["combiner_cold_rounds"]) == (2, 1)  # rounds 1 and 3; round 2
     assert out["combiner_read_bytes_per_round"] == 60  # the warm rounds': the result only
     assert out["combiner_read_bytes_per_cold_round"] == 60 + 1000 + 900
