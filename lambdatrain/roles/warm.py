@@ -14,9 +14,10 @@ The files stay the truth. A kept state is used only by a combine of the run and 
 written for, on the same mount, while its weights' digest is the one the ledger committed
 (``RunRecord.weights``); anything else (a cold environment, another run, a round rolled back to an
 older checkpoint) reads EFS as before, and the bytes are the same either way. The arrays are
-read-only, so no step can change what a retry of the round would take. One slot: an environment
-keeps one run's state at most. Only the unsharded combine keeps state; a share of a sharded one
-reads its slice of the files.
+read-only. One slot, emptied by the combine that looks at it: an environment keeps one run's
+state at most, and only between two combines, so a combine's peak memory is a cold one's (a
+retry of the same round in the same environment reads EFS). Only the unsharded combine keeps
+state; a share of a sharded one reads its slice of the files.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def keep(mount: str, run: str, round_no: int, digest: Digest, weights: np.ndarra
 
 
 def take(mount: str, run: str, round_no: int, committed: Digest) -> Kept | None:
-    """The kept state if it is round ``round_no``'s of ``run`` with the committed weights, else None."""
+    """The kept state if it is round ``round_no``'s of ``run`` with the committed weights, else None;
+    either way the environment no longer keeps it, so a combine holds no more memory than a cold
+    one (the arrays live as long as the caller uses them, and its new state is kept in their place)."""
     kept = next(iter(_kept), None)
+    _kept.clear()
     if kept is None or (kept.mount, kept.run, kept.round, kept.weights_digest) != (mount, run, round_no, committed):
         return None
     return kept
