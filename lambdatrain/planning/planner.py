@@ -213,6 +213,7 @@ def fanout_waves(workers: int, shards: int) -> int:
     each INVOKE_POOL at a time (lambdatrain/roles/runtime.py; bench.protocol measures it)."""
     return math.ceil(shards / INVOKE_POOL) + math.ceil(workers / INVOKE_POOL)
 
+
 def host_cpu_s(s: Scenario, c: Calibration) -> float:
     """Seconds the N workers' CPU keeps a shared machine's cores busy per round (0 on AWS, where
     each worker has its own): their compute at one core's speed and what else each invocation

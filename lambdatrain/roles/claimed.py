@@ -124,8 +124,10 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     if codec is None:
         return Stepped(*apply_update(weights[lo:hi], average, momentum, **step))
     # Round 0 starts from a zero residual; any later round's must be there (written with its weights).
-    residual = None if not round_no else kept.residual if kept else _read_state(paths.residual(round_no), lo,
-                                                                                n_params)
+    if kept:
+        residual = kept.residual
+    else:
+        residual = _read_state(paths.residual(round_no), lo, n_params) if round_no else None
     if round_no and residual is None:
         raise CorruptFile(paths.residual(round_no), "the combiner's residual is missing")
     return Stepped(*feedback.step_slice(weights[lo:hi], average, momentum, residual, codec=codec, **step))
