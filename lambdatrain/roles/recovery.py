@@ -117,7 +117,9 @@ def resume(runtime: Runtime, run: str) -> Outcome:
 def _release_state(runtime: Runtime, record: RunRecord) -> None:
     """A resumed run's kept residuals expire again like any others (``keep_state`` kept them): the
     combiner deletes them once the run is past them, except an epoch boundary's, which retention
-    keeps until the lifecycle rule expires them."""
+    keeps until the lifecycle rule expires them. Where this is missed (a starter killed before it,
+    a watchdog that kept them just as the run resumed), an epoch boundary's stay kept: storage
+    billed, never a result changed."""
     if record.state_kept_round is None or record.config.transport not in COMPRESSED:
         return
     rounds = [record.state_kept_round, record.state_kept_round + 1]

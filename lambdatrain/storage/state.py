@@ -98,7 +98,7 @@ class ResidualStore:
             buf = io.BytesIO()
             self.s3.download_fileobj(self.bucket, key, buf, Config=_transfer())
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if not _missing(exc):
                 raise
             raise MissingState(f"s3://{self.bucket}/{key}: worker {worker}'s residual for round {round_no} "
                                f"is not in the bucket") from None
@@ -141,7 +141,7 @@ class ResidualStore:
                 self.s3.put_object_tagging(Bucket=self.bucket, Key=key,
                                            Tagging={"TagSet": [{"Key": self.tag, "Value": value}]})
             except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                if not _missing(exc):
                     raise
                 continue
             tagged += 1
@@ -170,6 +170,11 @@ class ResidualStore:
         for start in range(0, len(versions), 1000):  # DeleteObjects takes at most 1,000 keys a request
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions[start: start + 1000], "Quiet": True})
         return len(versions)
+
+
+def _missing(exc: botocore.exceptions.ClientError) -> bool:
+    """S3 answered that the key is not there (a HEAD says 404, a GET or tagging NoSuchKey)."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def parts(nbytes: int) -> int:
