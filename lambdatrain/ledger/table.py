@@ -25,8 +25,7 @@ from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import Claims, read_round
 from lambdatrain.ledger.items import (META, RUNNING, ResultRecord, RoundRecord, RunRecord, failed_condition, from_ddb,
                                       metric_item, open_round_item, pk, record_from_meta, result_from_item, result_item,
-                                      results_prefix, round_from_item, round_sk, run_item, to_ddb,
-                                      worker_set)
+                                      results_prefix, round_from_item, round_sk, run_item, to_ddb, worker_set)
 from lambdatrain.protocol.config import RunConfig
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
@@ -136,12 +135,13 @@ class Ledger:
     def mark_state_kept(self, run: str, round_no: int, states: Iterable[str]) -> bool:
         """Record that the residuals a run in one of ``states`` resumes from at ``round_no`` are kept;
         False (nothing written) if the run has moved on since (resumed, or another round)."""
-        values = {":r": round_no, **{f":s{i}": state for i, state in enumerate(states)}}
+        allowed = {f":s{i}": state for i, state in enumerate(states)}
         try:
             self.table.update_item(
                 Key={"pk": pk(run), "sk": META}, UpdateExpression="SET state_kept_round = :r",
-                ConditionExpression=f"#rd = :r AND #s IN ({', '.join(k for k in values if k != ':r')})",
-                ExpressionAttributeNames={"#rd": "round", "#s": "state"}, ExpressionAttributeValues=values)
+                ConditionExpression=f"#rd = :r AND #s IN ({', '.join(allowed)})",
+                ExpressionAttributeNames={"#rd": "round", "#s": "state"},
+                ExpressionAttributeValues={":r": round_no, **allowed})
         except ClientError as exc:
             if failed_condition(exc):
                 return False

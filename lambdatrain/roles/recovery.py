@@ -57,15 +57,20 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
     return Outcome("redriven", run=run, round=record.round, detail=detail)
 
 
+def resumed_from(round_no: int) -> list[int]:
+    """Rounds whose workers' residuals a run stopped at ``round_no`` reads when it resumes: that
+    round's, and the next's, which the workers that finished the round before the stop wrote."""
+    return [round_no, round_no + 1]
+
+
 def keep_state(runtime: Runtime, run: str) -> int:
-    """Keep the residuals a stopped or failed compressed run resumes from: the workers' of its
-    current round and of the next (those that finished the round before it stopped wrote theirs),
+    """Keep the residuals a stopped or failed compressed run resumes from (``resumed_from``),
     re-tagged so the bucket's lifecycle rule does not expire them (roles/settings.py STATE_KEPT);
     how many. Idempotent; the ledger records the round so the next watchdog does not repeat it."""
     record = runtime.ledger.get_run(run)
     if record.state not in RESUMABLE or record.config.transport not in COMPRESSED:
         return 0
-    kept = runtime.residuals.retag(run, record.workers, [record.round, record.round + 1], STATE_KEPT)
+    kept = runtime.residuals.retag(run, record.workers, resumed_from(record.round), STATE_KEPT)
     if runtime.ledger.mark_state_kept(run, record.round, RESUMABLE):
         logger.info("residuals kept", extra={"run": run, "round": record.round, "residuals": kept})
     return kept
@@ -122,8 +127,7 @@ def _release_state(runtime: Runtime, record: RunRecord) -> None:
     billed, never a result changed."""
     if record.state_kept_round is None or record.config.transport not in COMPRESSED:
         return
-    rounds = [record.state_kept_round, record.state_kept_round + 1]
     try:
-        runtime.residuals.retag(record.run, record.workers, rounds, STATE_EXPIRING)
+        runtime.residuals.retag(record.run, record.workers, resumed_from(record.state_kept_round), STATE_EXPIRING)
     except Exception as exc:  # kept longer than needed costs storage, never a result
         logger.warning("could not release kept residuals", extra={"run": record.run, "error": str(exc)})
