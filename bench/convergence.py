@@ -3,6 +3,7 @@ average (local SGD) modes and for float32 against 16-bit worker results.
 
     python -m bench.convergence [--workers 2] [--samples 4000] [--epochs 1] [--seeds 0,1,2]
                                 [--val-samples 1000] [--eval-every 5] [--lr 0.05] [--lr-schedule cosine]
+                                [--warmup-epochs 0]
                                 [--runs-file runs.jsonl] [--no-average] [--control]
     python -m bench.convergence --divergence 30 [--seeds 0]
     python -m bench.convergence --in-process --workers 64 --batch-size 128 --samples 45000 --epochs 1
@@ -113,10 +114,12 @@ def runs_for(seeds: list[int], average: bool = True, control: bool = False,
 def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     """The start event's settings of one run: what identifies it in a runs file."""
     runner = {"runner": "in-process"} if args.in_process else {}
+    # Named only when used, so the runs stored before the flag existed keep matching their settings.
+    warmup = {"warmup_epochs": args.warmup_epochs} if args.warmup_epochs else {}
     return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
             "batch_size": args.batch_size, "micro_batch": 64, "max_train_samples": args.samples,
             "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "val_samples": args.val_samples, "eval_every": args.eval_every, **runner, **extra}
+            "val_samples": args.val_samples, "eval_every": args.eval_every, **warmup, **runner, **extra}
 
 
 def load_runs(path: Path | None) -> list[dict[str, Any]]:
@@ -284,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-samples", type=int, default=1000, help="validation images per evaluation")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (peak)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine")
+    parser.add_argument("--warmup-epochs", type=float, default=0.0,
+                        help="linear warm-up of the rate over the first epochs (large batches)")
     parser.add_argument("--runs-file", type=Path, help="JSON lines of finished runs: those with equal settings are "
                         "reused, new ones appended (pools seeds over invocations, resumes an interrupted one)")
     parser.add_argument("--transports", type=transport_list, default=TRANSPORTS,
@@ -302,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.divergence < 0:
         parser.error(f"--divergence must be a number of rounds, not {args.divergence}")
+    if not 0 <= args.warmup_epochs <= args.epochs:
+        parser.error(f"--warmup-epochs {args.warmup_epochs} must lie between 0 and --epochs ({args.epochs})")
     if args.batch_size < args.workers:
         parser.error(f"--batch-size {args.batch_size} gives each of the {args.workers} workers no sample")
     if args.divergence and (args.in_process or args.batch_size != BATCH):
