@@ -78,6 +78,18 @@ def add_data_args(parser: argparse.ArgumentParser, *, workers: int | list[int], 
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where prepared datasets are kept")
 
 
+def prepared_dataset(args: argparse.Namespace) -> Path:
+    """The prepared form of ``--data`` (prepared on first use); a dataset that cannot be found or
+    read ends the benchmark with one line that says which and what to pass, not a traceback."""
+    from lambdatrain.protocol.errors import DataError
+    from lambdatrain.training.data import resolve_dataset
+
+    try:
+        return resolve_dataset(args.data, args.cache_dir)
+    except DataError as e:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from None
+
+
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_data_args, emit, in_child, int_list, log, machine
+from bench._common import add_data_args, emit, in_child, int_list, log, machine, prepared_dataset
 from lambdatrain.protocol.config import LR_SCHEDULES
 from lambdatrain.protocol.config import TRANSPORTS as ALL_TRANSPORTS
 
@@ -313,10 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--batch-size {args.batch_size} gives each of the {args.workers} workers no sample")
     if args.divergence and (args.in_process or args.batch_size != BATCH):
         parser.error("--divergence runs the local stack at the study's batch; drop --in-process and --batch-size")
-    from lambdatrain.training.data import resolve_dataset
-
     started = time.time()
-    prepared = resolve_dataset(args.data, args.cache_dir)
+    prepared = prepared_dataset(args)
     if args.divergence:
         with tempfile.TemporaryDirectory(prefix="lt-bench-divergence-") as tmp:
             emit({"divergence": divergence(prepared, Path(tmp), args, args.divergence),

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_data_args, emit, in_child, log, machine
+from bench._common import add_data_args, emit, in_child, log, machine, prepared_dataset
 from lambdatrain.protocol.limits import MB_PER_VCPU
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,10 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=448)
     args = parser.parse_args(argv)
-    from lambdatrain.training.data import resolve_dataset
-
     started = time.time()
-    prepared = resolve_dataset(args.data, args.cache_dir)
+    prepared = prepared_dataset(args)
     dist, solo = [], []
     with tempfile.TemporaryDirectory(prefix="lt-bench-overhead-") as tmp:
         for rep in range(2):

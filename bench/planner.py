@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_data_args, emit, in_child, inline_moto, log, machine
+from bench._common import add_data_args, emit, in_child, inline_moto, log, machine, prepared_dataset
 from bench.convergence import AVERAGE
 from lambdatrain.protocol.config import COMPRESSED
 
@@ -358,10 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: at least 1")
     from lambdatrain.planning import planner
-    from lambdatrain.training.data import resolve_dataset
-
     started = time.time()
-    prepared = resolve_dataset(args.data, args.cache_dir)
+    prepared = prepared_dataset(args)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
         params, buffers, cal, busy, cpu = calibrated(args, prepared, Path(tmp))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import DEFAULT_CACHE, DEFAULT_DATA, emit, log, machine
+from bench._common import DEFAULT_CACHE, DEFAULT_DATA, emit, log, machine, prepared_dataset
 
 PAD = 4  # as lambdatrain.training.data._random_crop
 
@@ -53,11 +53,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from lambdatrain.training.data import open_prepared, resolve_dataset
+    from lambdatrain.training.data import open_prepared
     from lambdatrain.training.model import ModelSpec, build_model
 
     device = torch.device(args.device)
-    data = open_prepared(resolve_dataset(args.data, args.cache_dir))
+    data = open_prepared(prepared_dataset(args))
     n_train = len(data.train_y) if args.samples is None else min(args.samples, len(data.train_y))
 
     def to_device(array):

@@ -26,7 +26,7 @@ from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import EVIDENCE, RECIPES, TRANSPORTS, Recipe, backing, narrow
+from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, evidence_for, narrow
 from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import DEFAULTS, MODES
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
@@ -153,7 +153,7 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
     for row in rows:
         # Measured: its gap to float32 is recorded; shown: that gap is within the tolerance, what
         # --recommend may pick (recipes.py EVIDENCE and backing).
-        row["accuracy_measured"] = EVIDENCE.get((row["transport"], row["mode"], row["local_steps"])) is not None
+        row["accuracy_measured"] = evidence_for(recipe_of(row)) is not None
         row["accuracy_shown"] = backing(recipe_of(row), row["workers"]) is not None
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line

@@ -31,7 +31,7 @@ def recommend(rows: list[dict[str, Any]],
     if not backed:
         measured = "; ".join(f"{t} {m}" + (f" K={k} up to N = {e.workers}" if m == "average" else "")
                              + f" up to batch {e.batch_size}"
-                             for (t, m, k), e in EVIDENCE.items() if e is not None and e.shown)
+                             for (t, m, k), studies in EVIDENCE.items() for e in studies if e.shown)
         raise NoBackedRecipe(f"no recipe in this plan has a measured accuracy at its batch; measured "
                              f"(lambdatrain/planning/recipes.py EVIDENCE): {measured}")
     fits = [(r, e) for r, e in backed if budget_per_epoch is None or r["cost_per_epoch"] <= budget_per_epoch]

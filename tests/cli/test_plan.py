@@ -45,9 +45,11 @@ def test_plan_evaluates_every_recipe_for_every_configuration(cli):
         compressed = row["transport"] in ("ternary_ef", "sign_ef")
         assert row["state_store"] == ("s3" if compressed else "none")
         assert (row["state_bytes_per_worker_round"] > 0) == compressed
-        evidence = EVIDENCE.get((row["transport"], row["mode"], row["local_steps"]))
+        covering = sorted((e for e in EVIDENCE[(row["transport"], row["mode"], row["local_steps"])]
+                           if e.batch_size >= row["batch_size"]), key=lambda e: e.batch_size)
+        evidence = covering[0] if covering else None  # the study nearest above the row's batch
         assert row["accuracy_measured"] == (evidence is not None)
-        assert row["accuracy_shown"] == (evidence is not None and evidence.shown and row["batch_size"] <= evidence.batch_size
+        assert row["accuracy_shown"] == (evidence is not None and evidence.shown
                                          and (row["mode"] == "sync" or row["workers"] <= evidence.workers))
     assert {r["transport"] for r in rows} == {"float32", "float16", "bfloat16", "ternary_ef", "sign_ef"}
 

@@ -114,7 +114,8 @@ def test_the_control_run_gives_each_worker_two_threads_and_starts_with_valid_set
 
     monkeypatch.setattr("lambdatrain.ops.local_train.train", train)
     args = argparse.Namespace(workers=2, epochs=1, samples=512, lr=0.05, lr_schedule="cosine",
-                              val_samples=100, eval_every=1, batch_size=convergence.BATCH, in_process=False)
+                              val_samples=100, eval_every=1, batch_size=convergence.BATCH, in_process=False,
+                              warmup_epochs=0.0)
     (tmp_path / "out").mkdir()
     result = convergence.run(tmp_path, tmp_path / "out", args, {**convergence.CONTROL_RUN, "seed": 3})
     request = seen["request"]
@@ -155,6 +156,18 @@ def test_divergence_measures_each_variants_distance_from_float32_after_every_rou
     assert np.allclose(report["relative_l2_to_float32"][convergence.CONTROL], [1e-6, 2e-6, 3e-6], rtol=0.2)
 
 
+def test_a_warm_up_is_part_of_a_runs_settings_only_when_used_and_never_longer_than_the_run(capsys):
+    """Runs stored before --warmup-epochs existed must keep matching their settings in a runs file."""
+    args = argparse.Namespace(workers=64, epochs=5, samples=45000, lr=0.32, lr_schedule="cosine", val_samples=5000,
+                              eval_every=0, batch_size=2048, in_process=True, warmup_epochs=0.0)
+    assert "warmup_epochs" not in convergence.settings_for(args, {})
+    args.warmup_epochs = 1.0
+    assert convergence.settings_for(args, {})["warmup_epochs"] == 1.0
+    with pytest.raises(SystemExit):
+        convergence.main(["--epochs", "1", "--warmup-epochs", "2"])
+    assert "--warmup-epochs 2.0 must lie between 0 and --epochs (1)" in capsys.readouterr().err
+
+
 def test_a_negative_number_of_divergence_rounds_is_refused():
     with pytest.raises(SystemExit):
         convergence.main(["--divergence", "-1"])
@@ -162,7 +175,8 @@ def test_a_negative_number_of_divergence_rounds_is_refused():
 
 def test_the_planners_evidence_is_what_the_runs_file_holds():
     """Every measured gap in lambdatrain/planning/recipes.py EVIDENCE, recomputed from its runs file:
-    the recipe's runs and the rounding control's against the float32 runs of the same seeds."""
+    the recipe's runs against the float32 reference runs of the same seeds, and the rounding
+    control (float32 with the recipe's settings on two threads) against float32 with them."""
     import statistics
     from pathlib import Path
 
@@ -170,31 +184,33 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
 
     root = Path(__file__).resolve().parents[2]
     checked = set()
-    for (transport, mode, steps), evidence in EVIDENCE.items():
-        if evidence is None or evidence.se_pp is None:
-            continue
-        runs = convergence.load_runs(root / evidence.source.split()[0])
-        study = dict(evidence.reference)
+    for (transport, mode, steps), studies in EVIDENCE.items():
+        for evidence in studies:
+            if evidence.se_pp is None:
+                continue
+            runs = convergence.load_runs(root / evidence.source.split()[0])
+            reference = dict(evidence.reference)
+            recipe = {**reference, **evidence.variant}
 
-        def final(seed: int, **extra) -> float:
-            wanted = {**study, **extra, "seed": seed}
-            (run,) = [r for r in runs if r["settings"] == wanted]
-            return 100 * run["final_accuracy"]
+            def final(seed: int, settings: dict, **extra) -> float:
+                wanted = {**settings, **extra, "seed": seed}
+                (run,) = [r for r in runs if r["settings"] == wanted]
+                return 100 * run["final_accuracy"]
 
-        seeds = sorted({r["settings"]["seed"] for r in runs
-                        if {**r["settings"], "seed": None} == {**study, "seed": None}})
-        assert len(seeds) >= 7, (transport, mode, steps)
-        variant = {"transport": transport} if mode == "sync" else {"transport": transport, "mode": mode,
-                                                                     "local_steps": steps}
-        gaps = [final(seed, **variant) - final(seed) for seed in seeds]
-        control = [final(seed, worker_threads=2) - final(seed) for seed in seeds]
-        assert evidence.gap_pp == pytest.approx(statistics.fmean(gaps), abs=0.005), transport
-        assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / len(seeds) ** 0.5, abs=0.005), transport
-        assert evidence.control_gap_pp == pytest.approx(statistics.fmean(control), abs=0.005)
-        assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / len(seeds) ** 0.5, abs=0.005)
-        assert evidence.batch_size == study["batch_size"] and evidence.workers == study["workers"]
-        checked.add((transport, mode, steps))
-    assert ("ternary_ef", "sync", 1) in checked
+            seeds = sorted({r["settings"]["seed"] for r in runs
+                            if {**r["settings"], "seed": None} == {**reference, "seed": None}})
+            assert len(seeds) >= 7, (transport, mode, steps, evidence.batch_size)
+            variant = {"transport": transport} if mode == "sync" else {"transport": transport, "mode": mode,
+                                                                         "local_steps": steps}
+            gaps = [final(seed, recipe, **variant) - final(seed, reference) for seed in seeds]
+            control = [final(seed, recipe, worker_threads=2) - final(seed, recipe) for seed in seeds]
+            assert evidence.gap_pp == pytest.approx(statistics.fmean(gaps), abs=0.005), transport
+            assert evidence.se_pp == pytest.approx(statistics.stdev(gaps) / len(seeds) ** 0.5, abs=0.005), transport
+            assert evidence.control_gap_pp == pytest.approx(statistics.fmean(control), abs=0.005)
+            assert evidence.control_se_pp == pytest.approx(statistics.stdev(control) / len(seeds) ** 0.5, abs=0.005)
+            assert evidence.batch_size == recipe["batch_size"] and evidence.workers == recipe["workers"]
+            checked.add((transport, mode, steps, evidence.batch_size))
+    assert ("ternary_ef", "sync", 1, 256) in checked
 
 
 def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same_epochs(trained, capsys):
@@ -232,3 +248,10 @@ def test_a_global_batch_smaller_than_the_workers_is_refused(capsys):
     with pytest.raises(SystemExit):
         convergence.main(argv("0", "--workers", "64", "--batch-size", "32"))
     assert "gives each of the 64 workers no sample" in capsys.readouterr().err
+
+
+def test_a_dataset_that_is_not_there_ends_the_benchmark_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        convergence.main(["--data", str(tmp_path / "missing.tar.gz"), "--cache-dir", str(tmp_path)])
+    message = str(stopped.value.code)
+    assert "dataset not found" in message and str(tmp_path / "missing.tar.gz") in message and "\n" not in message

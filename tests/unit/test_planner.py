@@ -12,7 +12,8 @@ from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
 from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import EVIDENCE, RECIPES, TRANSPORTS, NoBackedRecipe, Recipe, backing, narrow
+from lambdatrain.planning.recipes import (EVIDENCE, RECIPES, TRANSPORTS, NoBackedRecipe, Recipe, backing,
+                                         evidence_for, narrow)
 from lambdatrain.planning.recommend import recipe_of, recommend
 from lambdatrain.protocol.config import TRANSPORTS as config_transports
 from lambdatrain.training.data import open_prepared
@@ -308,26 +309,40 @@ def test_runnable_transports_are_the_ones_a_run_accepts():
 def test_every_planned_recipe_has_a_line_in_the_evidence_table():
     """The one place a measurement is recorded: a recipe without a line would be silently unmeasured."""
     assert {(r.transport, r.mode, r.local_steps) for r in RECIPES} <= set(EVIDENCE)
-    measured = {k for k, e in EVIDENCE.items() if e is not None}
+    measured = {k for k, studies in EVIDENCE.items() if studies}
     assert {("float32", "sync", 1), ("float16", "sync", 1), ("bfloat16", "sync", 1), ("ternary_ef", "sync", 1)} <= measured
     assert all(backing(Recipe(t, m, k), 1) is None for t, m, k in set(EVIDENCE) - measured)
 
 
 def test_a_measurement_backs_its_recipe_up_to_its_batch_and_within_the_tolerance():
-    e = EVIDENCE[("float16", "sync", 1)]
+    (e,) = EVIDENCE[("float16", "sync", 1)]
     assert backing(Recipe("float16", batch_size=128), 64) is e and backing(Recipe("float16", batch_size=256), 2) is e
     assert backing(Recipe("float16", batch_size=512), 2) is None  # a larger batch was not measured
     assert replace(e, gap_pp=e.control_gap_pp - 1.0).shown
     assert not replace(e, gap_pp=e.control_gap_pp - 1.01).shown
 
 
+def test_a_recipe_is_spoken_for_by_the_study_at_the_smallest_batch_that_covers_its_own(monkeypatch):
+    """Studies at two batches: each recipe takes the nearest one at or above its batch, shown or not."""
+    from lambdatrain.planning import recipes
+
+    (small,) = EVIDENCE[("float16", "sync", 1)]
+    large = replace(small, batch_size=2048, gap_pp=small.control_gap_pp - 5)  # measured, short
+    monkeypatch.setitem(recipes.EVIDENCE, ("float16", "sync", 1), (large, small))
+    assert evidence_for(Recipe("float16", batch_size=small.batch_size)) is small
+    assert evidence_for(Recipe("float16", batch_size=small.batch_size + 1)) is large
+    assert backing(Recipe("float16", batch_size=small.batch_size + 1), 64) is None  # short there
+    assert backing(Recipe("float16", batch_size=128), 64) is small
+    assert evidence_for(Recipe("float16", batch_size=4096)) is None
+
+
 def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
     """Local SGD's workers drift apart more the more there are; sync's step does not depend on N."""
     from lambdatrain.planning import recipes
 
-    sync = EVIDENCE[("float16", "sync", 1)]
+    (sync,) = EVIDENCE[("float16", "sync", 1)]
     local = replace(sync, workers=16)
-    monkeypatch.setitem(recipes.EVIDENCE, ("float16", "average", 4), local)
+    monkeypatch.setitem(recipes.EVIDENCE, ("float16", "average", 4), (local,))
     assert backing(Recipe("float16", "average", 4), 16) is local
     assert backing(Recipe("float16", "average", 4), 17) is None
     assert backing(Recipe("float16"), 1024) is sync
@@ -343,11 +358,14 @@ def test_recommend_picks_the_fastest_backed_row_within_the_budget():
     budget = 10.0
     picked = recommend(rows, budget)
     best_row, evidence = picked[0]
-    measured = {k: e for k, e in EVIDENCE.items() if e is not None and e.shown}
-    oracle = min((r for r in rows if (r["transport"], r["mode"], r["local_steps"]) in measured
-                  and r["batch_size"] <= measured[(r["transport"], r["mode"], r["local_steps"])].batch_size
-                  and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
-    assert best_row is oracle and evidence is measured[(oracle["transport"], oracle["mode"], oracle["local_steps"])]
+
+    def study(r):  # the study at the smallest batch that covers the row's, if its gap is shown
+        covering = sorted((e for e in EVIDENCE[(r["transport"], r["mode"], r["local_steps"])]
+                           if e.batch_size >= r["batch_size"]), key=lambda e: e.batch_size)
+        return covering[0] if covering and covering[0].shown else None
+
+    oracle = min((r for r in rows if study(r) is not None and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
+    assert best_row is oracle and evidence is study(oracle)
     assert [r["epoch_s"] for r, _ in picked] == sorted(r["epoch_s"] for r, _ in picked)
     assert len({r["recipe"] for r, _ in picked}) == len(picked)  # one row per recipe
     # An unmeasured recipe is never picked, even where it is faster within the budget.
