@@ -19,6 +19,13 @@ verifies the newest and falls back to the next intact one (rebuild.py).
 Pruning runs after the commit and never fails it: a missing file is already pruned, and an
 error is logged and left for the next commit's sweep, which also covers rounds a crashed
 combiner did not get to.
+
+What a commit looks at does not grow with the run: results in the last SWEEP round folders, and
+the one checkpoint round that has just gone stale, found by name. Only a commit that publishes an
+epoch boundary lists the checkpoint folder (which keeps every epoch boundary's files, so it grows
+with the epochs) and deletes every stale round there: once an epoch, it catches up whatever a
+crashed combiner or a failed delete left behind. (The listing once cost every commit a growing
+readdir on EFS, while the stream may already be delivering the next round to this combiner.)
 """
 
 from __future__ import annotations
@@ -61,7 +68,11 @@ def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_ro
             if folder.is_dir():
                 doomed += [p for p in folder.iterdir() if p.name != paths.metric(r).name]
         newest = committed_round + 1  # the weights the commit published
-        for r in stale_checkpoints(paths.checkpoint_rounds(), newest, rounds_per_epoch, keep_rounds):
+        if newest % rounds_per_epoch == 0:
+            looked_at = paths.checkpoint_rounds()
+        else:
+            looked_at = [newest - keep_rounds] if newest > keep_rounds else []
+        for r in stale_checkpoints(looked_at, newest, rounds_per_epoch, keep_rounds):
             for path in (paths.weights(r), paths.optim(r), paths.residual(r)):
                 doomed += [path, digest_path(path)]
     except OSError as exc:  # the round is committed and its successor must still start

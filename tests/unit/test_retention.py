@@ -32,7 +32,8 @@ def test_prune_deletes_old_results_and_stale_weights_but_never_metrics(tmp_path)
         efs.write_array(paths.result(r, 0), np.zeros(3, dtype=np.float32))
         efs.write_json(paths.metric(r), {"round": r})
     (paths.weights(1).parent / "r000001.npy").unlink()  # a crash between the data and its digest
-    deleted = prune(paths, 4, 10, 2)  # round 4 committed: r5 is the newest weights
+    # The combiner prunes after every commit; round 4 committed last: r5 is the newest weights.
+    deleted = [path for r in range(5) for path in prune(paths, r, 10, 2)]
     assert paths.committed_rounds() == [0, 4, 5]  # r0 is an epoch boundary
     assert all(not paths.optim(r).exists() for r in (1, 2, 3)) and paths.optim(4).exists()
     assert [r for r in range(6) if paths.result(r, 0).exists()] == [4, 5]  # only the committed round's and later
@@ -52,3 +53,20 @@ def test_a_folder_that_cannot_be_listed_prunes_nothing_and_raises_nothing(tmp_pa
     monkeypatch.setattr(type(paths.root), "iterdir", unreadable)
     assert prune(paths, 2, 10, 1) == []
     assert all(paths.result(r, 0).exists() for r in range(3))
+
+
+def test_a_commit_inside_an_epoch_deletes_the_round_gone_stale_without_listing_the_checkpoints(tmp_path, monkeypatch):
+    """The checkpoint folder keeps every epoch boundary, so listing it grows with the run: only
+    the commit of an epoch boundary lists it, and that one also sweeps what earlier commits left."""
+    paths = efs.RunLayout(tmp_path, "r")
+    for r in range(9):
+        efs.write_array(paths.weights(r), np.zeros(3, dtype=np.float32))
+    listings = []
+    listed = efs.RunLayout.checkpoint_rounds
+    monkeypatch.setattr(efs.RunLayout, "checkpoint_rounds", lambda self: listings.append(1) or listed(self))
+    # 4 rounds per epoch, keep 2. Round 6 commits: r7 is the newest weights and r5 has gone stale;
+    # r1 and r2 were left by a combiner that crashed before pruning them.
+    prune(paths, 6, 4, 2)
+    assert listings == [] and paths.committed_rounds() == [0, 1, 2, 3, 4, 6, 7, 8]
+    prune(paths, 7, 4, 2)  # r8, an epoch boundary: the one listing, and the sweep
+    assert listings == [1] and paths.committed_rounds() == [0, 4, 7, 8]
