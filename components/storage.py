@@ -143,7 +143,8 @@ class Storage(pulumi.ComponentResource):
         previous = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-bucket-sse",
             bucket=self.bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                    "bucket_key_enabled": True}],
             opts=after(),
         )
         previous = aws.s3.BucketVersioning(

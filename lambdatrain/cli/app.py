@@ -22,8 +22,8 @@ from rich.console import Console
 
 from lambdatrain.cli import ops, plan, preflight
 from lambdatrain.cli import setup as setup_cli
-from lambdatrain.cli.edge import (DEBUG_HELP, Command, debugging, report_unexpected, set_debug, show_help_without_command,
-                                  with_groups)
+from lambdatrain.cli.edge import (DEBUG_HELP, Command, debugging, report_unexpected, set_debug,
+                                  show_help_without_command, with_groups)
 from lambdatrain.cli.settings import settings_group
 from lambdatrain.protocol.config import LOCAL_TRAIN
 
