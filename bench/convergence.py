@@ -68,6 +68,9 @@ AVERAGE = {"mode": "average", "local_steps": 4, "transport": "float32"}
 # summation order). "worker_threads" is the benchmark's, not a start setting: it sizes the worker.
 CONTROL = "sync-float32-2threads"
 CONTROL_RUN = {"mode": "sync", "transport": "float32", "worker_threads": 2}
+# With --baseline, float32 sync at the baseline's workers, batch and rate: what a larger-batch
+# recipe (its float32 run, its transports, its control) is also compared with, at the end.
+BASELINE = "baseline-float32"
 TAIL = 3  # evaluations averaged at the end of a run
 BATCH = 256  # global batch: samples per round
 
@@ -97,11 +100,27 @@ def local_sgd_name(transport: str, steps: int) -> str:
     return f"average{steps}-{transport}"
 
 
+def baseline_spec(text: str) -> dict[str, Any]:
+    """``N:B:LR``: the float32 sync recipe a larger-batch study is measured against (its workers,
+    global batch and rate, without warm-up), as the settings it overrides."""
+    parts = text.split(":")
+    try:
+        workers, batch, lr = int(parts[0]), int(parts[1]), float(parts[2])
+        if len(parts) != 3 or workers < 1 or batch < workers or not lr > 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r}: want WORKERS:BATCH:LR, for example 4:128:0.02, with a batch of "
+                                         "at least the workers and a positive rate") from None
+    return {"workers": workers, "batch_size": batch, "lr": lr, "warmup_epochs": None}
+
+
 def runs_for(seeds: list[int], average: bool = True, control: bool = False,
-             transports: tuple[str, ...] = TRANSPORTS,
-             local_sgd: tuple[tuple[str, int], ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+             transports: tuple[str, ...] = TRANSPORTS, local_sgd: tuple[tuple[str, int], ...] = (),
+             baseline: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
     runs = []
     for seed in seeds:  # seed by seed, so an interrupted benchmark leaves whole seeds behind
+        runs += [(f"{BASELINE}-seed{seed}", {**baseline, "mode": "sync", "transport": "float32", "seed": seed})
+                 ] if baseline else []
         runs += [(f"sync-{t}-seed{seed}", {"mode": "sync", "transport": t, "seed": seed}) for t in transports]
         runs += [(f"{CONTROL}-seed{seed}", {**CONTROL_RUN, "seed": seed})] if control else []
         runs += [(f"{local_sgd_name(t, k)}-seed{seed}", {"mode": "average", "local_steps": k, "transport": t,
@@ -116,10 +135,11 @@ def settings_for(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, A
     runner = {"runner": "in-process"} if args.in_process else {}
     # Named only when used, so the runs stored before the flag existed keep matching their settings.
     warmup = {"warmup_epochs": args.warmup_epochs} if args.warmup_epochs else {}
-    return {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
-            "batch_size": args.batch_size, "micro_batch": 64, "max_train_samples": args.samples,
-            "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "val_samples": args.val_samples, "eval_every": args.eval_every, **warmup, **runner, **extra}
+    settings = {"workers": args.workers, "model": "vgg19_cifar", "width": 0.125, "epochs": args.epochs,
+                "batch_size": args.batch_size, "micro_batch": 64, "max_train_samples": args.samples,
+                "lr": args.lr, "lr_schedule": args.lr_schedule,
+                "val_samples": args.val_samples, "eval_every": args.eval_every, **warmup, **runner, **extra}
+    return {k: v for k, v in settings.items() if v is not None}  # None: a setting the run leaves out
 
 
 def load_runs(path: Path | None) -> list[dict[str, Any]]:
@@ -236,12 +256,19 @@ def compare(results: dict[str, dict[str, Any]], seeds: list[int],
                                  "max_abs_gap_pp_per_seed": [round(g, 2) for g in max_gaps],
                                  **_mean_and_sem("tail_gap", tails),
                                  "tail_mean_within_0.5pp": abs(statistics.fmean(tails)) <= 0.5})
+    if all(f"{BASELINE}-seed{seed}" in results for seed in seeds):
+        # A different batch is a different number of steps: only the final accuracies compare.
+        for variant in ["sync-float32", *variants]:
+            gaps = [100 * (results[f"{variant}-seed{seed}"]["final_accuracy"]
+                           - results[f"{BASELINE}-seed{seed}"]["final_accuracy"]) for seed in seeds]
+            out.setdefault(variant, {}).update({"final_gap_to_baseline_pp_per_seed": [round(g, 2) for g in gaps],
+                                                **_mean_and_sem("final_gap_to_baseline", gaps)})
     if CONTROL in variants:
         # Both float32 runs of a seed are draws of the same recipe: their mean is a steadier baseline
         # (variance 1.5x one run's, not 2x, for each 16-bit gap).
         both = [statistics.fmean(results[f"{v}-seed{seed}"]["final_accuracy"] for v in ("sync-float32", CONTROL))
                 for seed in seeds]
-        for variant in variants[:-1]:
+        for variant in [v for v in variants if v != CONTROL]:
             gaps = [100 * (results[f"{variant}-seed{seed}"]["final_accuracy"] - b) for seed, b in zip(seeds, both)]
             out[variant].update({"final_gap_to_both_float32_pp_per_seed": [round(g, 2) for g in gaps],
                                      **_mean_and_sem("final_gap_to_both_float32", gaps)})
@@ -300,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local-sgd", type=local_sgd_list, default=(), metavar="T:K,...",
                         help="also, for every seed, model averaging with transport T and K local steps")
     parser.add_argument("--batch-size", type=int, default=BATCH, help="global batch of one optimizer step")
+    parser.add_argument("--baseline", type=baseline_spec, metavar="N:B:LR",
+                        help="also, for every seed, float32 sync on N workers at batch B and rate LR, without "
+                             "warm-up: the recipe a larger batch is measured against (final accuracies)")
     parser.add_argument("--in-process", action="store_true",
                         help="train with bench/inprocess.py (the system's arithmetic, no protocol): many workers")
     parser.add_argument("--divergence", type=int, default=0, metavar="ROUNDS",
@@ -324,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="lt-bench-convergence-") as tmp:
         for name, extra in runs_for(args.seeds, average=not args.no_average, control=args.control,
-                                    transports=args.transports, local_sgd=args.local_sgd):
+                                    transports=args.transports, local_sgd=args.local_sgd, baseline=args.baseline):
             wanted = settings_for(args, extra)
             reused = next((r for r in stored if r["settings"] == wanted), None)
             if reused is not None:

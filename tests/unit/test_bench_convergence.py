@@ -40,7 +40,8 @@ def trained(monkeypatch):
         runner = "inprocess:" if fn is convergence.run_in_process else ""
         calls.append(f"{runner}{'control' if control else extra['transport']}{f'x{steps}' if steps > 1 else ''}"
                      f"-{extra['seed']}")
-        accuracies = [a + (0.005 if control else shift[extra["transport"]] - 0.01 * (steps - 1))
+        baseline = 0.1 if "batch_size" in extra else 0.0  # --baseline's run: a smaller batch, more steps
+        accuracies = [a + baseline + (0.005 if control else shift[extra["transport"]] - 0.01 * (steps - 1))
                       for a in base[extra["seed"]]]
         run = fake_run(convergence.settings_for(args_ns, extra), accuracies)
         for p in run["points"] if steps > 1 else []:  # K local steps a round: evaluations at other counts
@@ -154,6 +155,32 @@ def test_divergence_measures_each_variants_distance_from_float32_after_every_rou
     assert set(report["relative_l2_to_float32"]) == {convergence.CONTROL, "sync-bfloat16", "sync-float16"}
     assert np.allclose(report["relative_l2_to_float32"]["sync-bfloat16"], [1e-3, 2e-3, 3e-3], rtol=1e-3)
     assert np.allclose(report["relative_l2_to_float32"][convergence.CONTROL], [1e-6, 2e-6, 3e-6], rtol=0.2)
+
+
+def test_a_baseline_recipe_runs_for_every_seed_and_every_run_is_compared_with_it_at_the_end(trained, capsys,
+                                                                                              tmp_path):
+    runs_file = tmp_path / "runs.jsonl"
+    convergence.main(argv("0,1", "--no-average", "--control", "--transports", "float32,ternary_ef", "--workers", "8",
+                          "--batch-size", "2048", "--lr", "0.32", "--warmup-epochs", "1", "--baseline", "4:128:0.02",
+                          "--runs-file", str(runs_file)))
+    assert trained == ["float32-0", "float32-0", "ternary_ef-0", "control-0",
+                       "float32-1", "float32-1", "ternary_ef-1", "control-1"]
+    compared = last_json(capsys)["transport_vs_float32"]
+    assert compared["sync-float32"]["final_gap_to_baseline_pp_per_seed"] == [-10.0, -10.0]
+    assert compared["sync-ternary_ef"]["mean_final_gap_to_baseline_pp"] == -12.0
+    assert compared[convergence.CONTROL]["mean_final_gap_to_baseline_pp"] == -9.5
+    assert compared["sync-ternary_ef"]["mean_final_gap_pp"] == -2.0  # and to float32 at its own batch, as before
+    stored = [json.loads(line)["settings"] for line in runs_file.read_text().splitlines()]
+    baseline = [s for s in stored if s["batch_size"] == 128]
+    assert len(baseline) == 2 and all(s["workers"] == 4 and s["lr"] == 0.02 and "warmup_epochs" not in s
+                                      for s in baseline)
+
+
+@pytest.mark.parametrize("value", ["4:128", "4:2:0.1", "x:128:0.02", "4:128:0", "4:128:0.02:1"])
+def test_a_bad_baseline_is_refused_in_one_line(value, capsys):
+    with pytest.raises(SystemExit):
+        convergence.main(["--baseline", value])
+    assert "want WORKERS:BATCH:LR" in capsys.readouterr().err
 
 
 def test_a_warm_up_is_part_of_a_runs_settings_only_when_used_and_never_longer_than_the_run(capsys):
