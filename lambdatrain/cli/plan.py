@@ -27,7 +27,7 @@ from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, evidence_for, narrow
-from lambdatrain.planning.recommend import recipe_of, recommend
+from lambdatrain.planning.recommend import accuracy_note, accuracy_status, recipe_of, recommend
 from lambdatrain.protocol.config import DEFAULTS, MODES
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
 
@@ -153,7 +153,10 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
     for row in rows:
         # Measured: its gap to float32 is recorded; shown: that gap is within the tolerance, what
         # --recommend may pick (recipes.py EVIDENCE and backing).
-        row["accuracy_measured"] = evidence_for(recipe_of(row)) is not None
+        evidence = evidence_for(recipe_of(row), row["workers"])
+        row["accuracy_measured"] = evidence is not None
+        row["accuracy_study"] = None if evidence is None else {"batch_size": evidence.batch_size,
+                                                                "workers": evidence.workers}
         row["accuracy_shown"] = backing(recipe_of(row), row["workers"]) is not None
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
@@ -182,19 +185,12 @@ def _print_table(result: dict) -> None:
     console.print(f"{result['model']} ({result['params'] / 1e6:.1f} M params), storage {result['storage']}")
     for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["recipe"] == recipe]
-        console.print(f"\n{recipe}" + _accuracy_note(rows[0])
-                      + _state_note(rows[0]), soft_wrap=True)
+        console.print(f"\n{recipe}" + accuracy_note(rows) + _state_note(rows[0]), soft_wrap=True)
         console.print("".join(f"{name:>{width}}" for name, width, _ in COLUMNS), soft_wrap=True)
         for r in rows:
             console.print("".join(f"{cell(r):>{width}}" for _, width, cell in COLUMNS), soft_wrap=True)
     console.print("")
     console.print(_summary(result), soft_wrap=True)
-
-
-def _accuracy_note(r: dict) -> str:
-    if r["accuracy_shown"]:
-        return ""
-    return " (accuracy measured short of float32's)" if r["accuracy_measured"] else " (accuracy not measured)"
 
 
 def _state_note(r: dict) -> str:
@@ -240,12 +236,16 @@ def _print_recommendation(result: dict) -> None:
     sources = {r["backed_by"]["source"]: r["backed_by"]["command"] for r in result["recommended"]}
     for source, command in sources.items():
         console.print(f"Measured in {source}, by `{command}`.")
-    unmeasured = dict.fromkeys(r["recipe"] for r in result["rows"] if not r["accuracy_measured"])
-    short = dict.fromkeys(r["recipe"] for r in result["rows"] if r["accuracy_measured"] and not r["accuracy_shown"])
-    if short:
-        console.print(f"Not recommended, accuracy measured short of float32's: {'; '.join(short)}.")
-    if unmeasured:
-        console.print(f"Not recommended, accuracy not measured: {'; '.join(unmeasured)}.")
+    for status in ("measured short of float32's", "not measured"):
+        recipes = []
+        for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
+            rows = [r for r in result["rows"] if r["recipe"] == recipe]
+            workers = sorted({r["workers"] for r in rows if accuracy_status(r) == status})
+            if workers:  # "at N = ..." where the recipe's other rows say otherwise
+                everywhere = len(workers) == len({r["workers"] for r in rows})
+                recipes.append(recipe if everywhere else f"{recipe} at N = {', '.join(map(str, workers))}")
+        if recipes:
+            console.print(f"Not recommended, accuracy {status}: {'; '.join(recipes)}.")
     console.print(f"Recommended: {_where(result['recommended'][0])}.")
 
 

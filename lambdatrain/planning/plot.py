@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lambdatrain.planning.recommend import accuracy_note
+
 MARKERS, DASHES = "os^Dv<>p", ("-", "--", ":", "-.")
 SHIFT = 1.06  # sideways factor between (S, memory) lines on the log2 N axis: about a twelfth of a doubling
 
@@ -41,8 +43,7 @@ def plot_plan(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                           key=lambda r: r["workers"])
             if not line:
                 continue
-            modelled = "" if line[0].get("accuracy_shown", True) else (
-                " (accuracy short of float32's)" if line[0].get("accuracy_measured") else " (accuracy not measured)")
+            modelled = accuracy_note(line)
             style = {"color": colours(i % 10), "marker": MARKERS[j % len(MARKERS)], "ms": 3, "lw": 1,
                      "ls": DASHES[j % len(DASHES)], "label": f"{recipe}{modelled}, S={key[0]}, {key[1]} MB"}
             xs = [shifted(r["workers"], j, len(lines)) for r in line]

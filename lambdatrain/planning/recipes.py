@@ -141,9 +141,12 @@ class Evidence:
     control_se_pp: float
     batch_size: int  # global batch of the study: it backs the recipe up to this batch
     conditions: str  # the rest of the study's setting, said with the recommendation
-    # Workers of the study. Sync mode's arithmetic does not depend on N (one step on the global
-    # batch), so a sync measurement backs any N; local SGD's workers drift apart more the more
-    # there are, so an average-mode measurement backs up to this many.
+    # Workers of the study. A float transport's sync step does not depend on N (one step on the
+    # global batch; each worker's rounding is tiny and unbiased), so such a measurement backs any N.
+    # It backs up to this many where each worker carries state of its own: local SGD's workers
+    # drift apart more the more there are, and a codec's workers each compress their share with
+    # their own residual, so N workers hold N residuals, each fed a noisier gradient (a smaller
+    # share of the batch) and each paid back later.
     workers: int
     # The float32 reference runs' settings in the runs file, all but the seed: from them a test
     # finds every run of the study and recomputes the gaps (tests/unit/test_bench_convergence.py).
@@ -204,21 +207,20 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
 }
 
 
-def evidence_for(r: Recipe) -> Evidence | None:
-    """The study that speaks for recipe ``r``: of its transport, mode and local steps, the one at
-    the smallest global batch at least ``r``'s (a study at a larger batch took fewer steps per
-    sample, the harder case); None: not measured at this batch."""
-    studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ()) if e.batch_size >= r.batch_size]
+def evidence_for(r: Recipe, workers: int) -> Evidence | None:
+    """The study that speaks for recipe ``r`` on ``workers`` workers: of its transport, mode and
+    local steps, the one at the smallest global batch at least ``r``'s (a study at a larger batch
+    took fewer steps per sample, the harder case) and, where each worker carries state of its own
+    (local SGD, a codec's residual: ``Evidence.workers``), on at least as many workers. None: not
+    measured there."""
+    own_state = r.mode == "average" or transport(r.transport).codec is not None
+    studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ())
+               if e.batch_size >= r.batch_size and (not own_state or e.workers >= workers)]
     return min(studies, key=lambda e: e.batch_size, default=None)
 
 
 def backing(r: Recipe, workers: int) -> Evidence | None:
     """The measurement that backs recipe ``r`` on ``workers`` workers: the study ``evidence_for``
-    picks, with a gap that is shown (``Evidence.shown``), and in average mode with at least as many
-    workers (``Evidence.workers``). None: not backed."""
-    evidence = evidence_for(r)
-    if evidence is None or not evidence.shown:
-        return None
-    if r.mode == "average" and workers > evidence.workers:
-        return None
-    return evidence
+    picks, if its gap is shown (``Evidence.shown``). None: not backed."""
+    evidence = evidence_for(r, workers)
+    return evidence if evidence is not None and evidence.shown else None

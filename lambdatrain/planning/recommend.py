@@ -18,6 +18,30 @@ def dollars(x: float) -> str:
     return f"{x:.2f}" if x >= 0.01 else f"{x:.2g}"
 
 
+def accuracy_status(row: dict[str, Any]) -> str:
+    """What is known of a row's accuracy: shown (its study's gap is within the tolerance), short
+    (measured, not within it) or not measured (no study at its batch, or at its N where each worker
+    carries state of its own)."""
+    if row.get("accuracy_shown", True):
+        return "shown"
+    return "measured short of float32's" if row.get("accuracy_measured") else "not measured"
+
+
+def accuracy_note(rows: list[dict[str, Any]]) -> str:
+    """One recipe's rows said in a few words: nothing where every row is shown, the status where
+    all share one, else each status with the N it holds at."""
+    by_status: dict[str, list[int]] = {}
+    for r in sorted(rows, key=lambda r: r["workers"]):
+        workers = by_status.setdefault(accuracy_status(r), [])
+        workers += [r["workers"]] if r["workers"] not in workers else []
+    if set(by_status) == {"shown"}:
+        return ""
+    if len(by_status) == 1:
+        return f" (accuracy {next(iter(by_status))})"
+    return " (accuracy " + "; ".join(f"{status} at N = {', '.join(map(str, ns))}"
+                                      for status, ns in by_status.items()) + ")"
+
+
 def recipe_of(row: dict[str, Any]) -> Recipe:
     return Recipe(row["transport"], row["mode"], row["local_steps"], row["batch_size"])
 

@@ -14,7 +14,7 @@ from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import (EVIDENCE, RECIPES, TRANSPORTS, NoBackedRecipe, Recipe, backing,
                                          evidence_for, narrow)
-from lambdatrain.planning.recommend import recipe_of, recommend
+from lambdatrain.planning.recommend import accuracy_note, recipe_of, recommend
 from lambdatrain.protocol.config import TRANSPORTS as config_transports
 from lambdatrain.training.data import open_prepared
 from lambdatrain.protocol.config import RunConfig
@@ -329,11 +329,20 @@ def test_a_recipe_is_spoken_for_by_the_study_at_the_smallest_batch_that_covers_i
     (small,) = EVIDENCE[("float16", "sync", 1)]
     large = replace(small, batch_size=2048, gap_pp=small.control_gap_pp - 5)  # measured, short
     monkeypatch.setitem(recipes.EVIDENCE, ("float16", "sync", 1), (large, small))
-    assert evidence_for(Recipe("float16", batch_size=small.batch_size)) is small
-    assert evidence_for(Recipe("float16", batch_size=small.batch_size + 1)) is large
+    assert evidence_for(Recipe("float16", batch_size=small.batch_size), 64) is small
+    assert evidence_for(Recipe("float16", batch_size=small.batch_size + 1), 64) is large
     assert backing(Recipe("float16", batch_size=small.batch_size + 1), 64) is None  # short there
     assert backing(Recipe("float16", batch_size=128), 64) is small
-    assert evidence_for(Recipe("float16", batch_size=4096)) is None
+    assert evidence_for(Recipe("float16", batch_size=4096), 1) is None
+
+
+def test_a_compressed_sync_measurement_backs_its_recipe_up_to_its_workers_only():
+    """Each worker compresses its share with its own residual: N workers are N residuals."""
+    (ternary,) = EVIDENCE[("ternary_ef", "sync", 1)]
+    assert backing(Recipe("ternary_ef"), ternary.workers) is ternary
+    assert backing(Recipe("ternary_ef"), ternary.workers + 1) is None
+    (float16,) = EVIDENCE[("float16", "sync", 1)]
+    assert backing(Recipe("float16"), 64) is float16  # a float transport's step does not depend on N
 
 
 def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
@@ -359,10 +368,13 @@ def test_recommend_picks_the_fastest_backed_row_within_the_budget():
     picked = recommend(rows, budget)
     best_row, evidence = picked[0]
 
-    def study(r):  # the study at the smallest batch that covers the row's, if its gap is shown
+    def study(r):  # the study at the smallest batch that covers the row's, if its gap is shown (and its N)
         covering = sorted((e for e in EVIDENCE[(r["transport"], r["mode"], r["local_steps"])]
                            if e.batch_size >= r["batch_size"]), key=lambda e: e.batch_size)
-        return covering[0] if covering and covering[0].shown else None
+        own_state = r["mode"] == "average" or r["transport"] in ("ternary_ef", "sign_ef")
+        if not covering or not covering[0].shown or (own_state and r["workers"] > covering[0].workers):
+            return None
+        return covering[0]
 
     oracle = min((r for r in rows if study(r) is not None and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
     assert best_row is oracle and evidence is study(oracle)
@@ -433,3 +445,15 @@ def test_workers_sharing_a_machine_take_at_least_their_cpu_over_its_cores():
     alone = _predict(workers=4, batch_size=256)
     assert four["round_s"] - alone["round_s"] == pytest.approx(four["worker_s"] - alone["worker_s"])
     assert alone["host_cpu_s"] == 0.0
+
+
+def test_a_recipes_accuracy_is_said_per_n_only_where_its_rows_differ():
+    def row(n, shown, measured):
+        return {"workers": n, "accuracy_shown": shown, "accuracy_measured": measured}
+
+    assert accuracy_note([row(1, True, True), row(64, True, True)]) == ""
+    assert accuracy_note([row(1, False, False), row(64, False, False)]) == " (accuracy not measured)"
+    assert accuracy_note([row(64, False, False), row(1, True, True), row(2, True, True), row(2, True, True)]) == \
+        " (accuracy shown at N = 1, 2; not measured at N = 64)"
+    assert accuracy_note([row(1, False, True), row(4, False, False)]) == \
+        " (accuracy measured short of float32's at N = 1; not measured at N = 4)"
