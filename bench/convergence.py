@@ -8,6 +8,8 @@ average (local SGD) modes and for float32 against 16-bit worker results.
     python -m bench.convergence --divergence 30 [--seeds 0]
     python -m bench.convergence --in-process --workers 64 --batch-size 128 --samples 45000 --epochs 1
                                 --local-sgd ternary_ef:4,ternary_ef:16 --no-average --control ...
+    python -m bench.convergence --in-process --workers 64 --batch-size 2048 --lr 0.32 --warmup-epochs 1
+                                --baseline 4:128:0.02 --transports float32,ternary_ef --control ...
 
 Every run is ``ops.local_train.train`` on the first K training samples of the CIFAR-10 JPEG tarball with
 vgg19_cifar at width 0.125, validation on the first ``--val-samples`` validation images, evaluated

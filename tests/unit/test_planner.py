@@ -338,11 +338,23 @@ def test_a_recipe_is_spoken_for_by_the_study_at_the_smallest_batch_that_covers_i
 
 def test_a_compressed_sync_measurement_backs_its_recipe_up_to_its_workers_only():
     """Each worker compresses its share with its own residual: N workers are N residuals."""
-    (ternary,) = EVIDENCE[("ternary_ef", "sync", 1)]
+    ternary = EVIDENCE[("ternary_ef", "sync", 1)][0]
     assert backing(Recipe("ternary_ef"), ternary.workers) is ternary
     assert backing(Recipe("ternary_ef"), ternary.workers + 1) is None
     (float16,) = EVIDENCE[("float16", "sync", 1)]
     assert backing(Recipe("float16"), 64) is float16  # a float transport's step does not depend on N
+
+
+def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_beyond_its_studys_workers():
+    """ternary_ef has a study at batch 256 on 2 workers (shown) and one at batch 2048 on 64 (short):
+    batch 128 on 4 workers is not measured, not condemned by the large batch's verdict."""
+    small, large = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
+    assert (small.batch_size, small.workers, small.shown) == (256, 2, True)
+    assert (large.batch_size, large.workers, large.shown) == (2048, 64, False)
+    assert evidence_for(Recipe("ternary_ef"), 2) is small
+    assert evidence_for(Recipe("ternary_ef"), 4) is None and evidence_for(Recipe("ternary_ef"), 64) is None
+    assert evidence_for(Recipe("ternary_ef", batch_size=2048), 4) is large  # at its batch, fewer workers: short
+    assert evidence_for(Recipe("ternary_ef", batch_size=2048), 65) is None
 
 
 def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
