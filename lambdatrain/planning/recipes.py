@@ -227,6 +227,12 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
 }
 
 
+def carries_own_state(transport_name: str, mode: str) -> bool:
+    """Each worker carries state of its own (local SGD's walk, a codec's residual): a study then
+    speaks only up to its workers (``Evidence.workers``)."""
+    return mode == "average" or transport(transport_name).codec is not None
+
+
 def evidence_for(r: Recipe, workers: int) -> Evidence | None:
     """The study that speaks for recipe ``r`` on ``workers`` workers: of its transport, mode and
     local steps, a study at the smallest global batch at least ``r``'s (a study at a larger batch
@@ -235,7 +241,7 @@ def evidence_for(r: Recipe, workers: int) -> Evidence | None:
     at least ``workers``. None: not measured there. A study at a larger batch does not stand in
     for a nearer one that did not cover ``workers``: a large-batch study's verdict is about the
     large batch."""
-    own_state = r.mode == "average" or transport(r.transport).codec is not None
+    own_state = carries_own_state(r.transport, r.mode)
     studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ()) if e.batch_size >= r.batch_size]
     nearest = [e for e in studies if e.batch_size == min((e.batch_size for e in studies), default=None)]
     return min((e for e in nearest if not own_state or e.workers >= workers), key=lambda e: e.workers, default=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lambdatrain.planning.recipes import EVIDENCE, Evidence, NoBackedRecipe, Recipe, backing
+from lambdatrain.planning.recipes import EVIDENCE, Evidence, NoBackedRecipe, Recipe, backing, carries_own_state
 
 
 def dollars(x: float) -> str:
@@ -53,7 +53,8 @@ def recommend(rows: list[dict[str, Any]],
     NoBackedRecipe, saying why, when there is none."""
     backed = [(r, e) for r in rows if r["runnable"] and (e := backing(recipe_of(r), r["workers"])) is not None]
     if not backed:
-        measured = "; ".join(f"{t} {m}" + (f" K={k} up to N = {e.workers}" if m == "average" else "")
+        measured = "; ".join(f"{t} {m}" + (f" K={k}" if m == "average" else "")
+                             + (f" up to N = {e.workers}" if carries_own_state(t, m) else "")
                              + f" up to batch {e.batch_size}"
                              for (t, m, k), studies in EVIDENCE.items() for e in studies if e.shown)
         raise NoBackedRecipe(f"no recipe in this plan has a measured accuracy at its batch; measured "
