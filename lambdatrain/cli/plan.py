@@ -27,7 +27,7 @@ from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, evidence_for, narrow
-from lambdatrain.planning.recommend import accuracy_note, accuracy_status, recipe_of, recommend
+from lambdatrain.planning.recommend import accuracy_note, recipe_of, recommend, workers_by_status
 from lambdatrain.protocol.config import DEFAULTS, MODES
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
 
@@ -236,14 +236,14 @@ def _print_recommendation(result: dict) -> None:
     sources = {r["backed_by"]["source"]: r["backed_by"]["command"] for r in result["recommended"]}
     for source, command in sources.items():
         console.print(f"Measured in {source}, by `{command}`.")
-    for status in ("measured short of float32's", "not measured"):
-        recipes = []
-        for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
-            rows = [r for r in result["rows"] if r["recipe"] == recipe]
-            workers = sorted({r["workers"] for r in rows if accuracy_status(r) == status})
-            if workers:  # "at N = ..." where the recipe's other rows say otherwise
-                everywhere = len(workers) == len({r["workers"] for r in rows})
-                recipes.append(recipe if everywhere else f"{recipe} at N = {', '.join(map(str, workers))}")
+    left_out: dict[str, list[str]] = {"measured short of float32's": [], "not measured": []}
+    for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
+        by_status = workers_by_status([r for r in result["rows"] if r["recipe"] == recipe])
+        for status, workers in by_status.items():
+            if status in left_out:  # "at N = ..." where the recipe's other rows say otherwise
+                left_out[status].append(recipe if len(by_status) == 1 else
+                                        f"{recipe} at N = {', '.join(map(str, workers))}")
+    for status, recipes in left_out.items():
         if recipes:
             console.print(f"Not recommended, accuracy {status}: {'; '.join(recipes)}.")
     console.print(f"Recommended: {_where(result['recommended'][0])}.")

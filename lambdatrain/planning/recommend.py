@@ -27,13 +27,20 @@ def accuracy_status(row: dict[str, Any]) -> str:
     return "measured short of float32's" if row.get("accuracy_measured") else "not measured"
 
 
-def accuracy_note(rows: list[dict[str, Any]]) -> str:
-    """One recipe's rows said in a few words: nothing where every row is shown, the status where
-    all share one, else each status with the N it holds at."""
+def workers_by_status(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """One recipe's rows grouped by ``accuracy_status``: each status with the worker counts it
+    holds at, ascending (a plan has a row per memory and S at each N; each N is said once)."""
     by_status: dict[str, list[int]] = {}
     for r in sorted(rows, key=lambda r: r["workers"]):
         workers = by_status.setdefault(accuracy_status(r), [])
         workers += [r["workers"]] if r["workers"] not in workers else []
+    return by_status
+
+
+def accuracy_note(rows: list[dict[str, Any]]) -> str:
+    """One recipe's rows said in a few words: nothing where every row is shown, the status where
+    all share one, else each status with the N it holds at."""
+    by_status = workers_by_status(rows)
     if set(by_status) == {"shown"}:
         return ""
     if len(by_status) == 1:
