@@ -216,6 +216,9 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "average", 4): (),
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
+    # At N = 64 and batch 128 (docs/benchmarks.md "Many workers", docs/results/convergence-64w.jsonl)
+    # seven seeds end -2.97 pp (se 0.48) from float32 sync, the control -1.94 (se 1.40) on the
+    # 5 seeds it has run: undecided; a row when the control has all seven (the test needs each).
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
                                 Evidence(gap_pp=-36.79, se_pp=3.64, **_LARGE_BATCH)),  # measured, not shown
     ("sign_ef", "sync", 1): (Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),),  # measured, not shown
