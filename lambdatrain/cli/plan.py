@@ -27,7 +27,8 @@ from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, evidence_for, narrow
-from lambdatrain.planning.recommend import accuracy_note, recipe_of, recommend, workers_by_status
+from lambdatrain.planning.recommend import (NOT_MEASURED, SHORT, accuracy_note, recipe_of, recommend,
+                                             workers_by_status)
 from lambdatrain.protocol.config import DEFAULTS, MODES
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MIN_MEMORY_MB
 
@@ -236,7 +237,7 @@ def _print_recommendation(result: dict) -> None:
     sources = {r["backed_by"]["source"]: r["backed_by"]["command"] for r in result["recommended"]}
     for source, command in sources.items():
         console.print(f"Measured in {source}, by `{command}`.")
-    left_out: dict[str, list[str]] = {"measured short of float32's": [], "not measured": []}
+    left_out: dict[str, list[str]] = {SHORT: [], NOT_MEASURED: []}
     for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):
         by_status = workers_by_status([r for r in result["rows"] if r["recipe"] == recipe])
         for status, workers in by_status.items():

@@ -18,13 +18,17 @@ def dollars(x: float) -> str:
     return f"{x:.2f}" if x >= 0.01 else f"{x:.2g}"
 
 
+# What accuracy_status says of a row, in the words the table and the recommendation print.
+SHOWN, SHORT, NOT_MEASURED = "shown", "measured short of float32's", "not measured"
+
+
 def accuracy_status(row: dict[str, Any]) -> str:
     """What is known of a row's accuracy: shown (its study's gap is within the tolerance), short
     (measured, not within it) or not measured (no study at its batch, or at its N where each worker
     carries state of its own)."""
     if row.get("accuracy_shown", True):
-        return "shown"
-    return "measured short of float32's" if row.get("accuracy_measured") else "not measured"
+        return SHOWN
+    return SHORT if row.get("accuracy_measured") else NOT_MEASURED
 
 
 def workers_by_status(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -41,7 +45,7 @@ def accuracy_note(rows: list[dict[str, Any]]) -> str:
     """One recipe's rows said in a few words: nothing where every row is shown, the status where
     all share one, else each status with the N it holds at."""
     by_status = workers_by_status(rows)
-    if set(by_status) == {"shown"}:
+    if set(by_status) == {SHOWN}:
         return ""
     if len(by_status) == 1:
         return f" (accuracy {next(iter(by_status))})"
