@@ -36,7 +36,7 @@ def _as_delivered(record: dict[str, Any]) -> dict[str, Any]:
 
 class StreamPoller:
     def __init__(self, streams_client, stream_arn: str, deliver: Callable[[dict[str, Any]], Any],
-                 dead_letter: Callable[[dict[str, Any], str], None], *, idle_poll_s: float = 1.0,
+                 dead_letter: Callable[[dict[str, Any], dict[str, Any]], None], *, idle_poll_s: float = 1.0,
                  latency_s: float = 0.0, duplicate_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 0):
         self.streams, self.arn = streams_client, stream_arn
         self.deliver, self.dead_letter = deliver, dead_letter
@@ -104,12 +104,12 @@ class StreamPoller:
             return
         copies = 2 if self.duplicate_rate and self.rng.random() < self.duplicate_rate else 1
         for _ in range(copies):
-            error = ""
+            error: dict[str, Any] = {}
             for _attempt in range(1 + schema.STREAM_MAX_RETRIES):
                 try:
                     self.deliver(batch)
                     self.delivered += 1
-                    error = ""
+                    error = {}
                     break
                 except Exception as exc:  # noqa: BLE001 - a function error: retry, then dead-letter
                     if self._stop.is_set():
@@ -117,7 +117,9 @@ class StreamPoller:
                         # not the function's failure, so no dead letter (the watchdog of the next
                         # stack, or `resume`, re-drives the round).
                         return
-                    error = str(exc)
+                    # Lambda's error document where the function gave one (its errorType says
+                    # whether the process died or the handler raised), else the message.
+                    error = getattr(exc, "document", None) or {"errorMessage": str(exc)}
                     time.sleep(0.2)
             if error:
                 self.dead_letter(batch, error)

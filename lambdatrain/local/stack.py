@@ -28,7 +28,7 @@ from lambdatrain.local.poller import StreamPoller
 from lambdatrain.local.environment import FunctionConfig
 from lambdatrain.local.errors import InvocationError
 from lambdatrain.local.service import Delivery, LambdaService
-from lambdatrain.protocol.limits import MAX_TIMEOUT_S, MB_PER_VCPU
+from lambdatrain.protocol.limits import INIT_TIMEOUT_S, MAX_TIMEOUT_S, MB_PER_VCPU
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY["aws_access_key_id"],
@@ -43,6 +43,9 @@ class LocalStackConfig:
     combiner_memory_mb: int = 2 * MB_PER_VCPU  # 2 threads
     combiner_timeout_s: float = MAX_TIMEOUT_S
     worker_concurrency: int = 8
+    # Lambda's on-demand init limit; an init past it is run again inside the invocation's timeout
+    # (environment.py). Tests that need a worker's full timeout on a loaded machine lengthen it.
+    init_timeout_s: float = INIT_TIMEOUT_S
     watchdog_interval_s: float = 10.0  # how often the watchdog event fires (EventBridge on AWS)
     lambda_port: int = 0  # 0: any free port
     moto_port: int = 0
@@ -156,12 +159,13 @@ class LocalStack:
         handler = lambda name: REPO_ROOT / "functions" / name / "handler.py"  # noqa: E731
         return [
             FunctionConfig(names.STARTER, handler(names.STARTER), memory_mb=3538, timeout_s=300,
-                           concurrency=2, retry_delays_s=c.retry_delays_s),
+                           concurrency=2, retry_delays_s=c.retry_delays_s, init_timeout_s=c.init_timeout_s),
             FunctionConfig(names.WORKER, handler(names.WORKER), memory_mb=c.worker_memory_mb,
                            timeout_s=c.worker_timeout_s, concurrency=c.worker_concurrency,
-                           retry_delays_s=c.retry_delays_s),
+                           retry_delays_s=c.retry_delays_s, init_timeout_s=c.init_timeout_s),
             FunctionConfig(names.COMBINER, handler(names.COMBINER), memory_mb=c.combiner_memory_mb,
-                           timeout_s=c.combiner_timeout_s, concurrency=2, retry_delays_s=c.retry_delays_s),
+                           timeout_s=c.combiner_timeout_s, concurrency=2, retry_delays_s=c.retry_delays_s,
+                           init_timeout_s=c.init_timeout_s),
         ]
 
     def _start_poller(self) -> None:
@@ -172,7 +176,7 @@ class LocalStack:
             return combiner.invoke_sync(batch)
 
         self.poller = StreamPoller(streams, self.stream_arn, deliver,
-                                   lambda batch, error: self.service.dead_letter("stream", batch, "", {"errorMessage": error}),
+                                   lambda batch, error: self.service.dead_letter("stream", batch, "", error),
                                    idle_poll_s=self.config.stream_idle_poll_s, latency_s=self.config.stream_latency_s,
                                    duplicate_rate=self.config.stream_duplicate_rate,
                                    drop_rate=self.config.stream_drop_rate)

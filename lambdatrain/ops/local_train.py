@@ -68,11 +68,50 @@ def link_dataset(mount: Path, prepared: Path) -> None:
     link.symlink_to(prepared.resolve(), target_is_directory=True)
 
 
-def _no_dead_letters(stack: LocalStack) -> None:
-    letters = [d for f in (STARTER, WORKER, COMBINER, "stream") for d in stack.service.dead_letters(f)]
-    if letters:
-        raise LambdaTrainError(f"an invocation failed for good: {letters[0]['error'].get('errorMessage')} "
-                               f"(logs in {stack.state_dir / 'logs'})")
+class DeadLetters:
+    """What ``local train`` makes of an invocation that failed for good (the stack's dead letters).
+
+    On AWS such an invocation goes to the failure queue, which nothing reads: the watchdog re-drives
+    its round once the round has been idle for ``round_deadline_s`` (roles/recovery.py). So an
+    invocation whose process died (PROCESS_DIED: killed, out of memory, timed out) gets a line and
+    is left to the watchdog. ``local train`` gives up, in one line, when retrying cannot help: the
+    handler's own error (it raises again on the same event), or the same event failed for good a
+    second time, after the watchdog re-drove it (a worker out of memory dies every time).
+    """
+
+    SOURCES = (STARTER, WORKER, COMBINER, "stream")  # "stream": batches the combiner failed on
+
+    def __init__(self, stack: LocalStack, display: Display):
+        self.stack, self.display = stack, display
+        self.read = dict.fromkeys(self.SOURCES, 0)
+        self.died: set[tuple[str, str]] = set()
+
+    def __call__(self) -> None:
+        for source in self.SOURCES:
+            letters = self.stack.service.dead_letters(source)
+            for letter in letters[self.read[source]:]:
+                self._judge(source, letter)
+            self.read[source] = len(letters)
+
+    def _judge(self, source: str, letter: dict[str, Any]) -> None:
+        error, event = letter["error"], letter["event"]
+        what = _invocation(source, event)
+        message = f"{what} failed for good: {error.get('errorMessage')}"
+        key = (source, json.dumps(event, sort_keys=True, default=str))
+        if error.get("errorType") not in PROCESS_DIED or key in self.died:
+            again = " again after the watchdog re-drove it" if key in self.died else ""
+            raise LambdaTrainError(f"{message}{again} (logs in {self.stack.state_dir / 'logs'})")
+        self.died.add(key)
+        self.display.note(f"{message}; the watchdog re-drives it once its round is idle for round_deadline_s")
+
+
+def _invocation(source: str, event: Any) -> str:
+    """The failed invocation as the user knows it."""
+    if source == WORKER and isinstance(event, dict):
+        return f"worker {event.get('workerno')} of round {event.get('round')}"
+    if source == COMBINER and isinstance(event, dict) and "round" in event:
+        return f"the combine of round {event['round']}"
+    return {"stream": "a stream batch of the combiner"}.get(source, f"an invocation of the {source}")
 
 
 def export_run(stack: LocalStack, run: str, out: Path) -> Path:
@@ -197,6 +236,7 @@ def train(request: TrainRequest, display: Display | None = None) -> dict[str, An
     config = request.stack or LocalStackConfig(state_dir=stack_dir)
     config.state_dir = stack_dir
     started = time.time()
+    display = display or Display()
     with LocalStack(config) as stack:
         workers = settings.get("workers")
         if request.prewarm and isinstance(workers, int) and workers > 0:  # bad settings: the starter says why
@@ -208,7 +248,7 @@ def train(request: TrainRequest, display: Display | None = None) -> dict[str, An
                                    "points: pass --data (the run's dataset)")
         invoke_starter(stack, _first_event(stack, run, settings, request.resume), request.start_attempts)
         final = follow(RunSource(ledger=stack.ledger(), run=run), display, interval=request.poll_s,
-                       timeout=request.timeout_s, check=lambda: _no_dead_letters(stack))
+                       timeout=request.timeout_s, check=DeadLetters(stack, display))
         if final["state"] == RUNNING:
             # What the run waits for, so a stall names its round and the missing workers.
             raise LambdaTrainError(f"run {run} did not finish within {request.timeout_s:.0f} s: round "

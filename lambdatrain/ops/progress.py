@@ -95,6 +95,9 @@ class Display:
     def poll(self, s: dict[str, Any]) -> None:
         """After every read of the ledger."""
 
+    def note(self, text: str) -> None:
+        """A line that is not a round: something the run recovers from on its own."""
+
     def stop(self) -> None:
         """When following ends, however it ends."""
 
@@ -163,6 +166,9 @@ class ConsoleDisplay(Display):
             loss = "-" if s["train_loss"] is None else f"{s['train_loss']:.4f}"
             self.bar.update(self.task, completed=s["round"],
                             info=f"loss {loss}  {reported_line(s)}  eta {duration(s['eta_s'])}")
+
+    def note(self, text: str) -> None:
+        self._print(text)
 
     def stop(self) -> None:
         self._started(ok=False)  # the run never reported: the error that follows says why
