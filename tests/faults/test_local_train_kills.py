@@ -7,6 +7,7 @@ moments. Each run must end with the weights of the in-process fault-free run, bi
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -86,6 +87,25 @@ def test_local_train_survives_the_starter_killed_after_each_side_effect(tmp_path
     finally:
         stop.set()
     assert killed == list(points)
+    assert summary["state"] == "done" and summary["rounds"] == 6
+    assert np.array_equal(_final_weights(request.out, summary), expected)
+
+
+def test_local_train_rides_out_workers_dead_lettered_by_their_process_dying(tmp_path, tiny_dataset, reference):
+    # Both round-0 workers exit hard on each of Lambda's three attempts (the first 6 passes of
+    # before_write), so both events go to the dead letters; the watchdog re-drives them once the round
+    # is idle for round_deadline_s, long enough here (40 s) that the three attempts are over first
+    # (13 s on 2 loaded cores); it ticks every 5 s, so its re-drives do not pile up cold starts.
+    settings = {**SETTINGS, "round_deadline_s": 40.0}
+    expected = reference(settings)
+    faults = ",".join(f"worker:before_write:{n}" for n in range(1, 7))
+    request = _request(tmp_path, tiny_dataset, faults=faults)
+    request.settings, request.stack.watchdog_interval_s = dict(settings), 5
+    summary = train(request)
+    letters = request.stack.state_dir / "dlq" / "worker.jsonl"
+    died = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert sorted((d["event"]["round"], d["event"]["workerno"]) for d in died) == [(0, 0), (0, 1)]
+    assert {d["error"]["errorType"] for d in died} == {"Runtime.ExitError"}
     assert summary["state"] == "done" and summary["rounds"] == 6
     assert np.array_equal(_final_weights(request.out, summary), expected)
 
