@@ -237,17 +237,24 @@ def carries_own_state(transport_name: str, mode: str) -> bool:
 
 
 def evidence_for(r: Recipe, workers: int) -> Evidence | None:
-    """The study that speaks for recipe ``r`` on ``workers`` workers: of its transport, mode and
-    local steps, a study at the smallest global batch at least ``r``'s (a study at a larger batch
-    took fewer steps per sample, the harder case); where each worker carries state of its own
-    (local SGD, a codec's residual: ``Evidence.workers``), the one of those on the fewest workers
-    at least ``workers``. None: not measured there. A study at a larger batch does not stand in
-    for a nearer one that did not cover ``workers``: a large-batch study's verdict is about the
-    large batch."""
+    """The study that speaks for recipe ``r`` on ``workers`` workers, of its transport, mode and
+    local steps. A study covers ``r`` when it was at least as hard: a global batch at least ``r``'s
+    (fewer steps per sample) and, where each worker carries state of its own (local SGD, a codec's
+    residual: ``Evidence.workers``), at least ``workers`` workers. A covering study whose gap is
+    shown speaks (the nearest: smallest batch, then fewest workers). Else the verdict is the nearest
+    batch's: a study at the smallest batch at least ``r``'s, on the fewest workers at least
+    ``workers`` (short there), or None: not measured. So a short study at a larger batch does not
+    stand in for a nearer one that did not cover ``workers`` (a large-batch study's verdict is
+    about the large batch), and a short study on more workers does not overrule a shown one on
+    as few as ``r``'s at a larger batch."""
     own_state = carries_own_state(r.transport, r.mode)
     studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ()) if e.batch_size >= r.batch_size]
-    nearest = [e for e in studies if e.batch_size == min((e.batch_size for e in studies), default=None)]
-    return min((e for e in nearest if not own_state or e.workers >= workers), key=lambda e: e.workers, default=None)
+    covering = [e for e in studies if not own_state or e.workers >= workers]
+    shown = [e for e in covering if e.shown]
+    if shown:
+        return min(shown, key=lambda e: (e.batch_size, e.workers))
+    nearest = min((e.batch_size for e in studies), default=None)
+    return min((e for e in covering if e.batch_size == nearest), key=lambda e: e.workers, default=None)
 
 
 def backing(r: Recipe, workers: int) -> Evidence | None:

@@ -357,6 +357,24 @@ def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_be
     assert evidence_for(Recipe("ternary_ef", batch_size=2048), 65) is None
 
 
+def test_a_short_study_on_more_workers_does_not_overrule_a_shown_one_on_as_few_at_a_larger_batch(monkeypatch):
+    """ternary_ef at batch 128: shown on 2 workers at batch 256, short on 64 at batch 128. On 2
+    workers the shown study is at least as hard and speaks; on 3 to 64 the batch-128 study does."""
+    from lambdatrain.planning import recipes
+
+    studies = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
+    small, large = studies[0], studies[-1]
+    many = replace(small, batch_size=128, workers=64, gap_pp=small.control_gap_pp - 2)  # short
+    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (large, many, small))
+    assert backing(Recipe("ternary_ef"), 2) is small
+    assert [evidence_for(Recipe("ternary_ef"), n) for n in (3, 4, 64)] == [many] * 3
+    assert backing(Recipe("ternary_ef"), 4) is None and evidence_for(Recipe("ternary_ef"), 65) is None
+    assert evidence_for(Recipe("ternary_ef", batch_size=2048), 4) is large
+    shown = replace(many, gap_pp=many.control_gap_pp)  # the same study, shown: it backs every N up to 64
+    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (large, shown, small))
+    assert [backing(Recipe("ternary_ef"), n) for n in (2, 3, 64)] == [shown] * 3
+
+
 def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
     """Local SGD's workers drift apart more the more there are; sync's step does not depend on N."""
     from lambdatrain.planning import recipes
@@ -380,13 +398,12 @@ def test_recommend_picks_the_fastest_backed_row_within_the_budget():
     picked = recommend(rows, budget)
     best_row, evidence = picked[0]
 
-    def study(r):  # the study at the smallest batch that covers the row's, if its gap is shown (and its N)
-        covering = sorted((e for e in EVIDENCE[(r["transport"], r["mode"], r["local_steps"])]
-                           if e.batch_size >= r["batch_size"]), key=lambda e: e.batch_size)
+    def study(r):  # a shown study at least as hard as the row (batch, and N where workers carry state): the nearest
         own_state = r["mode"] == "average" or r["transport"] in ("ternary_ef", "sign_ef")
-        if not covering or not covering[0].shown or (own_state and r["workers"] > covering[0].workers):
-            return None
-        return covering[0]
+        harder = sorted((e for e in EVIDENCE[(r["transport"], r["mode"], r["local_steps"])]
+                         if e.shown and e.batch_size >= r["batch_size"] and (not own_state or e.workers >= r["workers"])),
+                        key=lambda e: (e.batch_size, e.workers))
+        return harder[0] if harder else None
 
     oracle = min((r for r in rows if study(r) is not None and r["cost_per_epoch"] <= budget), key=lambda r: r["epoch_s"])
     assert best_row is oracle and evidence is study(oracle)
