@@ -204,6 +204,19 @@ _LARGE_BATCH = dict(
                "val_samples": 5000, "runner": "in-process"},
     variant={"workers": 64, "batch_size": 2048, "lr": 0.32, "warmup_epochs": 1.0})
 
+# docs/benchmarks.md section 3 "Many workers": the whole 45,000-image split, 1 epoch, width 0.125,
+# in process, 64 workers at the training default's batch 128 (2 images per worker), lr 0.05 cosine;
+# the control is float32 on two threads. tests/unit/test_bench_convergence.py recomputes the gaps below.
+_MANY_WORKERS = dict(
+    source="docs/results/convergence-64w.jsonl (docs/benchmarks.md, 3. Convergence, Many workers)",
+    command="python -m bench.convergence --in-process --workers 64 --batch-size 128 --samples 45000 --epochs 1 "
+            "--val-samples 5000 --eval-every 0 --no-average --control --transports float32,ternary_ef "
+            "--seeds 0,1,2,3,4,5,6 --runs-file docs/results/convergence-64w.jsonl",
+    control_gap_pp=-1.06, control_se_pp=1.19, batch_size=128, workers=64,
+    conditions="7 seeds, vgg19_cifar width 0.125, 64 workers, 1 epoch of 45,000 images",
+    reference={**_STUDY, "workers": 64, "batch_size": 128, "epochs": 1, "max_train_samples": 45000,
+               "val_samples": 5000, "runner": "in-process"})
+
 # The one place to record a measurement: (transport, mode, local_steps) -> its studies, each at its
 # own global batch; none for "not measured" (never recommended). Add a study when its runs are in a
 # runs file.
@@ -216,10 +229,10 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "average", 4): (),
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
-    # At N = 64 and batch 128 (docs/benchmarks.md "Many workers", docs/results/convergence-64w.jsonl)
-    # seven seeds end -2.97 pp (se 0.48) from float32 sync, the control -1.94 (se 1.40) on the
-    # 5 seeds it has run: undecided; a row when the control has all seven (the test needs each).
+    # Shown on 2 workers at batch 256; short on 64 at batch 128 (each worker's own residual, 2 images
+    # each) and at batch 2048: evidence_for says which speaks for which N.
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
+                                Evidence(gap_pp=-2.97, se_pp=0.48, **_MANY_WORKERS),  # measured, not shown
                                 Evidence(gap_pp=-36.79, se_pp=3.64, **_LARGE_BATCH)),  # measured, not shown
     ("sign_ef", "sync", 1): (Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),),  # measured, not shown
     # Two seeds at N = 64 and batch 128 (docs/benchmarks.md, "Many workers"; docs/results/convergence-64w.jsonl):

@@ -345,10 +345,14 @@ def test_a_compressed_sync_measurement_backs_its_recipe_up_to_its_workers_only()
     assert backing(Recipe("float16"), 64) is float16  # a float transport's step does not depend on N
 
 
-def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_beyond_its_studys_workers():
-    """ternary_ef has a study at batch 256 on 2 workers (shown) and one at batch 2048 on 64 (short):
-    batch 128 on 4 workers is not measured, not condemned by the large batch's verdict."""
-    small, large = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
+def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_beyond_its_studys_workers(monkeypatch):
+    """With a study at batch 256 on 2 workers (shown) and one at batch 2048 on 64 (short), ternary_ef
+    at batch 128 on 4 workers is not measured, not condemned by the large batch's verdict."""
+    from lambdatrain.planning import recipes
+
+    studies = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
+    small, large = studies[1], studies[-1]
+    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (small, large))
     assert (small.batch_size, small.workers, small.shown) == (256, 2, True)
     assert (large.batch_size, large.workers, large.shown) == (2048, 64, False)
     assert evidence_for(Recipe("ternary_ef"), 2) is small
@@ -358,14 +362,14 @@ def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_be
 
 
 def test_a_short_study_on_more_workers_does_not_overrule_a_shown_one_on_as_few_at_a_larger_batch(monkeypatch):
-    """ternary_ef at batch 128: shown on 2 workers at batch 256, short on 64 at batch 128. On 2
-    workers the shown study is at least as hard and speaks; on 3 to 64 the batch-128 study does."""
+    """ternary_ef at batch 128: shown on 2 workers at batch 256, short on 64 at batch 128 (the
+    table's studies). On 2 workers the shown study is at least as hard and speaks; on 3 to 64 the
+    batch-128 study does."""
     from lambdatrain.planning import recipes
 
-    studies = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
-    small, large = studies[0], studies[-1]
-    many = replace(small, batch_size=128, workers=64, gap_pp=small.control_gap_pp - 2)  # short
-    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (large, many, small))
+    many, small, large = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
+    assert [(e.batch_size, e.workers, e.shown) for e in (many, small, large)] == \
+        [(128, 64, False), (256, 2, True), (2048, 64, False)]
     assert backing(Recipe("ternary_ef"), 2) is small
     assert [evidence_for(Recipe("ternary_ef"), n) for n in (3, 4, 64)] == [many] * 3
     assert backing(Recipe("ternary_ef"), 4) is None and evidence_for(Recipe("ternary_ef"), 65) is None
