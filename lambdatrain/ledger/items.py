@@ -154,6 +154,8 @@ class RunRecord:
     created_at: float = 0.0
     updated_at: float = 0.0  # the last write: for a finished run, the commit that finished it
     state_kept_round: int | None = None  # stopped or failed: the round whose residuals the watchdog kept
+    redriven_round: int | None = None  # the round last re-driven (``Ledger.mark_redriven``), and when
+    redriven_at: float = 0.0
 
     @property
     def workers(self) -> int:
@@ -171,7 +173,9 @@ def record_from_meta(item: dict[str, Any]) -> RunRecord:
                      last_train_loss=item.get("last_train_loss"), last_val_loss=item.get("last_val_loss"),
                      last_val_accuracy=item.get("last_val_accuracy"), stop_reason=item.get("stop_reason") or None,
                      created_at=float(item.get("created_at", 0)), updated_at=float(item.get("updated_at", 0)),
-                     state_kept_round=None if item.get("state_kept_round") is None else int(item["state_kept_round"]))
+                     state_kept_round=None if item.get("state_kept_round") is None else int(item["state_kept_round"]),
+                     redriven_round=None if item.get("redriven_round") is None else int(item["redriven_round"]),
+                     redriven_at=float(item.get("redriven_at", 0)))
 
 
 @dataclass(frozen=True)

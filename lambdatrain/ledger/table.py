@@ -148,6 +148,23 @@ class Ledger:
             raise
         return True
 
+    def mark_redriven(self, run: str, round_no: int) -> bool:
+        """Record that round ``round_no`` of the running run was re-driven now, so the watchdog waits
+        a whole deadline before it re-drives it again; False (nothing written) if the run has moved
+        on. On the META item, not the round's: a write to a ready round's item would reach the
+        combiner through the stream filter (schema.py) once more."""
+        try:
+            self.table.update_item(
+                Key={"pk": pk(run), "sk": META}, UpdateExpression="SET redriven_round = :r, redriven_at = :now",
+                ConditionExpression="#rd = :r AND #s = :running",
+                ExpressionAttributeNames={"#rd": "round", "#s": "state"},
+                ExpressionAttributeValues={":r": round_no, ":running": RUNNING, ":now": Decimal(repr(self.clock()))})
+        except ClientError as exc:
+            if failed_condition(exc):
+                return False
+            raise
+        return True
+
     # --- rounds ------------------------------------------------------------------------------
     def get_round(self, run: str, r: int) -> RoundRecord | None:
         return read_round(self.table, run, r)

@@ -53,6 +53,7 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
         runtime.invoker.invoke(COMBINER, CombineEvent(run=run, round=record.round, workers=record.workers,
                                                       epochsdone=record.epoch).to_event())
         detail["combine"] = True
+    runtime.ledger.mark_redriven(run, record.round)
     logger.info("re-driven", extra={"run": run, "round": record.round, **detail})
     return Outcome("redriven", run=run, round=record.round, detail=detail)
 
@@ -77,7 +78,8 @@ def keep_state(runtime: Runtime, run: str) -> int:
 
 
 def watchdog(runtime: Runtime) -> Outcome:
-    """Re-drive every running run whose current round made no progress within its deadline; keep
+    """Re-drive every running run whose current round made no progress, and was not re-driven,
+    within its deadline (so once per deadline while it stays stalled, not on every tick); keep
     the residuals of a stopped or failed compressed run (``keep_state``) once per round."""
     now = runtime.clock()
     redriven = []
@@ -92,7 +94,12 @@ def watchdog(runtime: Runtime) -> Outcome:
             continue
         record = runtime.ledger.get_run(listed.run)
         current = runtime.ledger.get_round(record.run, record.round)
-        idle = now - (current.updated_at if current else record.updated_at)
+        # Idle since the round's last progress or its last re-drive, whichever is later: what was
+        # re-driven gets a whole deadline to finish (a worker runs up to 15 minutes) before it is
+        # invoked again, instead of once more on every tick while it still runs.
+        last = max(current.updated_at if current else record.updated_at,
+                   record.redriven_at if record.redriven_round == record.round else 0.0)
+        idle = now - last
         if idle > record.config.round_deadline_s:
             redrive(runtime, record.run, reason=f"no progress for {idle:.0f} s")
             redriven.append(record.run)

@@ -12,7 +12,7 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.roles.faults import POINTS
 from lambdatrain.roles.settings import COMBINER, STARTER, WORKER
-from tests.faults.conftest import assert_survived
+from tests.faults.conftest import SETTINGS, assert_survived
 from tests.harness import FakeContext, StreamPoller
 
 
@@ -83,6 +83,26 @@ def test_worker_lost_for_good_is_redriven_by_the_watchdog(make_system, reference
     system.run_to_end(run)
     assert len(system.dead_letters) == 1
     assert_survived(system, run, reference(settings))
+
+
+def test_a_round_that_stays_stalled_is_redriven_once_per_deadline_not_on_every_tick(make_system, reference):
+    # Worker 1 of round 0 dies for good (three deaths: Lambda's two retries spent), and so does its
+    # first re-drive. A tick half a deadline after that re-drive leaves the round alone (what was
+    # re-driven may still be running: a worker runs up to 15 minutes); the tick a deadline after it
+    # re-drives it again, and the run ends in the fault-free weights.
+    system = make_system(faults=",".join(f"worker:before_write:{n}" for n in range(2, 8)))
+    run = _start(system, SETTINGS)
+    system.drain()
+    deadline = system.ledger.get_run(run).config.round_deadline_s
+    ticks = []
+    for wait in (deadline + 1, deadline / 2, deadline / 2 + 1):
+        system.clock.advance(wait)
+        ticks.append(system.invoke(COMBINER, {"watchdog": True})["redriven"])
+        system.drain()
+    assert ticks == [[run], [], [run]]
+    assert len(system.dead_letters) == 2  # the first attempt's three deaths, then the first re-drive's
+    system.run_to_end(run)
+    assert_survived(system, run, reference(SETTINGS))
 
 
 def test_round_left_open_with_every_result_is_made_ready_by_the_watchdog(make_system, reference, settings):
