@@ -253,21 +253,32 @@ def evidence_for(r: Recipe, workers: int) -> Evidence | None:
     """The study that speaks for recipe ``r`` on ``workers`` workers, of its transport, mode and
     local steps. A study covers ``r`` when it was at least as hard: a global batch at least ``r``'s
     (fewer steps per sample) and, where each worker carries state of its own (local SGD, a codec's
-    residual: ``Evidence.workers``), at least ``workers`` workers. A covering study whose gap is
-    shown speaks (the nearest: smallest batch, then fewest workers). Else the verdict is the nearest
-    batch's: a study at the smallest batch at least ``r``'s, on the fewest workers at least
-    ``workers`` (short there), or None: not measured. So a short study at a larger batch does not
-    stand in for a nearer one that did not cover ``workers`` (a large-batch study's verdict is
-    about the large batch), and a short study on more workers does not overrule a shown one on
-    as few as ``r``'s at a larger batch."""
+    residual: ``Evidence.workers``), at least ``workers`` workers. Of the covering studies the
+    nearest speak: those with no other covering study at most as far (a batch at most theirs and,
+    where workers carry state, at most their workers). A nearest study whose gap is shown speaks
+    (the smallest batch, then fewest workers). Else the verdict is the nearest batch's: a study at
+    the smallest batch at least ``r``'s, on the fewest workers at least ``workers`` (short there),
+    or None: not measured. So a short study at a larger batch does not stand in for a nearer one
+    that did not cover ``workers`` (a large-batch study's verdict is about the large batch); a
+    short study on more workers does not overrule a shown one on as few as ``r``'s at a larger
+    batch; and a shown study at a larger batch (whose rate was scaled with it) does not overrule a
+    short one at ``r``'s own batch on as many workers."""
     own_state = carries_own_state(r.transport, r.mode)
     studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ()) if e.batch_size >= r.batch_size]
     covering = [e for e in studies if not own_state or e.workers >= workers]
-    shown = [e for e in covering if e.shown]
+
+    def reach(e: Evidence) -> tuple[int, int]:
+        return e.batch_size, e.workers if own_state else 0
+
+    def farther(e: Evidence, o: Evidence) -> bool:  # o is at most as far as e in every respect, nearer in one
+        return reach(o) != reach(e) and all(a <= b for a, b in zip(reach(o), reach(e)))
+
+    nearest = [e for e in covering if not any(farther(e, o) for o in covering)]
+    shown = [e for e in nearest if e.shown]
     if shown:
         return min(shown, key=lambda e: (e.batch_size, e.workers))
-    nearest = min((e.batch_size for e in studies), default=None)
-    return min((e for e in covering if e.batch_size == nearest), key=lambda e: e.workers, default=None)
+    smallest = min((e.batch_size for e in studies), default=None)
+    return min((e for e in covering if e.batch_size == smallest), key=lambda e: e.workers, default=None)
 
 
 def backing(r: Recipe, workers: int) -> Evidence | None:

@@ -379,6 +379,24 @@ def test_a_short_study_on_more_workers_does_not_overrule_a_shown_one_on_as_few_a
     assert [backing(Recipe("ternary_ef"), n) for n in (2, 3, 64)] == [shown] * 3
 
 
+def test_a_shown_study_at_a_larger_batch_does_not_overrule_a_short_one_at_the_recipes_batch(monkeypatch):
+    """ternary_ef on 64 workers: short at batch 128, shown at batch 256 (a study whose rate was
+    scaled with its batch). Batch 256 is backed from 3 to 64 workers; batch 128 stays short there,
+    and on 2 workers the 2-worker study still backs both."""
+    from lambdatrain.planning import recipes
+
+    studies = {(e.batch_size, e.workers): e for e in EVIDENCE[("ternary_ef", "sync", 1)]}
+    many, two, big = studies[128, 64], studies[256, 2], studies[2048, 64]
+    assert (many.shown, two.shown, big.shown) == (False, True, False)
+    scaled = replace(many, batch_size=256, gap_pp=many.control_gap_pp + 1, variant={"batch_size": 256, "lr": 0.1})
+    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (big, scaled, two, many))
+    assert [evidence_for(Recipe("ternary_ef"), n) for n in (3, 17, 64)] == [many] * 3
+    assert [backing(Recipe("ternary_ef", batch_size=256), n) for n in (3, 17, 64)] == [scaled] * 3
+    assert backing(Recipe("ternary_ef"), 2) is two and backing(Recipe("ternary_ef", batch_size=256), 2) is two
+    assert backing(Recipe("ternary_ef", batch_size=256), 65) is None
+    assert evidence_for(Recipe("ternary_ef", batch_size=257), 64) is big
+
+
 def test_a_local_sgd_measurement_backs_its_recipe_up_to_its_workers_only(monkeypatch):
     """Local SGD's workers drift apart more the more there are; sync's step does not depend on N."""
     from lambdatrain.planning import recipes
