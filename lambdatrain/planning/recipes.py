@@ -84,7 +84,8 @@ class Recipe:
 # not decided here: a recipe in this list is priced; EVIDENCE below decides what is recommended.
 # Batch 2048 is issue 14's large-batch recipe for many workers: 32 images per worker at N = 64 (the
 # batch-norm batch of float32 sync at N = 4), a sixteenth of the rounds per epoch; its study runs
-# the training default's rate scaled with the batch (0.02 x 16) after one epoch of warm-up.
+# the training default's rate scaled with the batch (0.02 x 16) after one epoch of warm-up. Batch
+# 256 with ternary_ef is the nearer step: 4 images per worker at N = 64, half the rounds.
 RECIPES: tuple[Recipe, ...] = (
     Recipe("float32"),
     Recipe("float16"),
@@ -96,6 +97,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("sign_ef"),
     Recipe("ternary_ef", "average", 4),
     Recipe("ternary_ef", "average", 16),
+    Recipe("ternary_ef", batch_size=256),
     Recipe("float32", batch_size=2048),
     Recipe("ternary_ef", batch_size=2048),
 )
@@ -217,11 +219,23 @@ _MANY_WORKERS = dict(
     reference={**_STUDY, "workers": 64, "batch_size": 128, "epochs": 1, "max_train_samples": 45000,
                "val_samples": 5000, "runner": "in-process"})
 
+# docs/benchmarks.md section 3 "Many workers: batch 256 at N = 64": as _MANY_WORKERS at batch 256 and
+# lr 0.05 x 2 (the variant), against that study's float32 (7 of its seeds); control: float32 at 256.
+_MANY_WORKERS_256 = dict(
+    source=_MANY_WORKERS["source"],
+    command="python -m bench.convergence --in-process --workers 64 --batch-size 256 --lr 0.1 --samples 45000 "
+            "--epochs 1 --val-samples 5000 --eval-every 0 --no-average --control --transports float32,ternary_ef "
+            "--baseline 64:128:0.05 --seeds 0,1,2,3,4,5,6 --runs-file docs/results/convergence-64w.jsonl",
+    control_gap_pp=-0.93, control_se_pp=0.63, batch_size=256, workers=64,
+    conditions="7 seeds, vgg19_cifar width 0.125, 64 workers, 1 epoch of 45,000 images, lr 0.1, against float32 "
+               "at batch 128 and lr 0.05 on 64 workers", reference=_MANY_WORKERS["reference"],
+    variant={"batch_size": 256, "lr": 0.1})
+
 # The one place to record a measurement: (transport, mode, local_steps) -> its studies, each at its
-# own global batch; none for "not measured" (never recommended). Add a study when its runs are in a
-# runs file.
+# own global batch; none for "not measured" (never recommended). Add a study when its runs are stored.
 EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "sync", 1): (Evidence(gap_pp=0.0, se_pp=None, **_CONVERGENCE),
+                             Evidence(gap_pp=5.52, se_pp=0.37, **_MANY_WORKERS_256),
                              Evidence(gap_pp=-18.04, se_pp=1.04, **_LARGE_BATCH)),  # measured, not shown
     ("float16", "sync", 1): (Evidence(gap_pp=-0.17, se_pp=0.93, **_CONVERGENCE),),
     ("bfloat16", "sync", 1): (Evidence(gap_pp=-0.93, se_pp=0.71, **_CONVERGENCE),),
@@ -229,10 +243,11 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "average", 4): (),
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
-    # Shown on 2 workers at batch 256; short on 64 at batch 128 (each worker's own residual, 2 images
-    # each) and at batch 2048: evidence_for says which speaks for which N.
+    # Shown on 2 workers at batch 256 and on 64 at batch 256 with the rate doubled; short on 64 at
+    # batch 128 (2 images per residual) and at 2048: evidence_for says which speaks for which N.
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
                                 Evidence(gap_pp=-2.89, se_pp=0.37, **_MANY_WORKERS),  # measured, not shown
+                                Evidence(gap_pp=2.81, se_pp=1.10, **_MANY_WORKERS_256),
                                 Evidence(gap_pp=-36.79, se_pp=3.64, **_LARGE_BATCH)),  # measured, not shown
     ("sign_ef", "sync", 1): (Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),),  # measured, not shown
     # Two seeds at N = 64 and batch 128 (docs/benchmarks.md, "Many workers"; docs/results/convergence-64w.jsonl):
@@ -252,17 +267,14 @@ def carries_own_state(transport_name: str, mode: str) -> bool:
 def evidence_for(r: Recipe, workers: int) -> Evidence | None:
     """The study that speaks for recipe ``r`` on ``workers`` workers, of its transport, mode and
     local steps. A study covers ``r`` when it was at least as hard: a global batch at least ``r``'s
-    (fewer steps per sample) and, where each worker carries state of its own (local SGD, a codec's
-    residual: ``Evidence.workers``), at least ``workers`` workers. Of the covering studies the
-    nearest speak: those with no other covering study at most as far (a batch at most theirs and,
-    where workers carry state, at most their workers). A nearest study whose gap is shown speaks
-    (the smallest batch, then fewest workers). Else the verdict is the nearest batch's: a study at
-    the smallest batch at least ``r``'s, on the fewest workers at least ``workers`` (short there),
-    or None: not measured. So a short study at a larger batch does not stand in for a nearer one
-    that did not cover ``workers`` (a large-batch study's verdict is about the large batch); a
-    short study on more workers does not overrule a shown one on as few as ``r``'s at a larger
-    batch; and a shown study at a larger batch (whose rate was scaled with it) does not overrule a
-    short one at ``r``'s own batch on as many workers."""
+    and, where each worker carries state of its own (``carries_own_state``), at least ``workers``
+    workers. Of those, the nearest speak (no other covering study is at most as far in batch and,
+    with per-worker state, in workers); a shown one backs ``r`` (smallest batch, then fewest
+    workers). Else the verdict is the nearest batch's: the study at the smallest batch at least
+    ``r``'s on the fewest workers at least ``workers`` (short), or None: not measured. So a large
+    batch's verdict does not stand in for a nearer study that did not cover ``workers``; a short
+    study on more workers does not overrule a shown one on as few at a larger batch; and a shown
+    study at a larger batch (its rate scaled) does not overrule a short one at ``r``'s batch."""
     own_state = carries_own_state(r.transport, r.mode)
     studies = [e for e in EVIDENCE.get((r.transport, r.mode, r.local_steps), ()) if e.batch_size >= r.batch_size]
     covering = [e for e in studies if not own_state or e.workers >= workers]

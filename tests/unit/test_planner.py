@@ -350,8 +350,8 @@ def test_a_large_batch_study_on_many_workers_does_not_speak_for_a_small_batch_be
     at batch 128 on 4 workers is not measured, not condemned by the large batch's verdict."""
     from lambdatrain.planning import recipes
 
-    studies = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
-    small, large = studies[1], studies[-1]
+    studies = {(e.batch_size, e.workers): e for e in EVIDENCE[("ternary_ef", "sync", 1)]}
+    small, large = studies[256, 2], studies[2048, 64]
     monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (small, large))
     assert (small.batch_size, small.workers, small.shown) == (256, 2, True)
     assert (large.batch_size, large.workers, large.shown) == (2048, 64, False)
@@ -367,9 +367,10 @@ def test_a_short_study_on_more_workers_does_not_overrule_a_shown_one_on_as_few_a
     batch-128 study does."""
     from lambdatrain.planning import recipes
 
-    many, small, large = sorted(EVIDENCE[("ternary_ef", "sync", 1)], key=lambda e: e.batch_size)
-    assert [(e.batch_size, e.workers, e.shown) for e in (many, small, large)] == \
-        [(128, 64, False), (256, 2, True), (2048, 64, False)]
+    studies = {(e.batch_size, e.workers): e for e in EVIDENCE[("ternary_ef", "sync", 1)]}
+    many, small, large = studies[128, 64], studies[256, 2], studies[2048, 64]
+    assert [e.shown for e in (many, small, large)] == [False, True, False]
+    monkeypatch.setitem(recipes.EVIDENCE, ("ternary_ef", "sync", 1), (many, small, large))
     assert backing(Recipe("ternary_ef"), 2) is small
     assert [evidence_for(Recipe("ternary_ef"), n) for n in (3, 4, 64)] == [many] * 3
     assert backing(Recipe("ternary_ef"), 4) is None and evidence_for(Recipe("ternary_ef"), 65) is None
