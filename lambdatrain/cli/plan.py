@@ -26,7 +26,8 @@ from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import RECIPES, TRANSPORTS, Recipe, backing, evidence_for, narrow
+from lambdatrain.planning.recipes import RECIPES, Recipe, backing, evidence_for, narrow
+from lambdatrain.planning.transports import TRANSPORTS
 from lambdatrain.planning.recommend import (NOT_MEASURED, SHORT, accuracy_note, recipe_of, recommend,
                                              workers_by_status)
 from lambdatrain.protocol.config import DEFAULTS, MODES

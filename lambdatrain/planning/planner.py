@@ -89,7 +89,8 @@ from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the plann
     ARCHITECTURES, DAYS_PER_MONTH, STATE_EXPIRY_DAYS, STATE_KEPT_DAYS, Prices,
 )
 from lambdatrain.planning.costs import epoch_cost
-from lambdatrain.planning.recipes import RECIPES, Recipe, transport
+from lambdatrain.planning.recipes import RECIPES, Recipe
+from lambdatrain.planning.transports import transport
 from lambdatrain.planning.residuals import state_bytes, state_seconds
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 from lambdatrain.roles.runtime import INVOKE_POOL
@@ -146,7 +147,7 @@ class Scenario:
     shards: int = 1
     batch_size: int = 256  # global batch: samples per round over all workers
     train_samples: int = 45_000  # CIFAR-10's training split after the 10 % validation split
-    transport: str = "float32"  # a name in recipes.TRANSPORTS
+    transport: str = "float32"  # a name in transports.TRANSPORTS
     mode: str = "sync"  # sync: one optimizer step per round; average: local SGD
     local_steps: int = 1  # average mode: optimizer steps per worker per round
     combiner_memory_mb: int = COMBINER_MEMORY_MB

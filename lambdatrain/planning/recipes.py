@@ -1,12 +1,7 @@
-"""What the planner can price and what it may recommend: the transports (how a worker's result
-travels), the recipes (transport, mode, local steps, global batch) that ``lambdatrain plan``
-evaluates by default, and ``EVIDENCE``, the table of which recipes' accuracy has been measured.
-
-A transport is runnable when a run accepts it (``lambdatrain.protocol.config.TRANSPORTS``): the
-float transports and the compressed ``ternary_ef`` and ``sign_ef`` (the codecs of
-lambdatrain/training/compress/ with error feedback). The codecs' sizes come from that package's
-``payload_nbytes``, never from constants here, so a change of block or packing moves the plan
-with it.
+"""What the planner can price and what it may recommend: the recipes (transport, mode, local steps,
+global batch) that ``lambdatrain plan`` evaluates by default, and ``EVIDENCE``, the table of which
+recipes' accuracy has been measured. The transports themselves (how a worker's result travels,
+and its size) are lambdatrain/planning/transports.py's.
 
 Priced is not recommended: ``lambdatrain plan --recommend`` considers only recipes that
 ``EVIDENCE`` backs with a measured gap to float32 (``backing``).
@@ -17,42 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
-from lambdatrain.protocol.config import COMPRESSED, MODES
-from lambdatrain.protocol.config import TRANSPORTS as RUNNABLE_TRANSPORTS
+from lambdatrain.planning.transports import transport
+from lambdatrain.protocol.config import MODES
 from lambdatrain.protocol.errors import LambdaTrainError
-
-
-@dataclass(frozen=True)
-class Transport:
-    name: str
-    bytes_per_param: int = 0  # a float dtype's width; 0 for a codec, sized by payload_nbytes
-    codec: str | None = None  # lambdatrain.training.compress codec name, None for a float dtype
-
-    @property
-    def runnable(self) -> bool:
-        return self.name in RUNNABLE_TRANSPORTS
-
-    def payload_bytes(self, params: int) -> int:
-        """Bytes of one result of a ``params``-element vector in this transport."""
-        if self.codec is None:
-            return params * self.bytes_per_param
-        # Imported here: lambdatrain.training pulls in torch, which `lambdatrain --help` should not pay.
-        from lambdatrain.training.compress import payload_nbytes
-
-        return payload_nbytes(params, self.codec)
-
-
-TRANSPORTS = {t.name: t for t in (
-    Transport("float32", 4), Transport("float16", 2), Transport("bfloat16", 2),
-    *(Transport(name, codec=codec) for name, codec in COMPRESSED.items()),
-)}
-
-
-def transport(name: str) -> Transport:
-    try:
-        return TRANSPORTS[name]
-    except KeyError:
-        raise ValueError(f"unknown transport {name!r}; known: {', '.join(TRANSPORTS)}") from None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from lambdatrain.planning import calibration
 from lambdatrain.planning import planner
 from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import (EVIDENCE, RECIPES, TRANSPORTS, NoBackedRecipe, Recipe, backing,
-                                         evidence_for, narrow)
+from lambdatrain.planning.recipes import EVIDENCE, RECIPES, NoBackedRecipe, Recipe, backing, evidence_for, narrow
+from lambdatrain.planning.transports import TRANSPORTS
 from lambdatrain.planning.recommend import accuracy_note, recipe_of, recommend
 from lambdatrain.protocol.config import TRANSPORTS as config_transports
 from lambdatrain.training.data import open_prepared
