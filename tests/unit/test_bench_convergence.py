@@ -241,7 +241,8 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
             checked.add((transport, mode, steps, evidence.batch_size, evidence.workers))
     assert {("ternary_ef", "sync", 1, 256, 2), ("ternary_ef", "sync", 1, 128, 64), ("float32", "sync", 1, 2048, 64),
             ("ternary_ef", "sync", 1, 2048, 64), ("float32", "sync", 1, 256, 64),
-            ("ternary_ef", "sync", 1, 256, 64)} <= checked
+            ("ternary_ef", "sync", 1, 256, 64), ("float32", "sync", 1, 512, 64),
+            ("ternary_ef", "sync", 1, 512, 64)} <= checked
 
 
 def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same_epochs(trained, capsys):
