@@ -26,7 +26,7 @@ from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
 from lambdatrain.planning.calibration import calibrate, model_sizes
 from lambdatrain.planning.plot import plot_plan
-from lambdatrain.planning.recipes import RECIPES, Recipe, backing, evidence_for, narrow
+from lambdatrain.planning.recipes import RECIPES, Recipe, evidence_for, narrow
 from lambdatrain.planning.transports import TRANSPORTS
 from lambdatrain.planning.recommend import (NOT_MEASURED, SHORT, accuracy_note, recipe_of, recommend,
                                              workers_by_status)
@@ -159,7 +159,7 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
         row["accuracy_measured"] = evidence is not None
         row["accuracy_study"] = None if evidence is None else {"batch_size": evidence.batch_size,
                                                                 "workers": evidence.workers}
-        row["accuracy_shown"] = backing(recipe_of(row), row["workers"]) is not None
+        row["accuracy_shown"] = evidence is not None and evidence.shown  # what backing() says, looked up once
     fastest = [{"recipe": r.label, "shards": s, "memory_mb": m, "workers": planner.best(rows, s, m, r.label)["workers"]}
                for r in recipes for s in shards for m in memories]  # where adding workers stops paying, per line
     if png is not None:

@@ -30,6 +30,7 @@ def test_plan_with_provisioned_concurrency_has_no_cold_start(cli):
 
 def test_plan_evaluates_every_recipe_for_every_configuration(cli):
     from lambdatrain.planning.recipes import EVIDENCE, RECIPES
+    from lambdatrain.protocol.config import COMPRESSED
 
     result = cli(*FLAGS, "--shards", "1,2")
     assert result.exit_code == 0, result.output
@@ -42,7 +43,7 @@ def test_plan_evaluates_every_recipe_for_every_configuration(cli):
                       "state_bytes_per_worker_round", "accuracy_measured", "accuracy_shown"):
             assert field in row, field
         assert row["runnable"]
-        compressed = row["transport"] in ("ternary_ef", "sign_ef")
+        compressed = row["transport"] in COMPRESSED
         assert row["state_store"] == ("s3" if compressed else "none")
         assert (row["state_bytes_per_worker_round"] > 0) == compressed
         own_state = row["mode"] == "average" or compressed  # per-worker state: a study speaks up to its N
@@ -115,6 +116,7 @@ def test_recommend_prints_the_fastest_measured_configuration_and_its_measurement
 def test_recommend_as_json_agrees_with_the_rows(cli):
     result = cli(*RECOMMEND, "--budget-per-epoch", "1000", "--json")
     assert result.exit_code == 0, result.output
+    from lambdatrain.protocol.config import COMPRESSED
     plan = json.loads(result.stdout)
     pick = plan["recommended"][0]
     fits = [r for r in plan["rows"] if r["accuracy_shown"] and r["cost_per_epoch"] <= 1000]
@@ -123,7 +125,7 @@ def test_recommend_as_json_agrees_with_the_rows(cli):
     # The study that backs it was at least as hard: its batch at least the pick's, and its workers
     # where each worker compresses with its own residual.
     assert pick["backed_by"]["batch_size"] >= pick["batch_size"]
-    assert pick["transport"] not in ("ternary_ef", "sign_ef") or pick["backed_by"]["workers"] >= pick["workers"]
+    assert pick["transport"] not in COMPRESSED or pick["backed_by"]["workers"] >= pick["workers"]
     assert plan["budget_per_epoch"] == 1000
 
 
