@@ -29,13 +29,14 @@ for a compressed transport, its residual 4P::
 
     worker read     N * model              (compressed, a warm worker: N * update, the result's size)
     worker write    N * result
-    combiner read   N * result              (S > 1: + S * state + state)
+    combiner read   N * result              (S > 1: + state + state)
     combiner write  state                   (+ state when S > 1; + the update when compressed)
 
 One combiner (S = 1) keeps the state it wrote for its next round in memory (roles/warm.py) and, in
-the warm round planned here, reads none of it back. Each of S > 1 shares reads the whole weights
-and momentum files (lambdatrain/roles/claimed.py ``reduce_slice``) and writes its slice; the share
-that completes the round reads the slices back and writes the whole files (roles/sharding.py
+the warm round planned here, reads none of it back. Each of S > 1 shares reads its slice of the
+weights and state files, a state in all (lambdatrain/roles/claimed.py ``reduce_slice``: the
+combine that wrote them recorded each slice's checksum), and writes its slice; the share that
+completes the round reads the slices back and writes the whole files (roles/sharding.py
 ``_assemble``). Those reads are in ``combiner_fixed_s`` for time (bench.planner calibrates it), in
 the bytes for dollars; the small digest sidecars beside each file are in neither.
 
@@ -202,10 +203,10 @@ def efs_bytes(s: Scenario) -> dict[str, int]:
     """Bytes read and written on EFS per round by all workers and by the combiner (module docstring)."""
     model, result, n, p = 4 * s.params, s.result_bytes(), s.workers, s.params - s.buffers
     state = model + (4 * p if s.mode == "sync" else 0) + (4 * p if s.compressed else 0)  # weights, momentum, residual
-    assembled = state if s.shards > 1 else 0  # shares' slices, written then read back
+    assembled = state if s.shards > 1 else 0  # shares' slices, written then read back (and each reads its own)
     return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
             # One combiner, warm, keeps the state it wrote (roles/warm.py); S shares read it back.
-            "combiner_read": n * result + (s.shards * state + assembled if s.shards > 1 else 0),
+            "combiner_read": n * result + (state + assembled if s.shards > 1 else 0),
             "combiner_write": state + assembled + (result if s.compressed else 0)}
 
 

@@ -41,7 +41,7 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
     if finished:
         metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
-    digest = _write(paths, ev.round, stepped, metric, record.config.checksum)
+    digest = _write(paths, ev.round, stepped, metric, record)
     if record.config.combine_shards == 1:  # whoever commits the round writes these very bytes
         warm.keep(str(paths.mount), ev.run, ev.round + 1, digest, stepped.weights, stepped.momentum, stepped.residual)
     runtime.faults.point("after_write")
@@ -86,6 +86,11 @@ def slice_bounds(record: RunRecord, size: int, shard: int | None) -> tuple[int, 
     return feedback.shard_slices(record.config.transport, record.n_params, size, record.config.combine_shards)[shard]
 
 
+def state_slice(record: RunRecord, lo: int, hi: int) -> tuple[int, int]:
+    """The elements of a parameter-sized state file (momentum, residual) that weights [lo, hi) step."""
+    return min(lo, record.n_params), min(hi, record.n_params)
+
+
 def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.RunLayout,
                  results: list[ResultRecord], shard: int | None = None) -> Stepped:
     """New weights (and momentum, and for a compressed transport the residual and update) of one
@@ -99,17 +104,25 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     if sorted(f.worker for f in files) != list(range(record.workers)):
         raise CorruptFile(paths.round_dir(round_no), f"round {round_no} of run {record.run} is ready but has "
                           f"results of workers {[f.worker for f in files]}")
-    # The unsharded combine that committed the round before, warm, kept what it wrote (warm.py).
+    # The unsharded combine that committed the round before, warm, kept what it wrote (warm.py); a
+    # share reads only its slice of the weights and state files, where the combine that wrote them
+    # recorded the slices' checksums (_write), else the whole files.
     kept = warm.take(str(paths.mount), record.run, round_no, record.weights) if shard is None else None
-    weights = kept.weights if kept else efs.read_array(paths.weights(round_no), record.weights)
-    lo, hi = slice_bounds(record, weights.size, shard)
     c = record.config
+    if shard is None:
+        weights = kept.weights if kept else efs.read_array(paths.weights(round_no), record.weights)
+        size = weights.size
+        lo, hi = 0, size
+    else:
+        size = efs.array_length(paths.weights(round_no))
+        lo, hi = slice_bounds(record, size, shard)
+        weights = efs.read_range(paths.weights(round_no), lo, hi, shard, c.combine_shards, record.weights)
     codec = COMPRESSED.get(c.transport)
     try:
         if codec:
-            average = compressed_sum(files, lo=lo, hi=hi, n_params=record.n_params, size=weights.size, codec=codec)
+            average = compressed_sum(files, lo=lo, hi=hi, n_params=record.n_params, size=size, codec=codec)
         else:
-            average = weighted_sum(files, weights.size, lo=lo, hi=hi)
+            average = weighted_sum(files, size, lo=lo, hi=hi)
     except CorruptFile as exc:
         worker = next((f.worker for f in files if f.path == exc.path), None)
         if worker is None:
@@ -118,32 +131,37 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
     n_params = max(0, min(hi, record.n_params) - lo)  # parameters inside [lo, hi)
-    momentum = kept.momentum if kept else _read_state(paths.optim(round_no), lo, n_params)
+    momentum = kept.momentum if kept else _read_state(paths.optim(round_no), record, lo, hi, shard)
     step = dict(mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
                 sgd=sgd_options(c))
     if codec is None:
-        return Stepped(*apply_update(weights[lo:hi], average, momentum, **step))
+        return Stepped(*apply_update(weights, average, momentum, **step))
     # Round 0 starts from a zero residual; any later round's must be there (written with its weights).
     if kept:
         residual = kept.residual
     else:
-        residual = _read_state(paths.residual(round_no), lo, n_params) if round_no else None
+        residual = _read_state(paths.residual(round_no), record, lo, hi, shard) if round_no else None
     if round_no and residual is None:
         raise CorruptFile(paths.residual(round_no), "the combiner's residual is missing")
-    return Stepped(*feedback.step_slice(weights[lo:hi], average, momentum, residual, codec=codec, **step))
+    return Stepped(*feedback.step_slice(weights, average, momentum, residual, codec=codec, **step))
 
 
-def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any], checksum: str) -> efs.Digest:
+def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any], record: RunRecord) -> efs.Digest:
     # Optimizer state, residual, update and metric first, weights last: weights with their digest
     # mark a round as complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
+    # Sharded, each state file's digest records its S slices' checksums: the next round's shares
+    # read only their own (reduce_slice), a model size in all instead of S.
+    checksum, shards = record.config.checksum, record.config.combine_shards
+    slices = None if shards == 1 else [slice_bounds(record, stepped.weights.size, s) for s in range(shards)]
+    state = None if slices is None else [state_slice(record, lo, hi) for lo, hi in slices]
     if stepped.momentum is not None:
-        efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum)
+        efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum, ranges=state)
     if stepped.residual is not None:
-        efs.write_array(paths.residual(round_no + 1), stepped.residual, checksum=checksum)
+        efs.write_array(paths.residual(round_no + 1), stepped.residual, checksum=checksum, ranges=state)
     if stepped.update is not None:
         efs.write_array(paths.update(round_no), stepped.update, checksum=checksum)
     efs.write_json(paths.metric(round_no), metric)
-    return efs.write_array(paths.weights(round_no + 1), stepped.weights, checksum=checksum)
+    return efs.write_array(paths.weights(round_no + 1), stepped.weights, checksum=checksum, ranges=slices)
 
 
 def _prune_residuals(runtime: Runtime, record: RunRecord, committed_round: int) -> None:
@@ -157,9 +175,15 @@ def _prune_residuals(runtime: Runtime, record: RunRecord, committed_round: int) 
         logger.warning("could not prune workers' residuals", extra={"rounds": rounds, "error": str(exc)})
 
 
-def _read_state(path: Path, lo: int, n_params: int) -> np.ndarray | None:
-    """Elements [lo, lo + n_params) of a parameter-sized state file (momentum, residual); None if absent."""
-    return efs.read_array(path)[lo:lo + n_params] if path.exists() else None
+def _read_state(path: Path, record: RunRecord, lo: int, hi: int, shard: int | None) -> np.ndarray | None:
+    """The elements of a parameter-sized state file (momentum, residual) that weights [lo, hi) step
+    (``state_slice``); None if absent."""
+    if not path.exists():
+        return None
+    if shard is None:
+        return efs.read_array(path)
+    a, b = state_slice(record, lo, hi)
+    return efs.read_range(path, a, b, shard, record.config.combine_shards)
 
 
 def reopen(runtime: Runtime, record: RunRecord, ev: CombineEvent, token: str, exc: CorruptFile) -> Outcome:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lambdatrain.protocol.config import CHECKSUMS, DEFAULTS
@@ -68,10 +68,15 @@ def algorithm_of(checksum: str) -> str:
 class Digest:
     bytes: int
     checksum: str  # "<algorithm>:<hex>"
+    # The checksums of element slices of the array (a sharded combine's S slices, efs.write_array's
+    # ``ranges``), so a share reads and verifies only its own slice. Recorded beside the file, not in
+    # the ledger, and not part of a digest's identity: the whole file's length and checksum are.
+    ranges: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d: dict[str, Any] = {"bytes": self.bytes, "checksum": self.checksum}
+        return {**d, "ranges": list(self.ranges)} if self.ranges else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Digest":
-        return cls(bytes=int(d["bytes"]), checksum=str(d["checksum"]))
+        return cls(bytes=int(d["bytes"]), checksum=str(d["checksum"]), ranges=tuple(str(c) for c in d.get("ranges", ())))

@@ -57,10 +57,13 @@ def digest_of(array: np.ndarray, checksum: str = DEFAULT_ALGORITHM) -> Digest:
     return Digest(bytes=writer.count, checksum=finish(checksum, writer.hash))
 
 
-def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORITHM, sidecar: bool = True) -> Digest:
+def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORITHM, sidecar: bool = True,
+                ranges: list[tuple[int, int]] | None = None) -> Digest:
     """Write ``array`` as .npy atomically and return its digest (also written beside it).
 
-    ``checksum`` is the algorithm (a name in ``digest.ALGORITHMS``); the digest records it.
+    ``checksum`` is the algorithm (a name in ``digest.ALGORITHMS``); the digest records it, and
+    with ``ranges`` (element slices of a 1-D array) the checksum of each slice's bytes, which
+    :func:`read_range` verifies.
     """
     hasher = new_hasher(checksum)  # an unknown algorithm fails here, before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,8 @@ def write_array(path: Path, array: np.ndarray, *, checksum: str = DEFAULT_ALGORI
             np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        digest = Digest(bytes=writer.count, checksum=finish(checksum, hasher))
+        digest = Digest(bytes=writer.count, checksum=finish(checksum, hasher),
+                        ranges=tuple(range_digests(array, ranges, checksum)) if ranges else ())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -222,6 +226,36 @@ def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: in
         yield from _chunks(reader, (hi - lo) * dtype.itemsize, dtype, path, chunk_bytes, buffers)
     if finish(algorithm, hasher) != checksum:
         raise CorruptFile(path, f"checksum of elements [{lo}, {hi}) does not match its record")
+
+
+def array_length(path: Path) -> int:
+    """Elements of a 1-D .npy file, from its header alone."""
+    try:
+        f = Counted(open(path, "rb", buffering=0), path)
+    except OSError as exc:
+        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
+    with f:
+        shape, _ = _open_npy(_HashingReader(f, None), path)
+    return int(np.prod(shape))
+
+
+def read_range(path: Path, lo: int, hi: int, shard: int, shards: int, whole: Digest | None = None) -> np.ndarray:
+    """Elements [lo, hi) of a 1-D array file, which is share ``shard`` of ``shards``' slice: only
+    those bytes, verified by their own checksum, where the file's digest records the ``shards``
+    slices' (written with ``ranges``); else the whole file, verified, then sliced. ``whole``: the
+    digest the file must have (the ledger's, for weights); the digest beside the file must agree
+    with it before its slices are trusted, and where it does not or is unreadable, the whole file
+    is read and verified against ``whole``."""
+    try:
+        beside = read_digest(path)
+    except CorruptFile:
+        if whole is None:
+            raise
+        beside = whole
+    if len(beside.ranges) == shards and (whole is None or beside == whole):
+        parts = list(stream_range(path, lo, hi, beside.ranges[shard]))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return read_array(path, whole or beside)[lo:hi]
 
 
 def read_array(path: Path, digest: Digest | None = None) -> np.ndarray:

@@ -16,6 +16,8 @@ from lambdatrain.roles import warm, worker
 from lambdatrain.storage import efs, state, traffic
 from tests.faults.conftest import SETTINGS, assert_survived
 
+SMALL = {"model": "vgg19_cifar", "width": 0.0625, "batch_size": 32, "micro_batch": 8, "augment": False}
+
 
 def _cold(system):
     """Every invocation in a fresh environment: forget what this process holds before each step."""
@@ -121,3 +123,31 @@ def test_a_warm_combiner_reads_none_of_its_own_state_back_and_ends_bit_identical
     cold.run_to_end(run)
     assert traffic.totals()["optim"]["read"] > 0
     assert_survived(cold, run, reference(settings))
+
+
+@pytest.mark.parametrize("transport", ["float32", "ternary_ef"])
+def test_each_share_reads_only_its_slice_of_the_combiners_state(make_system, transport):
+    """S shares read a state file once between them, not S times: each its own slice (checked by
+    the slice's checksum, recorded when the file was written), and the last share the S slices
+    back to assemble them. The planner prices exactly this (planner.efs_bytes)."""
+    shards, system = 3, make_system()
+    traffic.reset()
+    run = system.invoke("starter", {"start": True, "workers": 2, "epochs": 1, "run": "sliced", **SMALL,
+                                    "keep_rounds": 100, "max_train_samples": 128, "combine_shards": shards, "transport": transport})["run"]
+    system.drain()
+    record = system.ledger.get_run(run)
+    assert record.state == "done" and record.round >= 2
+    paths = efs.RunLayout(system.mount, run)  # every round's state files kept (keep_rounds)
+    header = paths.optim(1).stat().st_size - 4 * record.n_params  # a .npy header: 128 bytes
+    kinds = ["optim"] + (["residual"] if transport == "ternary_ef" else [])
+    for kind in kinds:
+        state = getattr(paths, kind)
+        # Every round's slice files are the same sizes; retention has pruned all but the last round's.
+        slices = [p.stat().st_size for p in paths.round_dir(record.round - 1).glob(f"{kind}-s*.npy")]
+        assert len(slices) == shards
+        # Rounds 1 on (round 0 starts without momentum and residual): the shares' slices of the
+        # file, each after the header; every round, the last share's read of the S slice files.
+        shares = sum(state(r).stat().st_size - header + shards * header for r in range(1, record.round))
+        assembled = record.round * sum(slices)
+        assert traffic.totals()[kind]["read"] == shares + assembled
+        assert len(efs.read_digest(state(1)).ranges) == shards

@@ -127,3 +127,67 @@ def test_remove_temporaries_takes_a_folders_and_named_files_temporaries_only(tmp
     later.write_bytes(b"x")
     assert efs.remove_temporaries(folder, weights / "r000001.npy") == 2
     assert list(tmp_path.rglob("*.tmp")) == [later]
+
+
+SLICES = [(0, 1000), (1000, 2500), (2500, 3000)]  # three shares' slices of a 3,000-element state file
+
+
+def _flip(path, element: int) -> None:
+    """Change one byte of ``element`` in a float32 .npy file (after its header)."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - 4 * 3000 + 4 * element] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_share_reads_only_its_slice_of_a_file_written_with_its_slices_checksums(tmp_path):
+    from lambdatrain.storage import traffic
+
+    data = np.random.default_rng(0).standard_normal(3000).astype(np.float32)
+    path = tmp_path / "optim" / "r000001.npy"
+    digest = efs.write_array(path, data, ranges=SLICES)
+    assert len(digest.ranges) == 3 and digest == efs.read_digest(path)  # ranges are beside it, not its identity
+    traffic.reset()
+    got = efs.read_range(path, 1000, 2500, 1, 3)
+    assert np.array_equal(got, data[1000:2500])
+    header = path.stat().st_size - 4 * 3000
+    # The .npy header and the slice's 1,500 elements, not the other 1,500 (the digest beside it is
+    # counted under "digests").
+    assert traffic.totals()["optim"]["read"] == header + 4 * 1500
+
+
+def test_a_flipped_byte_is_caught_by_the_share_whose_slice_holds_it(tmp_path):
+    data = np.arange(3000, dtype=np.float32)
+    path = tmp_path / "a.npy"
+    efs.write_array(path, data, ranges=SLICES)
+    _flip(path, 2600)
+    assert np.array_equal(efs.read_range(path, 0, 1000, 0, 3), data[:1000])  # not its bytes
+    with pytest.raises(CorruptFile, match=r"elements \[2500, 3000\)"):
+        efs.read_range(path, 2500, 3000, 2, 3)
+    with pytest.raises(CorruptFile):  # and by any whole read
+        efs.read_array(path)
+
+
+def test_a_file_without_its_slices_checksums_is_read_whole_and_verified(tmp_path):
+    data = np.arange(3000, dtype=np.float32)
+    path = tmp_path / "a.npy"
+    whole = efs.write_array(path, data)  # written unsharded (round 0's weights), or for another S
+    assert np.array_equal(efs.read_range(path, 1000, 2500, 1, 3, whole), data[1000:2500])
+    efs.write_array(path, data, ranges=SLICES[:2] + [(2500, 2800), (2800, 3000)])
+    assert np.array_equal(efs.read_range(path, 1000, 2500, 1, 3), data[1000:2500])
+    _flip(path, 10)  # outside the slice, but a whole read verifies every byte
+    with pytest.raises(CorruptFile):
+        efs.read_range(path, 1000, 2500, 1, 3)
+
+
+def test_a_digest_beside_the_file_that_disagrees_with_the_ledgers_is_not_trusted_for_slices(tmp_path):
+    data = np.arange(3000, dtype=np.float32)
+    path = tmp_path / "a.npy"
+    ledger = efs.write_array(path, data, ranges=SLICES)
+    efs.digest_path(path).unlink()  # no digest beside it: the ledger's verifies a whole read
+    assert np.array_equal(efs.read_range(path, 0, 1000, 0, 3, ledger), data[:1000])
+    efs.write_array(tmp_path / "b.npy", data + 1, ranges=SLICES)  # another file's digest beside it
+    efs.digest_path(path).write_text(efs.digest_path(tmp_path / "b.npy").read_text())
+    assert np.array_equal(efs.read_range(path, 0, 1000, 0, 3, ledger), data[:1000])
+    path.write_bytes(efs.digest_path(tmp_path / "b.npy").parent.joinpath("b.npy").read_bytes())
+    with pytest.raises(CorruptFile, match="does not match its record"):  # read whole, against the ledger's
+        efs.read_range(path, 0, 1000, 0, 3, ledger)
