@@ -22,7 +22,7 @@ from lambdatrain.protocol.config import COMPRESSED, RunConfig, parse_config
 from lambdatrain.protocol.events import Outcome, check_run_id
 from lambdatrain.roles.runtime import Runtime
 from lambdatrain.roles.settings import ENV_BUCKET
-from lambdatrain.training import trainer
+from lambdatrain.training import feedback, trainer
 
 
 def _run_id(event: Mapping[str, Any], request_id: str | None) -> str:
@@ -68,7 +68,10 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
                                   "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
                                   "n_params": flat.n_params, "created_at": runtime.clock()})
     runtime.faults.point("after_config")
-    digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum)
+    # Sharded, with the shares' slices' checksums, so that round 0's shares too read only their slice.
+    slices = None if config.combine_shards == 1 else feedback.shard_slices(config.transport, flat.n_params,
+                                                                             weights.size, config.combine_shards)
+    digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum, ranges=slices)
     runtime.faults.point("after_weights")
     try:
         runs.create_run(run, config, per_epoch, digest, n_params=flat.n_params, num_classes=len(data.classes))

@@ -4,7 +4,8 @@ A worker's residual lives in S3 and its environment may keep it (storage/state.p
 come from the previous round's plus the combiner's update when the environment holds them, else
 from EFS (roles/worker.py). Which path a round takes depends on Lambda's routing, so the result
 must not: a run whose every invocation lands in a fresh environment ends bit-identical to one
-whose environment stays warm.
+whose environment stays warm. The combiner's state, too: what a warm combiner keeps, and what a
+sharded combine's shares read of it.
 """
 
 from __future__ import annotations
@@ -126,10 +127,11 @@ def test_a_warm_combiner_reads_none_of_its_own_state_back_and_ends_bit_identical
 
 
 @pytest.mark.parametrize("transport", ["float32", "ternary_ef"])
-def test_each_share_reads_only_its_slice_of_the_combiners_state(make_system, transport):
-    """S shares read a state file once between them, not S times: each its own slice (checked by
-    the slice's checksum, recorded when the file was written), and the last share the S slices
-    back to assemble them. The planner prices exactly this (planner.efs_bytes)."""
+def test_each_share_reads_only_its_slice_of_the_weights_and_state(make_system, transport):
+    """S shares read the weights, momentum and residual files once between them, not S times: each
+    its own slice (checked by the slice's checksum, recorded when the file was written, by the
+    starter for round 0's weights), and the last share the S slices back to assemble them. The
+    planner prices exactly this (planner.efs_bytes)."""
     shards, system = 3, make_system()
     traffic.reset()
     run = system.invoke("starter", {"start": True, "workers": 2, "epochs": 1, "run": "sliced", **SMALL,
@@ -151,3 +153,13 @@ def test_each_share_reads_only_its_slice_of_the_combiners_state(make_system, tra
         assembled = record.round * sum(slices)
         assert traffic.totals()[kind]["read"] == shares + assembled
         assert len(efs.read_digest(state(1)).ranges) == shards
+    # The weights too, from round 0's (the starter's): each share its slice, the last the S slices.
+    whole = paths.weights(0).stat().st_size
+    slices = [p.stat().st_size for p in paths.round_dir(record.round - 1).glob("combined-s*.npy")]
+    assert len(efs.read_digest(paths.weights(0)).ranges) == shards
+    # Each share also reads the header alone first, for the vector's length (efs.array_length).
+    combiner = record.round * (whole - header + 2 * shards * header + sum(slices))
+    # The workers' (float32: each, every round; ternary_ef: the first of round 0, which this one
+    # process then holds, as test_a_warm_combiner_reads_none... says) and the export's.
+    others = ((record.round * 2 if transport == "float32" else 1) + 1) * whole
+    assert traffic.totals()["weights"]["read"] == combiner + others
