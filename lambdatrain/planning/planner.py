@@ -205,7 +205,7 @@ def efs_bytes(s: Scenario) -> dict[str, int]:
     state = model + (4 * p if s.mode == "sync" else 0) + (4 * p if s.compressed else 0)  # weights, momentum, residual
     assembled = state if s.shards > 1 else 0  # shares' slices, written then read back (and each reads its own)
     return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
-            # One combiner, warm, keeps the state it wrote (roles/warm.py); S shares read it back.
+            # One combiner, warm, keeps the state it wrote (roles/warm.py); S shares read it back, a slice each.
             "combiner_read": n * result + (state + assembled if s.shards > 1 else 0),
             "combiner_write": state + assembled + (result if s.compressed else 0)}
 

@@ -183,20 +183,24 @@ _MANY_WORKERS = dict(
                "val_samples": 5000, "runner": "in-process"})
 
 
-def _many_workers_at(batch: int, lr: float, control_gap_pp: float, control_se_pp: float) -> dict[str, Any]:
+def _many_workers_at(batch: int, lr: float, control_gap_pp: float, control_se_pp: float,
+                     warmup: float = 0.0) -> dict[str, Any]:
     """docs/benchmarks.md section 3 "Many workers: batch 256 and 512 at N = 64": _MANY_WORKERS's
-    study at ``batch`` with the rate scaled with it (the variant), against that study's float32 at
-    batch 128 (7 of its seeds); the control is float32 with the variant on two threads."""
+    study at ``batch`` and rate ``lr`` (after ``warmup`` epochs of warm-up; the variant), against
+    that study's float32 at batch 128 (7 of its seeds); the control is float32 with the variant on
+    two threads."""
+    warm = f" --warmup-epochs {warmup}" if warmup else ""
     return dict(
         source=_MANY_WORKERS["source"],
-        command=f"python -m bench.convergence --in-process --workers 64 --batch-size {batch} --lr {lr} --samples "
+        command=f"python -m bench.convergence --in-process --workers 64 --batch-size {batch} --lr {lr}{warm} --samples "
                 "45000 --epochs 1 --val-samples 5000 --eval-every 0 --no-average --control --transports "
                 "float32,ternary_ef --baseline 64:128:0.05 --seeds 0,1,2,3,4,5,6 "
                 "--runs-file docs/results/convergence-64w.jsonl",
         control_gap_pp=control_gap_pp, control_se_pp=control_se_pp, batch_size=batch, workers=64,
-        conditions=f"7 seeds, vgg19_cifar width 0.125, 64 workers, 1 epoch of 45,000 images, lr {lr}, against "
-                   "float32 at batch 128 and lr 0.05 on 64 workers", reference=_MANY_WORKERS["reference"],
-        variant={"batch_size": batch, "lr": lr})
+        conditions=f"7 seeds, vgg19_cifar width 0.125, 64 workers, 1 epoch of 45,000 images, lr {lr}"
+                   f"{f' after {warmup} epochs of warm-up' if warmup else ''}, against float32 at batch 128 and "
+                   "lr 0.05 on 64 workers", reference=_MANY_WORKERS["reference"],
+        variant={"batch_size": batch, "lr": lr, **({"warmup_epochs": warmup} if warmup else {})})
 
 
 _MANY_WORKERS_256, _MANY_WORKERS_512 = _many_workers_at(256, 0.1, -0.93, 0.63), _many_workers_at(512, 0.2, 0.25, 0.64)

@@ -146,7 +146,8 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     return Stepped(*feedback.step_slice(weights, average, momentum, residual, codec=codec, **step))
 
 
-def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any], record: RunRecord) -> efs.Digest:
+def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any],
+           record: RunRecord) -> efs.Digest:
     # Optimizer state, residual, update and metric first, weights last: weights with their digest
     # mark a round as complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
     # Sharded, each state file's digest records its S slices' checksums: the next round's shares

@@ -79,4 +79,5 @@ class Digest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Digest":
-        return cls(bytes=int(d["bytes"]), checksum=str(d["checksum"]), ranges=tuple(str(c) for c in d.get("ranges", ())))
+        return cls(bytes=int(d["bytes"]), checksum=str(d["checksum"]),
+                   ranges=tuple(str(c) for c in d.get("ranges", ())))

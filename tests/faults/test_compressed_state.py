@@ -135,7 +135,8 @@ def test_each_share_reads_only_its_slice_of_the_weights_and_state(make_system, t
     shards, system = 3, make_system()
     traffic.reset()
     run = system.invoke("starter", {"start": True, "workers": 2, "epochs": 1, "run": "sliced", **SMALL,
-                                    "keep_rounds": 100, "max_train_samples": 128, "combine_shards": shards, "transport": transport})["run"]
+                                    "keep_rounds": 100, "max_train_samples": 128, "combine_shards": shards,
+                                    "transport": transport})["run"]
     system.drain()
     record = system.ledger.get_run(run)
     assert record.state == "done" and record.round >= 2
