@@ -235,8 +235,9 @@ def _print_recommendation(result: dict) -> None:
                   f"measured recipes, fastest configuration {within}:")
     for r in result["recommended"]:
         console.print(f"- {_where(r)}; accuracy: {r['backed_by']['summary']}")
-    sources = {r["backed_by"]["source"]: r["backed_by"]["command"] for r in result["recommended"]}
-    for source, command in sources.items():
+    # One line per study: studies of one runs file (a source) differ in their commands.
+    for source, command in dict.fromkeys((r["backed_by"]["source"], r["backed_by"]["command"])
+                                         for r in result["recommended"]):
         console.print(f"Measured in {source}, by `{command}`.")
     left_out: dict[str, list[str]] = {SHORT: [], NOT_MEASURED: []}
     for recipe in dict.fromkeys(r["recipe"] for r in result["rows"]):

@@ -113,6 +113,16 @@ def test_recommend_prints_the_fastest_measured_configuration_and_its_measurement
     assert "ternary_ef sync, batch 128 at N = 4;" in short
 
 
+def test_recommend_names_the_command_of_every_study_behind_its_picks(cli):
+    """Two studies in one runs file (batch 256 and 512 at N = 64) each get their own line."""
+    text = cli(*RECOMMEND, "--budget-per-epoch", "1000")
+    picks = json.loads(cli(*RECOMMEND, "--budget-per-epoch", "1000", "--json").stdout)["recommended"]
+    commands = {p["backed_by"]["command"] for p in picks}
+    assert len(commands) > len({p["backed_by"]["source"] for p in picks})  # a source with two studies
+    for command in commands:
+        assert f"by `{command}`." in text.stdout
+
+
 def test_recommend_as_json_agrees_with_the_rows(cli):
     result = cli(*RECOMMEND, "--budget-per-epoch", "1000", "--json")
     assert result.exit_code == 0, result.output
