@@ -204,6 +204,8 @@ def _many_workers_at(batch: int, lr: float, control_gap_pp: float, control_se_pp
 
 
 _MANY_WORKERS_256, _MANY_WORKERS_512 = _many_workers_at(256, 0.1, -0.93, 0.63), _many_workers_at(512, 0.2, 0.25, 0.64)
+_MANY_WORKERS_512_WARM = _many_workers_at(512, 0.2, -0.57, 0.64, warmup=0.25)
+_MANY_WORKERS_512_RATE = _many_workers_at(512, 0.1, 0.38, 0.71)  # batch 512 at batch 256's rate
 
 # The one place to record a measurement: (transport, mode, local_steps) -> its studies, each at its
 # own global batch; none for "not measured" (never recommended). Add a study when its runs are stored.
@@ -211,6 +213,8 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "sync", 1): (Evidence(gap_pp=0.0, se_pp=None, **_CONVERGENCE),
                              Evidence(gap_pp=5.52, se_pp=0.37, **_MANY_WORKERS_256),
                              Evidence(gap_pp=3.84, se_pp=0.88, **_MANY_WORKERS_512),
+                             Evidence(gap_pp=3.30, se_pp=0.93, **_MANY_WORKERS_512_WARM),
+                             Evidence(gap_pp=4.66, se_pp=0.83, **_MANY_WORKERS_512_RATE),
                              Evidence(gap_pp=-18.04, se_pp=1.04, **_LARGE_BATCH)),  # measured, not shown
     ("float16", "sync", 1): (Evidence(gap_pp=-0.17, se_pp=0.93, **_CONVERGENCE),),
     ("bfloat16", "sync", 1): (Evidence(gap_pp=-0.93, se_pp=0.71, **_CONVERGENCE),),
@@ -218,12 +222,16 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float32", "average", 4): (),
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
-    # Shown on 2 workers at batch 256 and on 64 at batch 256 with the rate doubled; short on 64 at
-    # batch 128 (2 images per residual), 512 and 2048: evidence_for says which speaks for which N.
+    # Shown on 2 workers at batch 256, and on 64 at batch 256 with the rate doubled (lr 0.1) and at
+    # 512 with that same rate; short on 64 at batch 128 (2 images per residual), at 512 with the rate
+    # doubled again (lr 0.2, with or without a warm-up) and at 2048: evidence_for says which speaks
+    # for which N (at batch 512 the shown study of the three backs it).
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
                                 Evidence(gap_pp=-2.89, se_pp=0.37, **_MANY_WORKERS),  # measured, not shown
                                 Evidence(gap_pp=2.81, se_pp=1.10, **_MANY_WORKERS_256),
                                 Evidence(gap_pp=-3.94, se_pp=2.42, **_MANY_WORKERS_512),  # measured, not shown
+                                Evidence(gap_pp=-7.02, se_pp=1.96, **_MANY_WORKERS_512_WARM),  # measured, not shown
+                                Evidence(gap_pp=2.88, se_pp=0.96, **_MANY_WORKERS_512_RATE),
                                 Evidence(gap_pp=-36.79, se_pp=3.64, **_LARGE_BATCH)),  # measured, not shown
     ("sign_ef", "sync", 1): (Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),),  # measured, not shown
     # Two seeds at N = 64 and batch 128 (docs/benchmarks.md, "Many workers"; docs/results/convergence-64w.jsonl):

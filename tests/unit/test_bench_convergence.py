@@ -243,6 +243,7 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
             ("ternary_ef", "sync", 1, 2048, 64), ("float32", "sync", 1, 256, 64),
             ("ternary_ef", "sync", 1, 256, 64), ("float32", "sync", 1, 512, 64),
             ("ternary_ef", "sync", 1, 512, 64)} <= checked
+    assert len([e for e in EVIDENCE[("ternary_ef", "sync", 1)] if e.batch_size == 512]) >= 2  # with a warm-up too
 
 
 def test_local_sgd_recipes_run_for_every_seed_and_compare_at_the_end_of_the_same_epochs(trained, capsys):
