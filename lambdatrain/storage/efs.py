@@ -169,6 +169,14 @@ def _verifier(checksum: str, path: Path) -> tuple[str, Hasher]:
     return algorithm, new_hasher(algorithm)
 
 
+def _open_counted(path: Path) -> Counted:
+    """``path`` opened for unbuffered reads that traffic.py counts; CorruptFile where it cannot be."""
+    try:
+        return Counted(open(path, "rb", buffering=0), path)
+    except OSError as exc:
+        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
+
+
 def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES,
                  buffers: Iterator[np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Yield a 1-D .npy file's elements chunk by chunk; the last step checks length and checksum.
@@ -181,10 +189,7 @@ def stream_array(path: Path, digest: Digest, *, chunk_bytes: int = CHUNK_BYTES,
     ring, which spares it the page faults of fresh memory for every chunk.
     """
     algorithm, hasher = _verifier(digest.checksum, path)
-    try:
-        f = Counted(open(path, "rb", buffering=0), path)
-    except OSError as exc:
-        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
+    f = _open_counted(path)
     with f:
         reader = _HashingReader(f, hasher)
         shape, dtype = _open_npy(reader, path)
@@ -210,10 +215,7 @@ def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: in
     ``buffers``: as for :func:`stream_array`.
     """
     algorithm, hasher = _verifier(checksum, path)
-    try:
-        f = Counted(open(path, "rb", buffering=0), path)
-    except OSError as exc:
-        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
+    f = _open_counted(path)
     with f:
         shape, dtype = _open_npy(_HashingReader(f, None), path)
         data_start = f.tell()
@@ -230,10 +232,7 @@ def stream_range(path: Path, lo: int, hi: int, checksum: str, *, chunk_bytes: in
 
 def array_length(path: Path) -> int:
     """Elements of a 1-D .npy file, from its header alone."""
-    try:
-        f = Counted(open(path, "rb", buffering=0), path)
-    except OSError as exc:
-        raise CorruptFile(path, f"cannot open ({exc.strerror})") from exc
+    f = _open_counted(path)
     with f:
         shape, _ = _open_npy(_HashingReader(f, None), path)
     return int(np.prod(shape))
