@@ -153,7 +153,8 @@ def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[s
     # Sharded, each state file's digest records its S slices' checksums: the next round's shares
     # read only their own (reduce_slice), a model size in all instead of S.
     checksum, shards = record.config.checksum, record.config.combine_shards
-    slices = None if shards == 1 else [slice_bounds(record, stepped.weights.size, s) for s in range(shards)]
+    slices = None if shards == 1 else feedback.shard_slices(record.config.transport, record.n_params,
+                                                            stepped.weights.size, shards)
     state = None if slices is None else [state_slice(record, lo, hi) for lo, hi in slices]
     if stepped.momentum is not None:
         efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum, ranges=state)
