@@ -152,9 +152,9 @@ def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[s
     # mark a round as complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
     # Sharded, each state file's digest records its S slices' checksums: the next round's shares
     # read only their own (reduce_slice), a model size in all instead of S.
-    checksum, shards = record.config.checksum, record.config.combine_shards
-    slices = None if shards == 1 else feedback.shard_slices(record.config.transport, record.n_params,
-                                                            stepped.weights.size, shards)
+    checksum = record.config.checksum
+    slices = feedback.state_ranges(record.config.transport, record.n_params, stepped.weights.size,
+                                   record.config.combine_shards)
     state = None if slices is None else [state_slice(record, lo, hi) for lo, hi in slices]
     if stepped.momentum is not None:
         efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum, ranges=state)

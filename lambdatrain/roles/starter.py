@@ -69,8 +69,7 @@ def start(runtime: Runtime, event: Mapping[str, Any], request_id: str | None = N
                                   "n_params": flat.n_params, "created_at": runtime.clock()})
     runtime.faults.point("after_config")
     # Sharded, with the shares' slices' checksums, so that round 0's shares too read only their slice.
-    slices = None if config.combine_shards == 1 else feedback.shard_slices(config.transport, flat.n_params,
-                                                                             weights.size, config.combine_shards)
+    slices = feedback.state_ranges(config.transport, flat.n_params, weights.size, config.combine_shards)
     digest = efs.write_array(paths.weights(0), weights, checksum=config.checksum, ranges=slices)
     runtime.faults.point("after_weights")
     try:

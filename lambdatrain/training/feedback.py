@@ -55,6 +55,12 @@ def shard_slices(transport: str, n_params: int, size: int, shards: int) -> list[
     return slices(n_params, size, shards, codec) if codec else list(iter_slices(size, shards))
 
 
+def state_ranges(transport: str, n_params: int, size: int, shards: int) -> list[tuple[int, int]] | None:
+    """The slices whose checksums a weights file of ``size`` elements is written with (efs.write_array's
+    ``ranges``), so each of S shares reads only its own; None for an unsharded combine."""
+    return None if shards == 1 else shard_slices(transport, n_params, size, shards)
+
+
 def byte_range(lo: int, hi: int, n_params: int, size: int, codec: str) -> tuple[int, int]:
     """The bytes of a file (its data, after the .npy header) that hold elements [lo, hi)."""
     plen = payload_nbytes(n_params, codec)
