@@ -47,7 +47,7 @@ class Recipe:
 # Batch 2048 is issue 14's large-batch recipe for many workers: 32 images per worker at N = 64 (the
 # batch-norm batch of float32 sync at N = 4), a sixteenth of the rounds per epoch; its study runs
 # the training default's rate scaled with the batch (0.02 x 16) after one epoch of warm-up. Batches
-# 256 and 512 with ternary_ef are the nearer steps: 4 and 8 images per worker at N = 64.
+# 256, 512 and 1024 with ternary_ef are the nearer steps: 4, 8 and 16 images per worker at N = 64.
 RECIPES: tuple[Recipe, ...] = (
     Recipe("float32"),
     Recipe("float16"),
@@ -61,6 +61,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("ternary_ef", "average", 16),
     Recipe("ternary_ef", batch_size=256),
     Recipe("ternary_ef", batch_size=512),
+    Recipe("ternary_ef", batch_size=1024),
     Recipe("float32", batch_size=2048),
     Recipe("ternary_ef", batch_size=2048),
 )
@@ -206,6 +207,7 @@ def _many_workers_at(batch: int, lr: float, control_gap_pp: float, control_se_pp
 _MANY_WORKERS_256, _MANY_WORKERS_512 = _many_workers_at(256, 0.1, -0.93, 0.63), _many_workers_at(512, 0.2, 0.25, 0.64)
 _MANY_WORKERS_512_WARM = _many_workers_at(512, 0.2, -0.57, 0.64, warmup=0.25)
 _MANY_WORKERS_512_RATE = _many_workers_at(512, 0.1, 0.38, 0.71)  # batch 512 at batch 256's rate
+_MANY_WORKERS_1024 = _many_workers_at(1024, 0.1, 0.08, 0.69)  # and batch 1,024 at it
 
 # The one place to record a measurement: (transport, mode, local_steps) -> its studies, each at its
 # own global batch; none for "not measured" (never recommended). Add a study when its runs are stored.
@@ -215,6 +217,7 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
                              Evidence(gap_pp=3.84, se_pp=0.88, **_MANY_WORKERS_512),
                              Evidence(gap_pp=3.30, se_pp=0.93, **_MANY_WORKERS_512_WARM),
                              Evidence(gap_pp=4.66, se_pp=0.83, **_MANY_WORKERS_512_RATE),
+                             Evidence(gap_pp=-0.81, se_pp=1.18, **_MANY_WORKERS_1024),
                              Evidence(gap_pp=-18.04, se_pp=1.04, **_LARGE_BATCH)),  # measured, not shown
     ("float16", "sync", 1): (Evidence(gap_pp=-0.17, se_pp=0.93, **_CONVERGENCE),),
     ("bfloat16", "sync", 1): (Evidence(gap_pp=-0.93, se_pp=0.71, **_CONVERGENCE),),
@@ -223,7 +226,7 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
     # Shown on 2 workers at batch 256, and on 64 at batch 256 with the rate doubled (lr 0.1) and at
-    # 512 with that same rate; short on 64 at batch 128 (2 images per residual), at 512 with the rate
+    # 512 and 1024 with that same rate; short on 64 at batch 128 (2 images per residual), at 512 with the rate
     # doubled again (lr 0.2, with or without a warm-up) and at 2048: evidence_for says which speaks
     # for which N (at batch 512 the shown study of the three backs it).
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
@@ -232,6 +235,7 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
                                 Evidence(gap_pp=-3.94, se_pp=2.42, **_MANY_WORKERS_512),  # measured, not shown
                                 Evidence(gap_pp=-7.02, se_pp=1.96, **_MANY_WORKERS_512_WARM),  # measured, not shown
                                 Evidence(gap_pp=2.88, se_pp=0.96, **_MANY_WORKERS_512_RATE),
+                                Evidence(gap_pp=-0.37, se_pp=0.94, **_MANY_WORKERS_1024),
                                 Evidence(gap_pp=-36.79, se_pp=3.64, **_LARGE_BATCH)),  # measured, not shown
     ("sign_ef", "sync", 1): (Evidence(gap_pp=-12.72, se_pp=1.57, **_CONVERGENCE),),  # measured, not shown
     # Two seeds at N = 64 and batch 128 (docs/benchmarks.md, "Many workers"; docs/results/convergence-64w.jsonl):

@@ -242,7 +242,8 @@ def test_the_planners_evidence_is_what_the_runs_file_holds():
     assert {("ternary_ef", "sync", 1, 256, 2), ("ternary_ef", "sync", 1, 128, 64), ("float32", "sync", 1, 2048, 64),
             ("ternary_ef", "sync", 1, 2048, 64), ("float32", "sync", 1, 256, 64),
             ("ternary_ef", "sync", 1, 256, 64), ("float32", "sync", 1, 512, 64),
-            ("ternary_ef", "sync", 1, 512, 64)} <= checked
+            ("ternary_ef", "sync", 1, 512, 64), ("float32", "sync", 1, 1024, 64),
+            ("ternary_ef", "sync", 1, 1024, 64)} <= checked
     assert len([e for e in EVIDENCE[("ternary_ef", "sync", 1)] if e.batch_size == 512]) >= 2  # with a warm-up too
 
 
