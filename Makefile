@@ -21,9 +21,14 @@ ARGS ?=
 # --dist worksteal: an idle worker takes tests queued for the other. With the default (load) the
 # local stack's long tests piled up on one worker and the other idled for about a minute at the
 # end (make test 5 min 12 s; the same tests with worksteal 4 min 3 s, each worker busy 210-220 s).
+# One worker more than the cores: the local stack's end-to-end runs spend much of their time
+# waiting (deadlines, retries, processes starting), which left a core idle (make test used 1.4 of
+# 2 cores: 4 min 51 s with 2 workers, 4 min 27 s with 3). Starting them first, a share per
+# worker, was slower (4 min 48 s): side by side they fight for the cores.
 # pytest's exit status is make's: 5 (no test collected) fails like a failed test, so a selection
 # that matches nothing never passes.
-PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
+JOBS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist worksteal
 
 .PHONY: venv strace train test test-fast test-matrix graph bench clean
 
