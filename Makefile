@@ -15,9 +15,10 @@ STACK ?= dev
 TRAIN_ARGS ?= --model vgg19_cifar --width 0.125 --max-train-samples 4000
 # Extra pytest arguments for test and test-fast, e.g. ARGS="-k combine -x".
 ARGS ?=
-# Tests in parallel, one worker per core (pytest-xdist). Session fixtures are per worker, so
-# tests/cli's session `local train` may start on each (xdist's --dist loadgroup would keep them on
-# one, but xdist 3.8 renames a test through Item._nodeid, which pytest 9 no longer reads).
+# Tests in parallel (pytest-xdist), JOBS workers: one per core and one more (below). Session
+# fixtures are per worker, so tests/cli's session `local train` may start on each (xdist's --dist
+# loadgroup would keep them on one, but xdist 3.8 renames a test through Item._nodeid, which
+# pytest 9 no longer reads).
 # --dist worksteal: an idle worker takes tests queued for the other. With the default (load) the
 # local stack's long tests piled up on one worker and the other idled for about a minute at the
 # end (make test 5 min 12 s; the same tests with worksteal 4 min 3 s, each worker busy 210-220 s).
