@@ -226,9 +226,9 @@ EVIDENCE: dict[tuple[str, str, int], tuple[Evidence, ...]] = {
     ("float16", "average", 4): (),
     ("float16", "average", 16): (),
     # Shown on 2 workers at batch 256, and on 64 at batch 256 with the rate doubled (lr 0.1) and at
-    # 512 and 1024 with that same rate; short on 64 at batch 128 (2 images per residual), at 512 with the rate
-    # doubled again (lr 0.2, with or without a warm-up) and at 2048: evidence_for says which speaks
-    # for which N (at batch 512 the shown study of the three backs it).
+    # 512 and 1024 with that same rate; short on 64 at batch 128 (2 images per residual), at 512
+    # with the rate doubled again (lr 0.2, with or without a warm-up) and at 2048: evidence_for says
+    # which speaks for which N (at batch 512 the shown study of the three backs it).
     ("ternary_ef", "sync", 1): (Evidence(gap_pp=-1.25, se_pp=0.75, **_CONVERGENCE),
                                 Evidence(gap_pp=-2.89, se_pp=0.37, **_MANY_WORKERS),  # measured, not shown
                                 Evidence(gap_pp=2.81, se_pp=1.10, **_MANY_WORKERS_256),
