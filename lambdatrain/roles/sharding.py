@@ -7,7 +7,8 @@ the slice digests the workers recorded) and of the weights, momentum and residua
 slice digests recorded beside them when they were written: claimed.py), steps the optimizer on
 that slice, and writes its slice of the new weights. Each share records itself in the round's
 ``shards_done`` set under the claim; the share that completes the set assembles the slices and
-publishes the round exactly as an unsharded combine does. Everything is elementwise, so the result is bit-identical to S = 1.
+publishes the round exactly as an unsharded combine does. Everything is elementwise, so the result
+is bit-identical to S = 1.
 
 A share that dies leaves the set incomplete; the claim's lease runs out, the watchdog re-drives
 the combine, and the new claim (which clears ``shards_done``) invokes all S shares again.
