@@ -10,7 +10,7 @@ predicts the same with the planner calibrated on this machine: the worker's comp
 process's cold start, file bandwidth of ``write_array``/``stream_array``, storage "local" (no EFS
 limits), and, for the compressed transports, the S3 that holds each worker's residual: here the
 local stack's moto on loopback, with its durable mirror (lambdatrain/local/durable.py), timed
-through the worker's own ``ResidualStore.put`` and ``get`` (a one-element residual gives the
+through the worker's own ``StateStore.put`` and ``get`` (a one-element residual gives the
 per-request latency, a model-sized one the bandwidth). The per-round fixed costs (invoke latency:
 the stream poller and the local Lambda service; the combiner's fixed cost: claim, reads, update,
 writes, commit) are each recipe's own, taken from its runs at the first N (the median over the
@@ -113,7 +113,7 @@ def measured(prepared: Path, out: Path, settings: dict[str, Any]) -> dict[str, A
 
 def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     """(In a child process.) The local stack's S3 as a worker meets it: moto on loopback, the
-    durable mirror writing each PUT to ``folder``, ``ResidualStore.put`` then ``get`` (checksums
+    durable mirror writing each PUT to ``folder``, ``StateStore.put`` then ``get`` (checksums
     and .npy framing included). A one-element residual's PUT + GET is two requests' latency; a
     model-sized one's extra time is its bytes, both ways, at ``s3_bps``."""
     import boto3
@@ -132,7 +132,7 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
         s3 = boto3.client("s3", endpoint_url=server.url, region_name=REGION, **ACCESS_KEY)
         s3.create_bucket(Bucket=BUCKET)
         server.s3_listeners.append(DurableBucket(folder, BUCKET).sync)
-        store = state.ResidualStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM, STATE_TAG, STATE_EXPIRING)
+        store = state.StateStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM, STATE_TAG, STATE_EXPIRING)
 
         def put_get(size: int, round_no: int) -> float:
             residual = np.random.default_rng(round_no).standard_normal(size, dtype=np.float32)

@@ -6,9 +6,9 @@ Runs one short ``ops.local_train.train`` per transport (``sync`` mode) and one i
 ``local_steps`` 4; 0 leaves it out) of the full-width ``vgg19_cifar`` (``--width 1``) on tiny
 synthetic data (tests/datagen.py), with ``--rounds`` rounds of ``--batch-size`` samples. The bytes
 are counted where they move: lambdatrain/storage/traffic.py counts every read and write call on
-the run's files, and every S3 transfer of a worker's residual (category ``state``, path
-``s3://bucket/key``); each local Lambda process dumps its counts per path
-(``LAMBDATRAIN_TRAFFIC_DIR``); tests/functional/test_traffic_strace.py proves the file counts equal
+the run's files, and every S3 transfer of a compressed run's state (category ``state``, path
+``s3://bucket/key``: the workers' residuals, the combiner's momentum, residual and update); each
+local Lambda process dumps its counts per path (``LAMBDATRAIN_TRAFFIC_DIR``); tests/functional/test_traffic_strace.py proves the file counts equal
 ``strace -f``'s per file. A path names its round (``r000012``), so bytes are attributed to rounds
 (:func:`round_of`): what a round's work writes for the next round (weights, momentum, residuals) is
 that round's, and round r's compressed update is read by round r + 1's workers.
@@ -16,8 +16,9 @@ that round's, and round r's compressed update is read by round r + 1's workers.
 Worker figures are means per warm worker-round: a worker result written by a process in round 1 or
 later that, for a compressed transport, rebuilt its weights from the update rather than reading
 them in full (the local stack routes worker i to any of several environments, so some worker-rounds
-are cold; they are counted apart). ``up``/``down`` are EFS bytes only, digests included; the S3
-residual is ``state_bytes_per_worker_round``. Combiner figures are means over its warm rounds 1
+are cold; they are counted apart). ``up``/``down`` are EFS bytes only, digests included; what a
+worker moves in S3 (its residual, the update it reads) is ``state_bytes_per_worker_round``, and the
+combiner's ``combiner_state_*_bytes_per_round``. Combiner figures are means over its warm rounds 1
 and later: a combine that took its own state from the environment that wrote it (roles/warm.py)
 rather than reading the weights back; the cold ones (another environment) are counted apart, with
 their mean reads (over all rounds when none was warm).
@@ -43,7 +44,7 @@ from lambdatrain.protocol.config import COMPRESSED, TRANSPORTS
 
 ROUND = re.compile(r"/r(\d{6})(?:\.npy|/)")
 # Files that hold the state a round *starts* with: round r's work writes round r + 1's.
-NEXT_ROUND_STATE = ("weights", "optim", "residual")
+NEXT_ROUND_STATE = ("weights", "optim")
 
 
 def settings(args: argparse.Namespace, transport: str, mode: str, local_steps: int) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def trained(prepared: Path, out: Path, run_settings: dict[str, Any]) -> dict[str
 
 
 def kind(path: str) -> str:
-    """storage/traffic.py's category of a dumped path: S3 keys (``s3://``) are the workers' residuals."""
+    """storage/traffic.py's category of a dumped path: S3 keys (``s3://``) are a compressed run's state."""
     from lambdatrain.storage import traffic
     from lambdatrain.storage.state import STATE_KIND
 
@@ -80,16 +81,18 @@ def kind(path: str) -> str:
 
 def round_of(path: str, direction: str) -> int | None:
     """The round whose work moved these bytes (None: no round in the path). The path's round, except:
-    writes of the next round's starting state (weights, momentum, the combiner's residual; a worker's
-    residual in S3) belong to the round that computed it, one less; reads of round r's compressed
-    update (``rounds/r/update.npy``) are round r + 1's workers rebuilding their weights, one more."""
+    writes of the next round's starting state (weights and momentum on EFS; in S3 a worker's
+    residual, the combiner's momentum and residual) belong to the round that computed it, one less;
+    reads of round r's compressed update (S3's ``update/r``) are round r + 1's workers rebuilding
+    their weights, one more."""
     m = ROUND.search(path)
     if m is None:
         return None
     p = Path(path.removesuffix(".digest.json"))
-    if direction == "write" and (p.parent.name in NEXT_ROUND_STATE or path.startswith("s3://")):
+    update = path.startswith("s3://") and p.parent.name == "update"
+    if direction == "write" and not update and (p.parent.name in NEXT_ROUND_STATE or path.startswith("s3://")):
         return int(m.group(1)) - 1
-    if direction == "read" and p.name == "update.npy":
+    if direction == "read" and update:
         return int(m.group(1)) + 1
     return int(m.group(1))
 
@@ -160,6 +163,8 @@ def worker_figures(worker_rounds: list[dict[str, Any]], transport: str) -> dict[
 
 
 def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: int) -> dict[str, Any]:
+    from lambdatrain.storage.state import STATE_KIND
+
     seen = attribute(run["dumps"])
     workers, warm = run_settings["workers"], range(1, run["rounds"])
     if not warm:
@@ -171,9 +176,10 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
     cold = [w for w in warm if combined.get((w, "weights", "read"))]
     kept = [w for w in warm if w not in cold] or list(warm)
 
-    def combiner(direction: str, rounds=kept) -> float:
-        return statistics.fmean(sum(n for (r, _, d), n in combined.items() if r == w and d == direction)
-                                for w in rounds)
+    def combiner(direction: str, rounds=kept, in_s3: bool = False) -> float:
+        """Mean bytes per round on EFS (or, ``in_s3``, the bucket's state objects)."""
+        return statistics.fmean(sum(n for (r, cat, d), n in combined.items()
+                                    if r == w and d == direction and (cat == STATE_KIND) == in_s3) for w in rounds)
 
     unattributed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for fn, moved in seen["per_cat"].items():
@@ -187,6 +193,9 @@ def summarise(run: dict[str, Any], run_settings: dict[str, Any], model_bytes: in
             "samples_per_worker_round": run_settings["batch_size"] // workers * run_settings["local_steps"],
             **figures,
             "combiner_read_bytes_per_round": reads, "combiner_write_bytes_per_round": combiner("write"),
+            # a compressed run's momentum, residual and update, in S3 (storage/state.py): not EFS bytes
+            "combiner_state_read_bytes_per_round": combiner("read", in_s3=True),
+            "combiner_state_write_bytes_per_round": combiner("write", in_s3=True),
             "combiner_read_model_sizes": reads / model_bytes,
             "combiner_warm_rounds": len(warm) - len(cold), "combiner_cold_rounds": len(cold),
             "combiner_read_bytes_per_cold_round": combiner("read", cold) if cold else None,
@@ -241,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
             r = results[-1]
             log(f"  up {r['up_bytes_per_worker_round'] / 1e6:.2f} MB, down {r['down_bytes_per_worker_round'] / 1e6:.2f}"
                 f" MB per worker round; combiner reads {r['combiner_read_bytes_per_round'] / 1e6:.1f} MB, "
-                f"writes {r['combiner_write_bytes_per_round'] / 1e6:.1f} MB per round; state "
+                f"writes {r['combiner_write_bytes_per_round'] / 1e6:.1f} MB per round (S3: reads "
+                f"{r['combiner_state_read_bytes_per_round'] / 1e6:.1f} MB, writes "
+                f"{r['combiner_state_write_bytes_per_round'] / 1e6:.1f} MB); worker state "
                 f"{r['state_bytes_per_worker_round'] / 1e6:.2f} MB; {r['cold_worker_rounds']} cold worker-rounds, "
                 f"{r['combiner_cold_rounds']} cold combiner rounds")
     base = next((r for r in results if r["transport"] == "float32" and r["mode"] == "sync"), None)

@@ -46,8 +46,9 @@ LEDGER_ACTIONS = {
 # The grants that predate STATE_PREFIX keep the id "Bucket", so their deployed text is unchanged.
 BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     env.STARTER: {"Bucket": (("s3:GetObject",), (f"{env.START_PREFIX}*", f"{env.DATASET_PREFIX}*")),
-                  # `resume` of a stopped compressed run lets its kept residuals expire again
-                  # (lambdatrain/roles/recovery.py ``_release_state``): a retag, nothing read or written.
+                  # `resume` of a stopped compressed run lets its kept state expire again
+                  # (lambdatrain/roles/recovery.py ``_release_state``): a retag of the objects of
+                  # two rounds, found by a listing (BUCKET_LISTING), nothing read or written.
                   "BucketState": (("s3:PutObjectTagging",), (f"{env.STATE_PREFIX}*",))},
     # ternary_ef/sign_ef: each worker reads its error-feedback residual of the round before and
     # writes this round's (lambdatrain/protocol/config.py), in parts (lambdatrain/storage/state.py:
@@ -59,18 +60,22 @@ BUCKET_ACCESS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         # Kept on purpose: at the end of a run the combiner writes the final model to exports/<run>/,
         # where `lambdatrain export` fetches it without an EFS mount (issue 13, item 8).
         "Bucket": (("s3:PutObject",), (f"{env.EXPORT_PREFIX}*",)),
-        # After each committed round it prunes the residuals no worker will read again, every
-        # version of each by its id (the bucket is versioned: a plain delete leaves the bytes billed),
-        # in one DeleteObjects request, which IAM authorises per key named: s3:DeleteObjectVersion.
-        # The watchdog re-tags a stopped or failed run's residuals so the lifecycle rule keeps them.
-        "BucketState": (("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectTagging"),
-                        (f"{env.STATE_PREFIX}*",)),
+        # A compressed run's combine reads and writes its momentum, residual and update there
+        # (lambdatrain/storage/state.py: in parts, tagged, as the workers do). After each committed
+        # round it prunes the state no one will read again, every version of each object by its id
+        # (the bucket is versioned: a plain delete leaves the bytes billed), in one DeleteObjects
+        # request, which IAM authorises per key named: s3:DeleteObjectVersion. The watchdog re-tags
+        # a stopped or failed run's state so the lifecycle rule keeps it.
+        "BucketState": (("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject",
+                         "s3:DeleteObjectVersion", "s3:PutObjectTagging"), (f"{env.STATE_PREFIX}*",)),
     },
 }
 # Listing, a bucket-level action, per function: statement id -> (actions, key prefixes the listing
-# may ask for, as the s3:prefix condition). The combiner finds the versions to prune by listing
-# state/<run>/ (lambdatrain/storage/state.py ``ResidualStore.prune``).
+# may ask for, as the s3:prefix condition). The combiner finds the versions to prune, and the
+# combiner and the starter the objects to retag, by listing state/<run>/
+# (lambdatrain/storage/state.py ``StateStore.prune``, ``retag``).
 BUCKET_LISTING: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    env.STARTER: {"BucketStateVersions": (("s3:ListBucketVersions",), (f"{env.STATE_PREFIX}*",))},
     env.COMBINER: {"BucketStateVersions": (("s3:ListBucketVersions",), (f"{env.STATE_PREFIX}*",))},
 }
 EFS_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")  # no ClientRootAccess

@@ -1,6 +1,6 @@
 """Dollars per warm epoch of a planned run, by item (Lambda GB-seconds and requests, EFS, DynamoDB, and
-a compressed transport's S3 requests and storage), from the round's times and bytes that planner.py
-predicts; the prices and their sources are prices.py's.
+a compressed transport's S3 requests and storage: bucket.py's transfers), from the round's times
+and bytes that planner.py predicts; the prices and their sources are prices.py's.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from lambdatrain.planning.prices import DAYS_PER_MONTH, STATE_KEPT_DAYS, Prices
-from lambdatrain.planning.residuals import state_bytes
+from lambdatrain.planning.bucket import combiner_state_bytes, combiner_transfers, state_bytes, worker_transfers
 
 GB = 1e9
 
@@ -36,12 +36,16 @@ def epoch_cost(s: Scenario, rounds: int, worker_s: float, combine_s: float, move
     cost = {"lambda": gb_s * prices.gb_second, "requests": rounds * (n + shards) * prices.request,
             "efs": efs_read * prices.efs_read_gb + efs_write * prices.efs_write_gb,
             "dynamodb": wru * prices.dynamodb_wru}
-    if s.compressed:  # per worker a PUT and a GET of its residual, in parts; the combiner's listing and DeleteObjects
+    if s.compressed:  # every transfer of bucket.py, in parts; the combiner's listing and DeleteObjects
         from lambdatrain.storage.state import requests
 
-        per = requests(state_bytes(s)["put"])
-        per_worker = per["put"] * prices.s3_put + per["get"] * prices.s3_get
-        cost["s3_requests"] = rounds * (n * per_worker + 2 * prices.s3_put)
-        stored_gb = n * state_bytes(s)["put"] / GB  # the epoch boundary's residuals, kept STATE_KEPT_DAYS
+        def billed(transfers: dict[str, list[int]]) -> float:
+            return sum(requests(b)[d] * (prices.s3_put if d == "put" else prices.s3_get)
+                       for d, sizes in transfers.items() for b in sizes)
+
+        cost["s3_requests"] = rounds * (n * billed(worker_transfers(s)) + billed(combiner_transfers(s)) +
+                                        2 * prices.s3_put)
+        # The epoch boundary's state (every worker's residual, the combiner's), kept STATE_KEPT_DAYS.
+        stored_gb = (n * state_bytes(s)["put"] + combiner_state_bytes(s)["put"]) / GB
         cost["s3_storage"] = stored_gb * prices.s3_gb_month * STATE_KEPT_DAYS / DAYS_PER_MONTH
     return cost

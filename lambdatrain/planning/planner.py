@@ -92,7 +92,7 @@ from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the plann
 from lambdatrain.planning.costs import epoch_cost
 from lambdatrain.planning.recipes import RECIPES, Recipe
 from lambdatrain.planning.transports import transport
-from lambdatrain.planning.residuals import state_bytes, state_seconds
+from lambdatrain.planning.bucket import combiner_seconds, combiner_state_bytes, state_bytes, state_seconds
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 from lambdatrain.roles.runtime import INVOKE_POOL
 
@@ -202,12 +202,15 @@ def rounds_per_epoch(s: Scenario) -> int:
 def efs_bytes(s: Scenario) -> dict[str, int]:
     """Bytes read and written on EFS per round by all workers and by the combiner (module docstring)."""
     model, result, n, p = 4 * s.params, s.result_bytes(), s.workers, s.params - s.buffers
-    state = model + (4 * p if s.mode == "sync" else 0) + (4 * p if s.compressed else 0)  # weights, momentum, residual
-    assembled = state if s.shards > 1 else 0  # shares' slices, written then read back (and each reads its own)
-    return {"worker_read": n * (result if s.compressed else model), "worker_write": n * result,
+    # The weights, and a float transport's momentum; a compressed run keeps its momentum, residual
+    # and update in the bucket (bucket.py), and its warm workers read nothing here.
+    state = model + (4 * p if s.mode == "sync" and not s.compressed else 0)
+    # S shares' slices of the state (and of a compressed update), written then read back whole
+    assembled = state + (result if s.compressed else 0) if s.shards > 1 else 0
+    return {"worker_read": 0 if s.compressed else n * model, "worker_write": n * result,
             # One combiner, warm, keeps the state it wrote (roles/warm.py); S shares read it back, a slice each.
             "combiner_read": n * result + (state + assembled if s.shards > 1 else 0),
-            "combiner_write": state + assembled + (result if s.compressed else 0)}
+            "combiner_write": state + assembled}
 
 
 def fanout_waves(workers: int, shards: int) -> int:
@@ -232,19 +235,19 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     model_bytes, result_bytes = 4 * s.params, s.result_bytes()
     n, shards, moved = s.workers, s.shards, efs_bytes(s)
     read, write_bps = min(storage.client_read, c.read_bps), min(storage.client_write, c.write_bps)
-    load = moved["worker_read"] / n / min(read, storage.fs_read / n)
+    state = state_seconds(s, c)
+    # The weights: in full from EFS (float transports), or the previous round's and the update from the bucket.
+    load = moved["worker_read"] / n / min(read, storage.fs_read / n) + state["update"]
     compute = s.local_steps * (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
         single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(write_bps, storage.fs_write / n)
-    state = state_seconds(s, c)
     # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits.
     worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"]
     host_cpu = host_cpu_s(s, c)
     worker = max(worker, c.worker_fixed_s + host_cpu)
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
-    published = model_bytes + (result_bytes if s.compressed else 0)  # new weights, and the update
-    update = s.params * c.update_s_per_param / shards + published / (shards * write_bps)
-    combine = c.combiner_fixed_s + combine_read + update
+    update = s.params * c.update_s_per_param / shards + model_bytes / (shards * write_bps)  # the new weights
+    combine = c.combiner_fixed_s + combine_read + update + combiner_seconds(s, c)
     invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
@@ -257,8 +260,11 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
             "efs_bytes": moved, "efs_bytes_per_round": sum(moved.values()),
             "state_store": "s3" if s.compressed else "none",
             "state_bytes_per_worker_round": sum(state_bytes(s).values()),
+            "combiner_state_bytes_per_round": sum(combiner_state_bytes(s).values()),
+            "combiner_state_s": combiner_seconds(s, c),
             "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
-            "state_s": sum(state.values()), "state_wait_s": max(0.0, state["get"] - load - compute) + state["put"],
+            "state_s": sum(state.values()),
+            "state_wait_s": max(0.0, state["get"] - load - compute) + state["update"] + state["put"],
             "host_cpu_s": host_cpu, "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
             "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,
             "first_epoch_s": rounds * round_s + cold, "cost_per_round": total / rounds,

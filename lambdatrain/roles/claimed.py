@@ -41,7 +41,7 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
     if finished:
         metric["stop_reason"] = extra["stop_reason"] = finished
     t1 = time.perf_counter()
-    digest = _write(paths, ev.round, stepped, metric, record)
+    digest = _write(runtime, paths, ev.round, stepped, metric, record)
     if record.config.combine_shards == 1:  # whoever commits the round writes these very bytes
         warm.keep(str(paths.mount), ev.run, ev.round + 1, digest, stepped.weights, stepped.momentum, stepped.residual)
     runtime.faults.point("after_write")
@@ -52,9 +52,8 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
     runtime.ledger.claims.commit(ev.run, ev.round, token, weights=digest, epoch=metric["epochs_done"],
                           finished=DONE if finished else None, metric=metric, meta_extra=extra)
     # What killed writers of this round left behind (a glob of three folders, before the next
-    # round can write): its folder, and the new weights', momentum's and residual's temporaries.
-    efs.remove_temporaries(paths.round_dir(ev.round), paths.weights(ev.round + 1), paths.optim(ev.round + 1),
-                           paths.residual(ev.round + 1))
+    # round can write): its folder, and the new weights' and momentum's temporaries.
+    efs.remove_temporaries(paths.round_dir(ev.round), paths.weights(ev.round + 1), paths.optim(ev.round + 1))
     runtime.faults.point("after_commit")
     if not finished:
         # The next round starts before pruning: it unlinks about 2N files, each a round trip to
@@ -62,7 +61,7 @@ def publish(runtime: Runtime, ev: CombineEvent, record: RunRecord, token: str, c
         fan_out(runtime, ev.run, ev.round + 1)
     pruned = retention.prune(paths, ev.round, record.rounds_per_epoch, record.config.keep_rounds)
     if record.config.transport in COMPRESSED:
-        _prune_residuals(runtime, record, ev.round)
+        _prune_state(runtime, record, ev.round)
     logger.info("round committed", extra={**metric, "pruned_files": len(pruned)})
     if finished:
         return Outcome("finished", run=ev.run, round=ev.round, detail={"reason": finished})
@@ -131,50 +130,70 @@ def reduce_slice(runtime: Runtime, record: RunRecord, round_no: int, paths: efs.
     # The sum writes nothing, so dying anywhere inside it is the same as dying right here.
     runtime.faults.point("mid_sum")
     n_params = max(0, min(hi, record.n_params) - lo)  # parameters inside [lo, hi)
-    momentum = kept.momentum if kept else _read_state(paths.optim(round_no), record, lo, hi, shard)
     step = dict(mode=c.mode, n_params=n_params, lr=learning_rate(c, round_no, record.rounds_per_epoch),
                 sgd=sgd_options(c))
     if codec is None:
+        momentum = kept.momentum if kept else _read_state(paths.optim(round_no), record, lo, hi, shard)
         return Stepped(*apply_update(weights, average, momentum, **step))
-    # Round 0 starts from a zero residual; any later round's must be there (written with its weights).
-    if kept:
-        residual = kept.residual
-    else:
-        residual = _read_state(paths.residual(round_no), record, lo, hi, shard) if round_no else None
-    if round_no and residual is None:
-        raise CorruptFile(paths.residual(round_no), "the combiner's residual is missing")
+    momentum, residual = (kept.momentum, kept.residual) if kept else _stored_state(runtime, record, round_no, lo, hi,
+                                                                                   shard)
     return Stepped(*feedback.step_slice(weights, average, momentum, residual, codec=codec, **step))
 
 
-def _write(paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any],
+def _stored_state(runtime: Runtime, record: RunRecord, round_no: int, lo: int, hi: int,
+                  shard: int | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A compressed run's (momentum, residual) of weights [lo, hi), from the bucket (storage/state.py):
+    none for round 0, which starts from zeros; for any later round both must be there (momentum in
+    sync mode, over a slice with parameters), stored before its weights were (``store_state``)."""
+    if round_no == 0:
+        return None, None
+    a, b = state_slice(record, lo, hi)
+    store, s = runtime.state_store, shard or 0
+    momentum = None
+    if record.config.mode == "sync" and b > a:
+        momentum = store.get_combiner(record.run, "momentum", s, round_no, b - a)
+    return momentum, store.get_combiner(record.run, "residual", s, round_no, b - a)
+
+
+def store_state(runtime: Runtime, record: RunRecord, round_no: int, shard: int | None, stepped: Stepped) -> None:
+    """Store what a compressed run's combine of ``round_no`` (or its share ``shard``) computed for
+    the next round's: its slice of the momentum and the residual, in the bucket."""
+    if stepped.momentum is not None:
+        runtime.state_store.put_combiner(record.run, "momentum", shard or 0, round_no + 1, stepped.momentum)
+    runtime.state_store.put_combiner(record.run, "residual", shard or 0, round_no + 1, stepped.residual)
+
+
+def _write(runtime: Runtime, paths: efs.RunLayout, round_no: int, stepped: Stepped, metric: dict[str, Any],
            record: RunRecord) -> efs.Digest:
     # Optimizer state, residual, update and metric first, weights last: weights with their digest
     # mark a round as complete on EFS, from which `resume` can rebuild a lost ledger (recovery.py).
-    # Sharded, each state file's digest records its S slices' checksums: the next round's shares
-    # read only their own (reduce_slice), a model size in all instead of S.
+    # A compressed run's momentum, residual and update go to the bucket (storage/state.py; a
+    # sharded combine's shares stored their slices of the first two, combine_share). Sharded, each
+    # state file's digest records its S slices' checksums: the next round's shares read only their
+    # own (reduce_slice), a model size in all instead of S.
     checksum = record.config.checksum
     slices = feedback.state_ranges(record.config.transport, record.n_params, stepped.weights.size,
                                    record.config.combine_shards)
     state = None if slices is None else [state_slice(record, lo, hi) for lo, hi in slices]
-    if stepped.momentum is not None:
+    if record.config.transport in COMPRESSED:
+        if stepped.residual is not None:  # unsharded
+            store_state(runtime, record, round_no, None, stepped)
+        runtime.state_store.put_update(record.run, round_no, stepped.update)
+    elif stepped.momentum is not None:
         efs.write_array(paths.optim(round_no + 1), stepped.momentum, checksum=checksum, ranges=state)
-    if stepped.residual is not None:
-        efs.write_array(paths.residual(round_no + 1), stepped.residual, checksum=checksum, ranges=state)
-    if stepped.update is not None:
-        efs.write_array(paths.update(round_no), stepped.update, checksum=checksum)
     efs.write_json(paths.metric(round_no), metric)
     return efs.write_array(paths.weights(round_no + 1), stepped.weights, checksum=checksum, ranges=slices)
 
 
-def _prune_residuals(runtime: Runtime, record: RunRecord, committed_round: int) -> None:
-    """The workers' residuals in S3 follow the weights' retention; like it, never fails the commit."""
+def _prune_state(runtime: Runtime, record: RunRecord, committed_round: int) -> None:
+    """A compressed run's state in S3 follows the weights' retention; like it, never fails the commit."""
     rounds = retention.stale_state_rounds(committed_round, record.rounds_per_epoch, record.config.keep_rounds)
     if not rounds:
         return
     try:
-        runtime.residuals.prune(record.run, record.workers, rounds)
+        runtime.state_store.prune(record.run, rounds)
     except Exception as exc:  # the next commit's sweep covers these rounds again; S3's lifecycle rule expires the rest
-        logger.warning("could not prune workers' residuals", extra={"rounds": rounds, "error": str(exc)})
+        logger.warning("could not prune the run's state in the bucket", extra={"rounds": rounds, "error": str(exc)})
 
 
 def _read_state(path: Path, record: RunRecord, lo: int, hi: int, shard: int | None) -> np.ndarray | None:

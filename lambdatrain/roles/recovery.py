@@ -59,8 +59,9 @@ def redrive(runtime: Runtime, run: str, *, reason: str) -> Outcome:
 
 
 def resumed_from(round_no: int) -> list[int]:
-    """Rounds whose workers' residuals a run stopped at ``round_no`` reads when it resumes: that
-    round's, and the next's, which the workers that finished the round before the stop wrote."""
+    """Rounds whose state in the bucket a run stopped at ``round_no`` reads when it resumes: that
+    round's (the workers' residuals, the combiner's momentum and residual), and the next's, which
+    the workers that finished the round before the stop wrote."""
     return [round_no, round_no + 1]
 
 
@@ -71,7 +72,7 @@ def keep_state(runtime: Runtime, run: str) -> int:
     record = runtime.ledger.get_run(run)
     if record.state not in RESUMABLE or record.config.transport not in COMPRESSED:
         return 0
-    kept = runtime.residuals.retag(run, record.workers, resumed_from(record.round), STATE_KEPT)
+    kept = runtime.state_store.retag(run, resumed_from(record.round), STATE_KEPT)
     if runtime.ledger.mark_state_kept(run, record.round, RESUMABLE):
         logger.info("residuals kept", extra={"run": run, "round": record.round, "residuals": kept})
     return kept
@@ -135,6 +136,6 @@ def _release_state(runtime: Runtime, record: RunRecord) -> None:
     if record.state_kept_round is None or record.config.transport not in COMPRESSED:
         return
     try:
-        runtime.residuals.retag(record.run, record.workers, resumed_from(record.state_kept_round), STATE_EXPIRING)
+        runtime.state_store.retag(record.run, resumed_from(record.state_kept_round), STATE_EXPIRING)
     except Exception as exc:  # kept longer than needed costs storage, never a result
         logger.warning("could not release kept residuals", extra={"run": record.run, "error": str(exc)})

@@ -31,7 +31,7 @@ from lambdatrain.roles.settings import RuntimeSettings
 from lambdatrain.protocol.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lambdatrain.storage.state import ResidualStore
+    from lambdatrain.storage.state import StateStore
 
 # Concurrent invocations per fan-out. At ~20-30 ms per asynchronous invoke, 32 at a time fan out to
 # 256 workers in about 8 latencies; botocore's own CPU per call (signing, serializing, holding the
@@ -90,27 +90,28 @@ class Runtime:
     handler: str
     clock: Callable[[], float] = time.time
     faults: Faults = field(default=None)  # type: ignore[assignment]
-    _residuals: Any = field(default=None, repr=False)  # a storage.state.ResidualStore, built on first use
+    _state_store: Any = field(default=None, repr=False)  # a storage.state.StateStore, built on first use
 
     def __post_init__(self) -> None:
         if self.faults is None:
             self.faults = Faults(self.settings.faults, self.handler, self.settings.mount / ".faults")
 
     @property
-    def residuals(self) -> ResidualStore:
-        """The workers' error-feedback residuals (compressed transports), in the stack's bucket."""
-        if self._residuals is None:
+    def state_store(self) -> StateStore:
+        """A compressed run's state between rounds (the workers' and the combiner's error-feedback
+        residuals, the combiner's momentum and update), in the stack's bucket."""
+        if self._state_store is None:
             if self.settings.bucket is None:
                 raise ConfigError(f"{settings_mod.ENV_BUCKET} is not set: the compressed transports keep each "
                                   "worker's error-feedback residual in the stack's bucket")
             # Imported here: state.py needs numpy, and the starter must load before `setup` has
             # installed it on a fresh stack (tests/infra/test_archive.py).
             from lambdatrain.storage.digest import DEFAULT_ALGORITHM
-            from lambdatrain.storage.state import ResidualStore
+            from lambdatrain.storage.state import StateStore
 
-            self._residuals = ResidualStore(boto3.client("s3"), self.settings.bucket, settings_mod.STATE_PREFIX,
-                                            DEFAULT_ALGORITHM, settings_mod.STATE_TAG, settings_mod.STATE_EXPIRING)
-        return self._residuals
+            self._state_store = StateStore(boto3.client("s3"), self.settings.bucket, settings_mod.STATE_PREFIX,
+                                           DEFAULT_ALGORITHM, settings_mod.STATE_TAG, settings_mod.STATE_EXPIRING)
+        return self._state_store
 
     def data_root(self, config) -> Path:
         """The run's prepared dataset: the stack's default, or a folder below the mount."""

@@ -3,9 +3,10 @@
 The paper's combine stops scaling past about 17 workers because one combiner reads all N files.
 Here the combiner that claims a ready round invokes S shares (``{"combine": true, ..., "shard": s,
 "claim": token}``); share s reads only elements [lo_s, hi_s) of every worker file (verified by
-the slice digests the workers recorded) and of the weights, momentum and residual (verified by the
-slice digests recorded beside them when they were written: claimed.py), steps the optimizer on
-that slice, and writes its slice of the new weights. Each share records itself in the round's
+the slice digests the workers recorded) and of the weights and momentum (verified by the slice digests
+recorded beside them when they were written: claimed.py; a compressed run's momentum and residual
+are per-slice objects in the bucket, storage/state.py), steps the optimizer on that slice, and
+writes its slice of the new weights. Each share records itself in the round's
 ``shards_done`` set under the claim; the share that completes the set assembles the slices and
 publishes the round exactly as an unsharded combine does. Everything is elementwise, so the result
 is bit-identical to S = 1.
@@ -24,7 +25,8 @@ from lambdatrain.storage import efs as efs
 from lambdatrain.protocol.errors import ClaimLost, CorruptFile, InvalidEvent
 from lambdatrain.ledger.items import RunRecord
 from lambdatrain.logs import logger
-from lambdatrain.roles.claimed import Stepped, publish, reduce_slice, reopen
+from lambdatrain.protocol.config import COMPRESSED
+from lambdatrain.roles.claimed import Stepped, publish, reduce_slice, reopen, store_state
 from lambdatrain.protocol.events import CombineEvent, Outcome
 from lambdatrain.roles.runtime import Runtime, invoke_all
 from lambdatrain.roles.settings import COMBINER
@@ -53,11 +55,11 @@ def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outc
     except CorruptFile as exc:
         return reopen(runtime, record, ev, ev.claim, exc)
     checksum = record.config.checksum
-    if stepped.momentum is not None:
+    if record.config.transport in COMPRESSED:  # its slices of the momentum and residual: in the bucket, final
+        store_state(runtime, record, ev.round, ev.shard, stepped)
+        efs.write_array(paths.shard_update(ev.round, ev.shard), stepped.update, checksum=checksum)
+    elif stepped.momentum is not None:
         efs.write_array(paths.shard_optim(ev.round, ev.shard), stepped.momentum, checksum=checksum)
-    for what in EXTRAS:
-        if getattr(stepped, what) is not None:
-            efs.write_array(paths.shard_extra(ev.round, ev.shard, what), getattr(stepped, what), checksum=checksum)
     efs.write_array(paths.shard(ev.round, ev.shard), stepped.weights, checksum=checksum)
     logger.info("share combined", extra={"shard": ev.shard, "seconds": time.perf_counter() - t0})
     if not runtime.ledger.claims.shard_done(ev.run, ev.round, ev.shard, ev.claim, record.config.combine_shards):
@@ -66,15 +68,13 @@ def combine_share(runtime: Runtime, ev: CombineEvent, record: RunRecord) -> Outc
     return publish(runtime, ev, record, ev.claim, claimed, results, stepped, t0)
 
 
-EXTRAS = ("residual", "update")  # a compressed transport's slices besides weights and momentum
-
-
 def _assemble(paths: efs.RunLayout, round_no: int, shards: int) -> Stepped:
-    """The S slices, verified by their digests, as the new weights and optimizer state (and, for a
-    compressed transport, residual and update: their slices laid end to end are the whole's)."""
+    """The S slices, verified by their digests, as the new weights and momentum (a float
+    transport's) or update (a compressed one's, whose momentum and residual stay in the bucket as
+    the shares stored them): their slices laid end to end are the whole's."""
     def joined(path_of) -> np.ndarray | None:
         found = [path_of(s) for s in range(shards) if path_of(s).exists()]
         return np.concatenate([efs.read_array(p) for p in found]) if found else None
 
     return Stepped(joined(lambda s: paths.shard(round_no, s)), joined(lambda s: paths.shard_optim(round_no, s)),
-                   *(joined(lambda s, what=what: paths.shard_extra(round_no, s, what)) for what in EXTRAS))
+                   update=joined(lambda s: paths.shard_update(round_no, s)))

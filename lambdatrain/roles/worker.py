@@ -15,13 +15,14 @@ import numpy as np
 
 from lambdatrain.storage import efs as efs
 from lambdatrain.storage.digest import algorithm_of
+from lambdatrain.storage.state import MissingState
 from lambdatrain.training import feedback
 from lambdatrain.protocol.config import COMPRESSED
 from lambdatrain.ledger import schema
 from lambdatrain.training import trainer
 from lambdatrain.training.codec import encode
 from lambdatrain.training.step import learning_rate
-from lambdatrain.protocol.errors import AlreadyDone, CorruptFile, InvalidEvent, StaleRound
+from lambdatrain.protocol.errors import AlreadyDone, InvalidEvent, StaleRound
 from lambdatrain.ledger.items import RUNNING, ResultRecord, RunRecord
 from lambdatrain.logs import bind, logger
 from lambdatrain.protocol.events import Outcome, parse_work
@@ -51,8 +52,8 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
     model, layout = trainer.model_for(config, len(data.classes))
     codec = COMPRESSED.get(config.transport)
     # The residual's GET runs beside loading and compute (state.py); only its answer waits.
-    residual = runtime.residuals.prefetch(ev.run, ev.workerno, ev.round, record.n_params) if codec else None
-    weights = _round_weights(paths, record, ev.round, codec) if codec else efs.read_array(
+    residual = runtime.state_store.prefetch(ev.run, ev.workerno, ev.round, record.n_params) if codec else None
+    weights = _round_weights(runtime, paths, record, ev.round, codec) if codec else efs.read_array(
         paths.weights(ev.round), record.weights)
     indices = trainer.round_indices(config, trainer.train_size(config, data), ev.workerno, ev.round,
                                     record.rounds_per_epoch)
@@ -71,7 +72,7 @@ def work(runtime: Runtime, event: Mapping[str, Any], time_left=lambda: float("in
         # In: the residual this worker starts the round with; out: the next round's, stored before
         # the result is written, so a recorded result always has its successor's residual (state.py).
         encoded, residual = feedback.pack(result.vector, record.n_params, codec, residual.result())
-        runtime.residuals.put(ev.run, ev.workerno, ev.round + 1, residual)
+        runtime.state_store.put(ev.run, ev.workerno, ev.round + 1, residual)
         runtime.faults.point("after_state")
     else:
         encoded = encode(result.vector, config.transport)
@@ -118,20 +119,22 @@ class _Held:
 _held: list[_Held] = []  # the weights this environment last started a round from (one model)
 
 
-def _round_weights(paths: efs.RunLayout, record: RunRecord, round_no: int, codec: str) -> np.ndarray:
+def _round_weights(runtime: Runtime, paths: efs.RunLayout, record: RunRecord, round_no: int,
+                   codec: str) -> np.ndarray:
     """Round ``round_no``'s weights, for a compressed transport: the ones this environment holds if
-    they are that round's; else the previous round's plus the combiner's compressed update
-    (feedback.apply_update: the same float32 additions as the combiner's), checked against the
-    round's recorded digest; else, cold or lagging, the full weights from EFS."""
+    they are that round's; else the previous round's plus the combiner's compressed update from the
+    bucket (feedback.apply_update: the same float32 additions as the combiner's), checked against
+    the round's recorded digest; else, cold or lagging, the full weights from EFS."""
     held = next((h for h in _held if h.mount == str(paths.mount) and h.run == paths.run), None)
     weights = None
     if held is not None and held.round == round_no and held.checksum == record.weights.checksum:
         weights = held.weights
-    elif held is not None and held.round == round_no - 1 and paths.update(round_no - 1).exists():
+    elif held is not None and held.round == round_no - 1:
         try:
-            update = efs.read_array(paths.update(round_no - 1))
+            update = runtime.state_store.get_update(paths.run, round_no - 1,
+                                                    feedback.update_nbytes(held.weights.size, record.n_params, codec))
             candidate = feedback.apply_update(held.weights, update, record.n_params, codec)
-        except (CorruptFile, ValueError) as exc:  # a damaged update: the full weights are still there
+        except (MissingState, ValueError) as exc:  # missing or damaged: the full weights are still there
             logger.warning("update unusable; reading the full weights", extra={"error": str(exc)})
         else:
             if efs.digest_of(candidate, algorithm_of(record.weights.checksum)) == record.weights:

@@ -4,9 +4,8 @@
 
     <mount>/runs/<run>/config.json              the run's settings
     <mount>/runs/<run>/weights/r000012.npy      flat float32 weights at the start of round 12
-    <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them
-    <mount>/runs/<run>/residual/r000012.npy     compressed transports: the combiner's residual beside them
-    <mount>/runs/<run>/rounds/r000012/update.npy compressed transports: round 12's update, compressed
+    <mount>/runs/<run>/optim/r000012.npy        optimizer state (momentum) beside them (float transports;
+                                                a compressed run's is in the stack's bucket, storage/state.py)
     <mount>/runs/<run>/rounds/r000012/w0003.npy worker 3's result for round 12
     <mount>/runs/<run>/rounds/r000012/metric.json what the combiner measured (copy of the ledger's)
     <mount>/runs/<run>/.../*.digest.json        sidecar: length and checksum of the file beside it
@@ -44,13 +43,6 @@ class RunLayout:
     def optim(self, round_no: int) -> Path:
         return self.root / "optim" / f"r{round_no:06d}.npy"
 
-    def residual(self, round_no: int) -> Path:
-        return self.root / "residual" / f"r{round_no:06d}.npy"
-
-    def update(self, round_no: int) -> Path:
-        """The compressed update from round r's weights to round r + 1's (training/feedback.py)."""
-        return self.round_dir(round_no) / "update.npy"
-
     def round_dir(self, round_no: int) -> Path:
         return self.root / "rounds" / f"r{round_no:06d}"
 
@@ -68,13 +60,13 @@ class RunLayout:
         """The same slice of the new optimizer state."""
         return self.round_dir(round_no) / f"optim-s{shard:03d}.npy"
 
-    def shard_extra(self, round_no: int, shard: int, what: str) -> Path:
-        """The same slice of the new ``residual`` or of the ``update`` (compressed transports)."""
-        return self.round_dir(round_no) / f"{what}-s{shard:03d}.npy"
+    def shard_update(self, round_no: int, shard: int) -> Path:
+        """The same slice of a compressed run's update (the assembled whole goes to the bucket)."""
+        return self.round_dir(round_no) / f"update-s{shard:03d}.npy"
 
     def checkpoint_rounds(self) -> list[int]:
         """Rounds with any weights or momentum file left, whole or not (retention sweeps them)."""
-        return sorted({r for p in (self.weights(0), self.optim(0), self.residual(0))
+        return sorted({r for p in (self.weights(0), self.optim(0))
                        for r, _ in _round_files(p.parent, ".npy*")})
 
     def committed_rounds(self) -> list[int]:

@@ -7,10 +7,10 @@ or used them is committed, so the combiner that commits round r deletes:
 
 * the worker results (and sharded-combine slices) of round r - 1: round r - 1 is committed and
   its results are never read again; round r's stay until the next commit, for inspection;
-* the weights and momentum (and, compressed transports, the combiner's residual) of rounds older
-  than the newest ``keep_rounds``, except every epoch boundary (and round 0): those are the
-  checkpoints a user may want to go back to. The workers' residuals in S3 follow the same rounds
-  (``stale_checkpoints``; roles/claimed.py deletes them).
+* the weights and momentum of rounds older than the newest ``keep_rounds``, except every epoch
+  boundary (and round 0): those are the checkpoints a user may want to go back to. A compressed
+  run's state in S3 (the workers' and combiner's residuals, its momentum and updates) follows the
+  same rounds (``stale_state_rounds``; roles/claimed.py deletes them).
 
 Each round's ``metric.json`` always stays (``resume`` rebuilds a lost ledger from them), as does
 everything with ``keep_rounds = 0``. Weights that are kept fall back for each other: ``resume``
@@ -47,7 +47,7 @@ def stale_checkpoints(committed: list[int], newest: int, rounds_per_epoch: int, 
 
 
 def stale_state_rounds(committed_round: int, rounds_per_epoch: int, keep_rounds: int) -> list[int]:
-    """Rounds whose workers' residuals may go once ``committed_round`` commits: the rounds whose
+    """Rounds whose state in S3 may go once ``committed_round`` commits: the rounds whose
     weights ``prune`` deletes, found without listing the bucket (the newest stale one and a sweep
     of SWEEP before it, for commits a crashed combiner did not prune after)."""
     if keep_rounds <= 0:
@@ -73,7 +73,7 @@ def prune(paths: RunLayout, committed_round: int, rounds_per_epoch: int, keep_ro
         else:
             looked_at = [newest - keep_rounds] if newest > keep_rounds else []
         for r in stale_checkpoints(looked_at, newest, rounds_per_epoch, keep_rounds):
-            for path in (paths.weights(r), paths.optim(r), paths.residual(r)):
+            for path in (paths.weights(r), paths.optim(r)):
                 doomed += [path, digest_path(path)]
     except OSError as exc:  # the round is committed and its successor must still start
         logger.warning("could not list files to prune", extra={"run": paths.run, "error": str(exc)})

@@ -1,4 +1,4 @@
-"""Where each worker's error-feedback residual lives between rounds: the stack's S3 bucket.
+"""Where a compressed run's state lives between rounds: the stack's S3 bucket.
 
 A compressed transport (``ternary_ef``, ``sign_ef``) leaves every worker with a residual, the part
 of its corrected result the payload could not say (training/feedback.py). It is dense, float32 and
@@ -8,10 +8,19 @@ compression saves (EFS bills every byte read and written, S3 inside a region bil
 https://aws.amazon.com/s3/pricing/, https://aws.amazon.com/efs/pricing/). docs/benchmarks.md,
 "Traffic", says why S3 and what it costs per round.
 
-Keys are per (run, worker, round): ``state/<run>/wNNNN/rNNNNNN.npy`` holds the residual a worker
-*starts* round r with. A worker reads round r's and writes round r + 1's, so a re-driven or
-duplicated worker reads the same immutable input and writes the same bytes (S3 keeps whole
-objects, and the last of several PUTs of one key wins:
+The combiner's state goes the same way, for the same reason (docs/benchmarks.md, "Traffic"): its
+momentum and its own residual (training/feedback.py ``step_slice``), 4P bytes each written every
+round, and the compressed update it publishes, which every warm worker reads. On EFS these were
+two fifths of a round's bytes at N = 64 once the results were compressed; the weights stay on EFS,
+where every other reader (a cold worker, ``resume``, ``export``) finds them.
+
+Keys are per (run, owner, round): ``state/<run>/<owner>/rNNNNNN.npy``, the owner ``wNNNN`` (worker
+N's residual), ``momentum-sNNN`` or ``residual-sNNN`` (the combiner's, slice N of a sharded combine,
+``s000`` whole when S = 1: each share stores and reads its own slice) or ``update``. The state a
+round *starts* with is under that round: a worker reads round r's residual and writes round
+r + 1's, the combine of round r reads round r's momentum and residual and writes round r + 1's and
+``update/r``. A re-driven or duplicated writer reads the same immutable input and writes the same
+bytes (S3 keeps whole objects, and the last of several PUTs of one key wins:
 https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html). Round 0 starts from zeros and
 reads nothing. Every object carries its checksum in its metadata, verified on every read.
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 import io
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import botocore.exceptions
@@ -52,8 +62,22 @@ class MissingState(LambdaTrainError):
     """A worker's residual is missing from the bucket or does not match its checksum."""
 
 
+COMBINER_STATE = ("momentum", "residual")  # the combiner's arrays kept here, per slice
+UPDATE = "update"
+
+
+def state_key(prefix: str, run: str, owner: str, round_no: int) -> str:
+    return f"{prefix}{run}/{owner}/r{round_no:06d}.npy"
+
+
 def residual_key(prefix: str, run: str, worker: int, round_no: int) -> str:
-    return f"{prefix}{run}/w{worker:04d}/r{round_no:06d}.npy"
+    return state_key(prefix, run, f"w{worker:04d}", round_no)
+
+
+def combiner_owner(name: str, shard: int) -> str:
+    if name not in COMBINER_STATE:
+        raise ValueError(f"combiner state {name!r}: one of {', '.join(COMBINER_STATE)}")
+    return f"{name}-s{shard:03d}"
 
 
 @dataclass
@@ -65,10 +89,10 @@ class _Held:
 _held: dict[tuple[str, str, int], _Held] = {}  # (bucket, run, worker): this environment's last residual
 
 
-class ResidualStore:
-    """Per-worker residuals in ``bucket`` under ``prefix`` (roles/settings.py's STATE_PREFIX), each
-    written with the tag ``tag`` = ``expiring``, which the bucket's lifecycle rule expires
-    (``retag`` gives a stopped run's another value, which it does not)."""
+class StateStore:
+    """A compressed run's state in ``bucket`` under ``prefix`` (roles/settings.py's STATE_PREFIX),
+    each object written with the tag ``tag`` = ``expiring``, which the bucket's lifecycle rule
+    expires (``retag`` gives a stopped run's another value, which it does not)."""
 
     def __init__(self, s3, bucket: str, prefix: str, checksum: str, tag: str, expiring: str):
         self.s3, self.bucket, self.prefix, self.checksum = s3, bucket, prefix, checksum
@@ -76,6 +100,8 @@ class ResidualStore:
 
     def key(self, run: str, worker: int, round_no: int) -> str:
         return residual_key(self.prefix, run, worker, round_no)
+
+    # -- a worker's residual ---------------------------------------------------------------------
 
     def prefetch(self, run: str, worker: int, round_no: int, size: int) -> Future:
         """``get`` started in the background; its ``result()`` is get's answer (or raises its error)."""
@@ -91,18 +117,51 @@ class ResidualStore:
         held = _held.get((self.bucket, run, worker))
         if held is not None and held.round == round_no and held.residual.size == size:
             return held.residual
-        key = self.key(run, worker, round_no)
+        return self._get(self.key(run, worker, round_no), np.float32, size,
+                         f"worker {worker}'s residual for round {round_no}")
+
+    def put(self, run: str, worker: int, round_no: int, residual: np.ndarray) -> None:
+        """Store the residual worker starts ``round_no`` with, and keep it in this environment."""
+        self._put(self.key(run, worker, round_no), residual)
+        _held[(self.bucket, run, worker)] = _Held(round_no, residual)
+
+    # -- the combiner's ---------------------------------------------------------------------------
+
+    def get_combiner(self, run: str, name: str, shard: int, round_no: int, size: int) -> np.ndarray:
+        """Slice ``shard``'s ``name`` (``momentum`` or ``residual``) the combine of ``round_no`` starts
+        from; the caller knows it exists (round 0 has none)."""
+        key = state_key(self.prefix, run, combiner_owner(name, shard), round_no)
+        return self._get(key, np.float32, size, f"the combiner's {name} (slice {shard}) for round {round_no}")
+
+    def put_combiner(self, run: str, name: str, shard: int, round_no: int, array: np.ndarray) -> None:
+        self._put(state_key(self.prefix, run, combiner_owner(name, shard), round_no), array)
+
+    def get_update(self, run: str, round_no: int, size: int) -> np.ndarray:
+        """Round ``round_no``'s compressed update (uint8, ``size`` bytes), from its weights to the next's."""
+        return self._get(state_key(self.prefix, run, UPDATE, round_no), np.uint8, size,
+                         f"the update of round {round_no}")
+
+    def put_update(self, run: str, round_no: int, data: np.ndarray) -> None:
+        self._put(state_key(self.prefix, run, UPDATE, round_no), data)
+
+    # -- one object -------------------------------------------------------------------------------
+
+    def _get(self, key: str, dtype, size: int, what: str) -> np.ndarray:
+        """The array under ``key``, checked against its checksum, dtype and length; read-only."""
         try:
-            # Its checksum first: an object replaced between the two requests fails the check below.
-            expected = self.s3.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}).get(_CHECKSUM_META, "")
-            buf = io.BytesIO()
-            self.s3.download_fileobj(self.bucket, key, buf, Config=_transfer())
+            if size * np.dtype(dtype).itemsize < PART_BYTES:  # one request: the body and its checksum together
+                answer = self.s3.get_object(Bucket=self.bucket, Key=key)
+                expected, body = answer.get("Metadata", {}).get(_CHECKSUM_META, ""), answer["Body"].read()
+            else:
+                # Its checksum first: an object replaced between the two requests fails the check below.
+                expected = self.s3.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}).get(_CHECKSUM_META, "")
+                buf = io.BytesIO()
+                self.s3.download_fileobj(self.bucket, key, buf, Config=_transfer())
+                body = buf.getvalue()
         except botocore.exceptions.ClientError as exc:
             if not _missing(exc):
                 raise
-            raise MissingState(f"s3://{self.bucket}/{key}: worker {worker}'s residual for round {round_no} "
-                               f"is not in the bucket") from None
-        body = buf.getvalue()
+            raise MissingState(f"s3://{self.bucket}/{key}: {what} is not in the bucket") from None
         traffic.add(f"s3://{self.bucket}/{key}", "read", len(body), kind=STATE_KIND)
         traffic.done()
         try:
@@ -111,62 +170,65 @@ class ResidualStore:
             intact = False
         if not intact:
             raise MissingState(f"s3://{self.bucket}/{key}: does not match its checksum")
-        residual = np.load(io.BytesIO(body), allow_pickle=False)
-        if residual.dtype != np.float32 or residual.shape != (size,):
-            raise MissingState(f"s3://{self.bucket}/{key}: holds {residual.dtype} {residual.shape}, "
-                               f"not {size} float32")
-        residual.setflags(write=False)
-        return residual
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+        if array.dtype != np.dtype(dtype) or array.shape != (size,):
+            raise MissingState(f"s3://{self.bucket}/{key}: holds {array.dtype} {array.shape}, not {size} "
+                               f"{np.dtype(dtype)}")
+        array.setflags(write=False)
+        return array
 
-    def put(self, run: str, worker: int, round_no: int, residual: np.ndarray) -> None:
-        """Store the residual worker starts ``round_no`` with, and keep it in this environment."""
+    def _put(self, key: str, array: np.ndarray) -> None:
         buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(residual, dtype=np.float32), allow_pickle=False)
+        np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
         body = buf.getvalue()
-        key = self.key(run, worker, round_no)
         extra = {"Metadata": {_CHECKSUM_META: checksum_of(body, self.checksum)},
                  "Tagging": urlencode({self.tag: self.expiring})}
         self.s3.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=_transfer(), ExtraArgs=extra)
         traffic.add(f"s3://{self.bucket}/{key}", "write", len(body), kind=STATE_KIND)
         traffic.done()
-        residual.setflags(write=False)
-        _held[(self.bucket, run, worker)] = _Held(round_no, residual)
+        array.setflags(write=False)
 
-    def retag(self, run: str, workers: int, rounds: list[int], value: str) -> int:
-        """Tag the current version of every worker's residual of ``rounds`` ``tag`` = ``value``
-        (the missing ones skipped: round 0 has none, an unfinished round some); how many."""
+    # -- a run's rounds ---------------------------------------------------------------------------
+
+    def _versions(self, run: str, rounds: list[int]) -> list[dict[str, Any]]:
+        """Every version (and delete marker) of every owner's object of ``rounds``, from one listing
+        of the run's prefix (the rounds not yet pruned and the kept epoch boundaries: a page of
+        1,000 holds 14 rounds at N = 64)."""
+        wanted = {f"/r{r:06d}.npy" for r in rounds}
+        found = []
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                            Prefix=f"{self.prefix}{run}/"):
+            found += [v for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                      if v["Key"][v["Key"].rfind("/"):] in wanted]
+        return found
+
+    def retag(self, run: str, rounds: list[int], value: str) -> int:
+        """Tag the current version of every object of ``rounds`` (every worker's residual, the
+        combiner's slices and update) ``tag`` = ``value``; how many (round 0 has none, an
+        unfinished round some)."""
         tagged = 0
-        for key in (self.key(run, w, r) for r in rounds for w in range(workers)):
+        for key in sorted({v["Key"] for v in self._versions(run, rounds) if v.get("IsLatest") and "ETag" in v}):
             try:
                 self.s3.put_object_tagging(Bucket=self.bucket, Key=key,
                                            Tagging={"TagSet": [{"Key": self.tag, "Value": value}]})
             except botocore.exceptions.ClientError as exc:
-                if not _missing(exc):
+                if not _missing(exc):  # deleted since the listing: nothing to keep
                     raise
                 continue
             tagged += 1
         return tagged
 
-    def prune(self, run: str, workers: int, rounds: list[int]) -> int:
-        """Delete every version of the residuals of ``rounds`` for every worker (missing ones are
-        already gone); how many versions.
+    def prune(self, run: str, rounds: list[int]) -> int:
+        """Delete every version of every object of ``rounds`` (missing ones are already gone); how many.
 
         The stack's bucket is versioned (components/storage.py), where deleting a key only hides its
         bytes behind a delete marker and S3 bills them as a noncurrent version until the lifecycle
         rule expires it, a day or two later (at N = 64 in sync mode, 1.8 TB an epoch). Deleting
         each version by its id removes it for good
-        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html); the
-        versions come from one listing of the run's prefix (the rounds not yet pruned and the kept
-        epoch boundaries: a page of 1,000 holds 15 rounds at N = 64), so a re-driven worker's
-        second PUT of a key goes too.
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html), a
+        re-driven writer's second PUT of a key too.
         """
-        wanted = {self.key(run, w, r) for r in rounds for w in range(workers)}
-        versions = []
-        listing = self.s3.get_paginator("list_object_versions")
-        pages = listing.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{run}/")
-        for page in pages:
-            versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                         for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] in wanted]
+        versions = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in self._versions(run, rounds)]
         for start in range(0, len(versions), 1000):  # DeleteObjects takes at most 1,000 keys a request
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions[start: start + 1000], "Quiet": True})
         return len(versions)
@@ -183,11 +245,11 @@ def parts(nbytes: int) -> int:
 
 
 def requests(nbytes: int) -> dict[str, int]:
-    """S3 requests of one residual's PUT and of its GET, by price class (the planner bills them):
-    a multipart PUT is create + parts + complete; a GET is our HEAD (the checksum), the managed
-    download's HEAD (the size), then one GET per part."""
+    """S3 requests of one object's PUT and of its GET, by price class (the planner bills them):
+    a multipart PUT is create + parts + complete; a GET in parts is our HEAD (the checksum), the
+    managed download's HEAD (the size), then one GET per part; one part is one request either way."""
     k = parts(nbytes)
-    return {"put": 1 if k == 1 else k + 2, "get": 2 + k}
+    return {"put": 1, "get": 1} if k == 1 else {"put": k + 2, "get": k + 2}
 
 
 def _transfer() -> TransferConfig:

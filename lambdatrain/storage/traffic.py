@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 ENV_DIR = "LAMBDATRAIN_TRAFFIC_DIR"
-# "residual" and "update": the combiner's error-feedback state and compressed update (compressed
-# transports); "state": the workers' residuals, in S3 (storage/state.py), not on EFS.
-CATEGORIES = ("weights", "optim", "residual", "update", "results", "metric", "config", "digests", "datasets",
-              "state", "other")
+# "update": a sharded combine's slices of a compressed run's update; "state": what a compressed run
+# keeps in S3 (storage/state.py), not on EFS: the workers' and the combiner's residuals, the
+# combiner's momentum and the whole update.
+CATEGORIES = ("weights", "optim", "update", "results", "metric", "config", "digests", "datasets", "state", "other")
 DIRECTIONS = ("read", "write", "mapped")
 _ROUND_FILE = re.compile(r"r\d{6}\.npy$")
 
@@ -53,9 +53,7 @@ def category(path: Path | str) -> str:
         return "weights"  # combined-sNNN.npy: a sharded combine's slice of the new weights
     if parent == "optim" and _ROUND_FILE.match(name) or name.startswith("optim-s"):
         return "optim"
-    if parent == "residual" and _ROUND_FILE.match(name) or name.startswith("residual-s"):
-        return "residual"
-    if name == "update.npy" or name.startswith("update-s"):
+    if name.startswith("update-s"):
         return "update"
     if p.parent.parent.name == "rounds" and name.startswith("w") and name.endswith(".npy"):
         return "results"

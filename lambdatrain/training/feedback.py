@@ -13,10 +13,10 @@ increments, and are a few thousand elements against millions.
   optimizer step as for any transport (training/step.py), then the update u = (stepped weights -
   weights)[:P] in sync mode, the averaged delta in average mode, is compressed with the combiner's
   own residual; the new weights are weights + decode(update payload), so every party that applies
-  the update holds them bit for bit (dist-EF-SGD, Zheng et al., NeurIPS 2019). The update file has
-  the result's layout: payload, then the new buffers.
+  the update holds them bit for bit (dist-EF-SGD, Zheng et al., NeurIPS 2019). The update has the
+  result's layout: payload, then the new buffers (kept in the stack's bucket, storage/state.py).
 * **Worker, next round** (``apply_update``): a warm environment that holds round r's weights builds
-  round r + 1's from the update file alone: the same float32 additions as the combiner's.
+  round r + 1's from the update alone: the same float32 additions as the combiner's.
 
 Slices: a sharded combine's share reduces elements [lo, hi) of the flat vector (``slices``: every
 boundary on a codec block, the last share also takes the buffers); ``byte_range`` is the part of a
@@ -110,12 +110,17 @@ def step_slice(weights: np.ndarray, average: np.ndarray, momentum: np.ndarray | 
     return apply_update(weights, data, n_params, codec), momentum, new_residual, data
 
 
+def update_nbytes(size: int, n_params: int, codec: str) -> int:
+    """Bytes of the update of a ``size``-element vector whose first ``n_params`` are parameters."""
+    return payload_nbytes(n_params, codec) + 4 * (size - n_params)
+
+
 def apply_update(weights: np.ndarray, data: np.ndarray, n_params: int, codec: str) -> np.ndarray:
     """The next weights from ``weights`` and an update file's data (whole, or a slice's bytes)."""
     plen = payload_nbytes(n_params, codec)
-    if data.size != plen + 4 * (weights.size - n_params):
+    if data.size != update_nbytes(weights.size, n_params, codec):
         raise ValueError(f"an update of {weights.size} elements ({n_params} parameters) has "
-                         f"{plen + 4 * (weights.size - n_params)} bytes, got {data.size}")
+                         f"{update_nbytes(weights.size, n_params, codec)} bytes, got {data.size}")
     new = np.empty_like(weights)
     decode(data[:plen], n_params, codec, out=new[:n_params])
     np.add(weights[:n_params], new[:n_params], out=new[:n_params])

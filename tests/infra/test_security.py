@@ -147,12 +147,14 @@ def test_worker_reads_and_writes_only_its_residuals(plan):
                                               ("s3:PutObjectTagging", state), ("s3:AbortMultipartUpload", state)}
 
 
-def test_combiner_prunes_residuals_and_writes_exports(plan):
-    # After each committed round: one listing of the run's residual versions, then one DeleteObjects
-    # request of those versions, which IAM checks per key (s3:DeleteObjectVersion). The export grant
-    # is kept on purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
+def test_combiner_keeps_and_prunes_state_and_writes_exports(plan):
+    # Its own state (momentum, residual, update), as a worker its residual; after each committed
+    # round one listing of the run's state versions, then one DeleteObjects request of those
+    # versions, which IAM checks per key (s3:DeleteObjectVersion). The export grant is kept on
+    # purpose: a finished run's model goes to exports/<run>/ (issue 13, item 8).
     state = _keys(plan, env.STATE_PREFIX)
     assert _bucket_grants(plan, "combiner") == {
+        ("s3:GetObject", state), ("s3:PutObject", state), ("s3:AbortMultipartUpload", state),
         ("s3:DeleteObject", state), ("s3:DeleteObjectVersion", state), ("s3:PutObjectTagging", state),
         ("s3:ListBucketVersions", f"arn:aws:s3:::{plan.outputs['bucketName']}"),
         ("s3:PutObject", _keys(plan, env.EXPORT_PREFIX))}
@@ -160,10 +162,13 @@ def test_combiner_prunes_residuals_and_writes_exports(plan):
     assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{env.STATE_PREFIX}*"]}}
 
 
-def test_starter_only_reads_start_files_and_datasets_and_retags_residuals(plan):
+def test_starter_only_reads_start_files_and_datasets_and_retags_state(plan):
     assert _bucket_grants(plan, "starter") == {
         ("s3:GetObject", _keys(plan, env.START_PREFIX)), ("s3:GetObject", _keys(plan, env.DATASET_PREFIX)),
-        ("s3:PutObjectTagging", _keys(plan, env.STATE_PREFIX))}
+        ("s3:PutObjectTagging", _keys(plan, env.STATE_PREFIX)),
+        ("s3:ListBucketVersions", f"arn:aws:s3:::{plan.outputs['bucketName']}")}
+    (listing,) = [s for s in _statements(plan, "starter") if s["Sid"] == "BucketStateVersions"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{env.STATE_PREFIX}*"]}}
 
 
 def test_statement_ids_are_unique_in_each_policy(plan):

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from lambdatrain.storage import state, traffic
-from lambdatrain.storage.state import MissingState, ResidualStore
+from lambdatrain.storage.state import MissingState, StateStore
 from lambdatrain.training import feedback
 from lambdatrain.training.compress import decode, payload_nbytes
 from lambdatrain.training.step import apply_update as float_step
@@ -116,7 +116,7 @@ def store():
         s3.create_bucket(Bucket="stack")
         s3.put_bucket_versioning(Bucket="stack", VersioningConfiguration={"Status": "Enabled"})  # as the stack's
         state._held.clear()
-        yield ResidualStore(s3, "stack", "state/", "xxh3_128", "lambdatrain-state", "round"), s3
+        yield StateStore(s3, "stack", "state/", "xxh3_128", "lambdatrain-state", "round"), s3
         state._held.clear()
 
 
@@ -156,7 +156,7 @@ def test_retag_marks_the_residuals_of_the_rounds_that_exist_and_skips_the_rest(s
         residuals.put("run-a", worker, 4, np.ones(3, np.float32))
     residuals.put("run-a", 0, 5, np.ones(3, np.float32))  # round 4 half done: worker 1 has no round 5 yet
     residuals.put("run-a", 0, 3, np.ones(3, np.float32))  # not asked for
-    assert residuals.retag("run-a", 2, [4, 5], "kept") == 3
+    assert residuals.retag("run-a", [4, 5], "kept") == 3
     for worker, r in ((0, 4), (1, 4), (0, 5)):
         assert _tags(s3, residuals.key("run-a", worker, r)) == {"lambdatrain-state": "kept"}
     assert _tags(s3, residuals.key("run-a", 0, 3)) == {"lambdatrain-state": "round"}
@@ -192,9 +192,38 @@ def test_prune_deletes_every_workers_residual_of_the_rounds(store):
             residuals.put("run-a", w, r, np.zeros(2, np.float32))
     residuals.put("run-a", 1, 2, np.ones(2, np.float32))  # a re-driven worker's second PUT: a second version
     residuals.put("run-b", 0, 1, np.zeros(2, np.float32))  # another run's, never touched
-    assert residuals.prune("run-a", 3, [1, 2, 9]) == 7  # round 9 was never written: no error
+    assert residuals.prune("run-a", [1, 2, 9]) == 7  # round 9 was never written: no error
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="stack")["Contents"])
     assert keys == [residuals.key("run-a", w, 3) for w in range(3)] + [residuals.key("run-b", 0, 1)]
     # Gone for good: no hidden version is left to bill, and no delete marker stands in for one.
     listing = s3.list_object_versions(Bucket="stack")
     assert sorted(v["Key"] for v in listing["Versions"]) == keys and not listing.get("DeleteMarkers")
+
+
+def test_combiner_state_and_update_round_trip_under_their_own_keys_and_follow_the_rounds(store):
+    """The combiner's momentum and residual slices and the update live beside the workers'
+    residuals (storage/state.py): each under its owner and round, checked on the way back, and
+    retagged and pruned with the round whatever its owner."""
+    residuals, s3 = store
+    momentum, update = np.arange(6, dtype=np.float32), np.arange(9, dtype=np.uint8)
+    residuals.put_combiner("run-a", "momentum", 2, 5, momentum)
+    residuals.put_combiner("run-a", "residual", 2, 5, -momentum)
+    residuals.put_update("run-a", 4, update)
+    residuals.put("run-a", 0, 5, np.ones(3, np.float32))
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="stack")["Contents"])
+    assert keys == ["state/run-a/momentum-s002/r000005.npy", "state/run-a/residual-s002/r000005.npy",
+                    "state/run-a/update/r000004.npy", "state/run-a/w0000/r000005.npy"]
+    assert np.array_equal(residuals.get_combiner("run-a", "momentum", 2, 5, 6), momentum)
+    assert np.array_equal(residuals.get_combiner("run-a", "residual", 2, 5, 6), -momentum)
+    assert np.array_equal(residuals.get_update("run-a", 4, 9), update)
+    with pytest.raises(MissingState, match=r"holds uint8 \(9,\), not 10 uint8"):
+        residuals.get_update("run-a", 4, 10)
+    with pytest.raises(MissingState, match=r"the combiner's momentum \(slice 1\) for round 5 is not in the bucket"):
+        residuals.get_combiner("run-a", "momentum", 1, 5, 6)
+    with pytest.raises(ValueError, match="one of momentum, residual"):
+        residuals.put_combiner("run-a", "weights", 0, 5, momentum)
+    assert residuals.retag("run-a", [5], "kept") == 3  # round 5's three, not round 4's update
+    assert _tags(s3, "state/run-a/momentum-s002/r000005.npy") == {"lambdatrain-state": "kept"}
+    assert _tags(s3, "state/run-a/update/r000004.npy") == {"lambdatrain-state": "round"}
+    assert residuals.prune("run-a", [4, 5]) == 4
+    assert "Contents" not in s3.list_objects_v2(Bucket="stack")

@@ -198,21 +198,29 @@ def _result_bytes(transport: str) -> int:
 def test_efs_bytes_per_round_count_who_reads_and_writes_what(transport, mode, steps, shards):
     n, model, result = 3, 4 * P, _result_bytes(transport)
     compressed = transport.endswith("_ef")
-    # The combiner's files: weights (whole vector), momentum (parameters, sync), residual (compressed).
-    files = model + 4 * (P - B) * ((mode == "sync") + compressed)
+    # The combiner's files on EFS: weights (whole vector) and a float transport's momentum
+    # (parameters, sync); a compressed run's momentum, residual and update are in the bucket.
+    files = model + 4 * (P - B) * (mode == "sync" and not compressed)
     row = planner.predict(planner.Scenario(P, n, 1769, shards=shards, transport=transport, mode=mode,
                                            local_steps=steps, buffers=B), CAL, FAST)
-    slices = files if shards > 1 else 0  # shares write their slices, the last reads them back
-    expected = {"worker_read": n * (result if compressed else model), "worker_write": n * result,
+    # Shares write their slices (and of a compressed update), the last reads them back.
+    slices = files + compressed * result if shards > 1 else 0
+    expected = {"worker_read": 0 if compressed else n * model, "worker_write": n * result,
                 # S = 1: kept warm; S > 1: each share reads its slice of the files, then the last the slices
                 "combiner_read": n * result + (files + slices if shards > 1 else 0),
-                "combiner_write": files + slices + (result if compressed else 0)}
+                "combiner_write": files + slices}
     assert row["result_bytes"] == result and row["model_bytes"] == model
     assert row["efs_bytes"] == expected
     assert row["efs_bytes_per_round"] == sum(expected.values())
     assert row["runnable"] is True
-    # A worker's time moves its own share of those bytes at the 1 GB/s the storage allows.
-    assert row["load_s"] == pytest.approx(expected["worker_read"] / n / 1e9)
+    # In the bucket: momentum (sync) and residual PUT every round, read back by S > 1 shares; the update PUT.
+    arrays = 4 * (P - B) * ((mode == "sync") + 1) if compressed else 0
+    bucket = arrays * (2 if shards > 1 else 1) + compressed * result
+    assert row["combiner_state_bytes_per_round"] == pytest.approx(bucket, rel=1e-5)
+    # A worker's time moves its own share of those bytes at the 1 GB/s the storage allows; a
+    # compressed one's update comes from the bucket instead.
+    update_s = CAL.s3_request_s + result / CAL.s3_bps if compressed else 0.0
+    assert row["load_s"] == pytest.approx(expected["worker_read"] / n / 1e9 + update_s)
     assert row["write_s"] == pytest.approx(result / 1e9)
 
 
@@ -221,35 +229,46 @@ def test_a_compressed_worker_moves_a_small_fraction_of_float32s_efs_bytes(transp
     """Issue 14's goal, per worker and warm round, each direction: vgg19_cifar's real sizes."""
     def per_worker(name):
         row = planner.predict(planner.Scenario(20_051_546, 8, 10240, transport=name, buffers=11_024), CAL, FAST)
-        return row["efs_bytes"]["worker_read"] / 8, row["efs_bytes"]["worker_write"] / 8
+        return row["efs_bytes"]["worker_read"] / 8, row["efs_bytes"]["worker_write"] / 8  # the update: S3
 
     (f_down, f_up), (c_down, c_up) = per_worker("float32"), per_worker(transport)
     assert c_down <= fraction * f_down and c_up <= fraction * f_up
 
 
-def test_compressed_residuals_go_to_s3_in_time_and_cost():
-    """4P bytes PUT and 4P GET per worker-round (the GET planned as always happening), at the S3
-    constants; PUT + GET per worker, a listing and one DeleteObjects per round, at S3's request prices."""
+def test_compressed_state_goes_to_s3_in_time_and_cost():
+    """Per worker-round 4P PUT and 4P GET (the residual, its GET planned as always happening) and the
+    update's GET; per round the combiner's momentum and residual PUTs, 4P each, and the update's;
+    at the S3 constants in time, at S3's request prices in dollars, with a listing and one
+    DeleteObjects a round."""
     cal = replace(CAL, s3_bps=100e6, s3_request_s=0.05)
     plain = planner.predict(planner.Scenario(P, 4, 1769, buffers=B), cal, FAST)
     ef = planner.predict(planner.Scenario(P, 4, 1769, transport="ternary_ef", buffers=B), cal, FAST)
-    residual = 4 * (P - B)
+    residual, update = 4 * (P - B), ef["result_bytes"]
     assert (plain["state_store"], plain["state_bytes_per_worker_round"], plain["state_s"]) == ("none", 0, 0.0)
-    assert ef["state_store"] == "s3" and ef["state_bytes_per_worker_round"] == 2 * residual
+    assert (plain["combiner_state_bytes_per_round"], plain["combiner_state_s"]) == (0, 0.0)
+    assert ef["state_store"] == "s3" and ef["state_bytes_per_worker_round"] == 2 * residual + update
+    assert ef["combiner_state_bytes_per_round"] == 2 * residual + update
     # In 16 MiB parts, up to 8 at once: each transfer a request's latency, then its bytes at 8x.
     parts = -(-residual // (16 << 20))
-    one = 0.05 + residual / (100e6 * min(8, parts))
-    assert ef["state_s"] == pytest.approx(2 * one)
-    # The GET runs beside load and compute; the PUT before the result's write.
-    assert ef["worker_s"] == pytest.approx(ef["load_s"] + max(ef["compute_s"], one - ef["load_s"]) + ef["write_s"] + one)
+    one, small = 0.05 + residual / (100e6 * min(8, parts)), 0.05 + update / 100e6
+    assert ef["state_s"] == pytest.approx(2 * one + small)
+    assert ef["combiner_state_s"] == pytest.approx(2 * one + small)  # one after another, on the combine's path
+    # The residual's GET runs beside the update's GET and compute; the PUT before the result's write.
+    assert ef["load_s"] == pytest.approx(small)
+    assert ef["worker_s"] == pytest.approx(cal.worker_fixed_s + max(small + ef["compute_s"], one) + ef["write_s"] + one)
     rounds = ef["rounds_per_epoch"]
-    # PUT: one request (multipart: create + parts + complete); GET: two HEADs and a GET per part;
-    # and a listing of versions and one DeleteObjects a round.
-    per_worker = (1 if parts == 1 else parts + 2) * 0.005 + (parts + 2) * 0.0004
-    assert ef["cost_breakdown"]["s3_requests"] == pytest.approx(rounds * (4 * per_worker + 2 * 0.005) / 1000, abs=1e-6)
-    # The others deleted within rounds, the epoch boundary's residuals stay billed 15 days (the
-    # lifecycle rule's 14, and a day of rounding).
-    assert ef["cost_breakdown"]["s3_storage"] == pytest.approx(4 * residual / 1e9 * 0.023 * 15 / 30.4, abs=1e-6)
+    # A transfer in one part is one request; in k parts a PUT is create + parts + complete and a
+    # GET two HEADs and a GET per part. Then a listing of versions and one DeleteObjects a round.
+    many = 1 if parts == 1 else parts + 2
+    per_worker = many * 0.005 + (many + 1) * 0.0004
+    combiner = (2 * many + 1) * 0.005
+    assert ef["cost_breakdown"]["s3_requests"] == pytest.approx(
+        rounds * (4 * per_worker + combiner + 2 * 0.005) / 1000, abs=1e-6)
+    # The others deleted within rounds, the epoch boundary's state (4 workers' residuals, the
+    # combiner's two arrays and update) stays billed 15 days (the lifecycle rule's 14, and a day
+    # of rounding).
+    stored = 4 * residual + 2 * residual + update
+    assert ef["cost_breakdown"]["s3_storage"] == pytest.approx(stored / 1e9 * 0.023 * 15 / 30.4, abs=1e-6)
     assert "s3_requests" not in plain["cost_breakdown"] and "s3_storage" not in plain["cost_breakdown"]
     assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
 

@@ -28,9 +28,8 @@ def test_categories_follow_the_run_layout(tmp_path):
     assert traffic.category(efs.digest_path(paths.weights(3))) == "digests"
     assert traffic.category(paths.shard(3, 1)) == "weights"
     assert traffic.category(paths.shard_optim(3, 1)) == "optim"
-    assert traffic.category(paths.residual(3)) == "residual"
-    assert traffic.category(paths.update(3)) == "update"
-    assert traffic.category(efs.digest_path(paths.update(3))) == "digests"
+    assert traffic.category(paths.shard_update(3, 1)) == "update"
+    assert traffic.category(efs.digest_path(paths.shard_update(3, 1))) == "digests"
     assert traffic.category(tmp_path / "elsewhere.npy") == "other"
 
 
@@ -95,8 +94,6 @@ def test_bench_attributes_next_rounds_state_to_the_combine_that_wrote_it():
     assert round_of("/m/runs/a/weights/r000003.npy", "read") == 3
     assert round_of("/m/runs/a/weights/r000003.npy.digest.json", "write") == 2
     assert round_of("/m/runs/a/optim/r000003.npy", "write") == 2
-    assert round_of("/m/runs/a/residual/r000003.npy", "write") == 2
-    assert round_of("/m/runs/a/residual/r000003.npy", "read") == 3
     assert round_of("/m/runs/a/rounds/r000003/w0001.npy", "write") == 3
     assert round_of("/m/runs/a/config.json", "read") is None
 
@@ -104,16 +101,17 @@ def test_bench_attributes_next_rounds_state_to_the_combine_that_wrote_it():
 def test_bench_attributes_the_update_to_the_round_that_reads_it_and_a_workers_residual_to_its_writer():
     from bench.traffic import kind, round_of
 
-    # round 3's combine writes rounds/r000003/update.npy; round 4's warm workers read it
-    assert round_of("/m/runs/a/rounds/r000003/update.npy", "write") == 3
-    assert round_of("/m/runs/a/rounds/r000003/update.npy.digest.json", "write") == 3
-    assert round_of("/m/runs/a/rounds/r000003/update.npy", "read") == 4
-    assert round_of("/m/runs/a/rounds/r000003/update.npy.digest.json", "read") == 4
+    # round 3's combine writes state/a/update/r000003.npy; round 4's warm workers read it
+    update = "s3://bucket/state/a/update/r000003.npy"
+    assert round_of(update, "write") == 3 and round_of(update, "read") == 4
     assert round_of("/m/runs/a/rounds/r000003/update-s001.npy", "read") == 3  # a shard's slice, same combine
     # a worker in round 3 reads the residual it starts round 3 with and writes round 4's
     key = "s3://bucket/state/a/w0001/r000004.npy"
     assert round_of(key, "write") == 3 and round_of(key.replace("r000004", "r000003"), "read") == 3
-    assert kind(key) == "state" and kind("/m/runs/a/rounds/r000003/update.npy") == "update"
+    # the combine of round 3 reads its momentum (and residual) of round 3 and writes round 4's
+    momentum = "s3://bucket/state/a/momentum-s000/r000004.npy"
+    assert round_of(momentum, "write") == 3 and round_of(momentum.replace("r000004", "r000003"), "read") == 3
+    assert kind(key) == kind(update) == "state" and kind("/m/runs/a/rounds/r000003/update-s000.npy") == "update"
 
 
 def _worker_dump(pid: int, moved: dict[str, dict[str, int]]) -> dict:
@@ -124,33 +122,31 @@ def test_bench_counts_warm_worker_rounds_apart_from_cold_ones_and_state_apart_fr
     from bench.traffic import attribute, worker_figures
 
     run, s3 = "/m/runs/a", "s3://b/state/a"
-    warm = _worker_dump(1, {  # round 1 cold (full weights), round 2 warm: the update and S3 residual
+    warm = _worker_dump(1, {  # round 1 cold (full weights), round 2 warm: the update and its residual from S3
         f"{run}/weights/r000001.npy": {"read": 1000},
         f"{s3}/w0000/r000001.npy": {"read": 1000},
         f"{run}/rounds/r000001/w0000.npy": {"write": 60},
         f"{run}/rounds/r000001/w0000.npy.digest.json": {"write": 7},
         f"{s3}/w0000/r000002.npy": {"read": 1000, "write": 1000},
-        f"{run}/rounds/r000001/update.npy": {"read": 70},
-        f"{run}/rounds/r000001/update.npy.digest.json": {"read": 5},
+        f"{s3}/update/r000001.npy": {"read": 70},
         f"{run}/rounds/r000002/w0000.npy": {"write": 60},
         f"{run}/rounds/r000002/w0000.npy.digest.json": {"write": 7},
         f"{s3}/w0000/r000003.npy": {"write": 1000},
     })
-    held = _worker_dump(2, {  # round 2 warm from a held residual: no S3 read
-        f"{run}/rounds/r000001/update.npy": {"read": 70},
-        f"{run}/rounds/r000001/update.npy.digest.json": {"read": 5},
+    held = _worker_dump(2, {  # round 2 warm from a held residual: the update its only S3 read
+        f"{s3}/update/r000001.npy": {"read": 70},
         f"{run}/rounds/r000002/w0001.npy": {"write": 60},
         f"{run}/rounds/r000002/w0001.npy.digest.json": {"write": 7},
         f"{s3}/w0001/r000003.npy": {"write": 1000},
     })
     figures = worker_figures(attribute([warm, held])["worker_rounds"], "ternary_ef")
     assert figures["warm_worker_rounds"] == 2 and figures["cold_worker_rounds"] == 1
-    assert figures["up_bytes_per_worker_round"] == 67 and figures["down_bytes_per_worker_round"] == 75
-    assert figures["state_store"] == "s3" and figures["state_reads_from_s3"] == 1
-    assert figures["state_bytes_per_worker_round"] == (1000 + 1000 + 1000) / 2
+    assert figures["up_bytes_per_worker_round"] == 67 and figures["down_bytes_per_worker_round"] == 0
+    assert figures["state_store"] == "s3" and figures["state_reads_from_s3"] == 2
+    assert figures["state_bytes_per_worker_round"] == (1000 + 70 + 1000 + 70 + 1000) / 2
     by_category = figures["worker_bytes_per_round_by_category"]
-    assert by_category["update"] == {"read": 70} and by_category["digests"] == {"read": 5, "write": 7}
-    assert by_category["state"] == {"read": 500, "write": 1000}
+    assert by_category["digests"] == {"write": 7} and "update" not in by_category
+    assert by_category["state"] == {"read": 570, "write": 1000}
     # a float transport reads the full weights every round by design: round 1 is warm there
     float32 = worker_figures(attribute([warm])["worker_rounds"], "float32")
     assert float32["warm_worker_rounds"] == 2 and float32["cold_worker_rounds"] == 0
@@ -164,7 +160,8 @@ def test_bench_counts_the_combiners_warm_rounds_apart_from_cold_ones():
     worker = _worker_dump(1, {f"{run}/rounds/r{r:06d}/w0000.npy": {"write": 60} for r in range(4)})
 
     def combine(r: int, cold: bool) -> dict[str, dict[str, int]]:
-        moved = {f"{run}/rounds/r{r:06d}/w0000.npy": {"read": 60}, f"{run}/weights/r{r + 1:06d}.npy": {"write": 1000}}
+        moved = {f"{run}/rounds/r{r:06d}/w0000.npy": {"read": 60}, f"{run}/weights/r{r + 1:06d}.npy": {"write": 1000},
+                 f"s3://b/state/a/residual-s000/r{r + 1:06d}.npy": {"write": 800}}  # in S3: counted apart
         if cold:  # another environment: its own state read back from EFS
             moved |= {f"{run}/weights/r{r:06d}.npy": {"read": 1000}, f"{run}/optim/r{r:06d}.npy": {"read": 900}}
         return moved
@@ -180,6 +177,7 @@ def test_bench_counts_the_combiners_warm_rounds_apart_from_cold_ones():
     assert out["combiner_read_bytes_per_round"] == 60  # the warm rounds': the result only
     assert out["combiner_read_bytes_per_cold_round"] == 60 + 1000 + 900
     assert out["combiner_write_bytes_per_round"] == 1000
+    assert out["combiner_state_write_bytes_per_round"] == 800 and out["combiner_state_read_bytes_per_round"] == 0
 
 
 def test_bench_refuses_an_unknown_transport_in_one_line():
