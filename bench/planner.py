@@ -31,8 +31,9 @@ for each N (``local_calibration``), never fitted to the runs:
   processes at once, and N workers are predicted at the per-image time of min(N, cores) busy
   cores (interpolated between one and all).
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
-  workers' residual transfers queue behind each other: each worker sees 1/N of the bandwidth and
-  N times the request latency the calibration measured with one client.
+  workers' transfers (residuals, the update) queue behind each other: each worker sees 1/N of the
+  bandwidth and N times the request latency the calibration measured with one client
+  (``s3_clients``); the combiner's, after the workers' phase, see them whole.
 * The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_worker``
   times moto's busy seconds in each worker invocation of a one-worker float32 run (the real
   handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
@@ -245,8 +246,7 @@ def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: in
 
     share = (min(n, cores) - 1) / max(cores - 1, 1)  # 0 with one worker busy, 1 with all cores busy
     spi = cal.seconds_per_image + share * (busy_seconds_per_image - cal.seconds_per_image)
-    return replace(cal, seconds_per_image=spi, s3_bps=cal.s3_bps / n, s3_request_s=cal.s3_request_s * n,
-                   host_cores=cores)
+    return replace(cal, seconds_per_image=spi, s3_clients=n, host_cores=cores)
 
 
 def spread(values: list[float]) -> dict[str, Any]:

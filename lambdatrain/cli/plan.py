@@ -196,11 +196,13 @@ def _print_table(result: dict) -> None:
 
 
 def _state_note(r: dict) -> str:
-    """Where a recipe's per-worker state goes, when it has any: its bytes and seconds are in the rows."""
+    """Where a recipe's state goes, when it has any: its bytes and seconds are in the rows."""
     if r["state_store"] == "none":
         return ""
-    return (f"; residuals in {r['state_store']}: {r['state_bytes_per_worker_round'] / 1e6:.0f} MB and "
-            f"{r['state_s']:.2f} s per worker-round (in worker s)")
+    return (f"; state in {r['state_store']}: {r['state_bytes_per_worker_round'] / 1e6:.0f} MB and "
+            f"{r['state_s']:.2f} s per worker-round (in worker s), the combiner's "
+            f"{r['combiner_state_bytes_per_round'] / 1e6:.0f} MB and {r['combiner_state_s']:.2f} s per round "
+            f"(in combine s)")
 
 
 def _where(r: dict) -> str:

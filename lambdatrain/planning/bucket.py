@@ -31,6 +31,7 @@ class Scenario(Protocol):  # what of planner.Scenario this needs (planner import
 class Calibration(Protocol):  # what of planner.Calibration this needs
     s3_bps: float
     s3_request_s: float
+    s3_clients: float
 
 
 def worker_transfers(s: Scenario) -> dict[str, list[int]]:
@@ -61,24 +62,26 @@ def combiner_state_bytes(s: Scenario) -> dict[str, int]:
     return {d: sum(sizes) for d, sizes in combiner_transfers(s).items()}
 
 
-def transfer_seconds(nbytes: int, c: Calibration) -> float:
-    """One object's transfer: a request's latency, then its parts, CONCURRENCY at once at ``s3_bps`` each."""
+def transfer_seconds(nbytes: int, c: Calibration, clients: float = 1.0) -> float:
+    """One object's transfer: a request's latency, then its parts, CONCURRENCY at once at ``s3_bps``
+    each; ``clients`` transferring at once through an endpoint that serves one request at a time
+    (Calibration.s3_clients) each see 1/clients of it."""
     from lambdatrain.storage.state import CONCURRENCY, parts  # numpy and boto3: not for `plan --help`
 
     if not nbytes:
         return 0.0
-    return c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes)))
+    return clients * (c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes))))
 
 
 def state_seconds(s: Scenario, c: Calibration) -> dict[str, float]:
     """A worker's time per round in the bucket: its residual's GET (started with the invocation,
     beside loading and compute), the update's GET (before compute: it makes the weights) and the
     residual's PUT (before its result is written)."""
-    t = worker_transfers(s)
+    t, k = worker_transfers(s), c.s3_clients
     if not t["put"]:
         return {"get": 0.0, "update": 0.0, "put": 0.0}
-    return {"get": transfer_seconds(t["get"][0], c), "update": transfer_seconds(t["get"][1], c),
-            "put": transfer_seconds(t["put"][0], c)}
+    return {"get": transfer_seconds(t["get"][0], c, k), "update": transfer_seconds(t["get"][1], c, k),
+            "put": transfer_seconds(t["put"][0], c, k)}
 
 
 def combiner_seconds(s: Scenario, c: Calibration) -> float:

@@ -6,7 +6,8 @@ Per round (global batch split over N workers, K local steps per round: K = 1 in 
 optimizer steps per worker in average mode; all workers identical)::
 
     worker   = max(fixed + max(load + compute, state GET) + write + state PUT, fixed + host CPU)
-      load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once)
+      load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once;
+                compressed: the update's GET from the bucket instead)
       compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
@@ -14,6 +15,7 @@ optimizer steps per worker in average mode; all workers identical)::
       host CPU = N * (compute on one core + CPU per invocation besides it) / cores of the machine the
                  N workers share (the local stack; 0 on AWS, where each worker has its own vCPUs)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
+               + the combiner's transfers in the bucket (compressed: bucket.combiner_seconds)
     epoch    = rounds per epoch * (worker + combine + invoke)
     invoke   = invoke latency + per-invoke * fan-out waves + serial * N  (serial: 0 on AWS)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
@@ -24,13 +26,13 @@ P parameters and B batch-norm buffer elements (``Scenario.params`` = P + B, ``bu
 small); weights are float32 whatever the transport, model = 4(P + B) bytes; a result is P + B
 elements in a float transport (2 or 4 bytes each), or payload(P) + 4B bytes in a compressed one
 (the codec's ``payload_nbytes`` of the parameters, the buffers as float32). The combiner's
-float32 state files: weights 4(P + B), momentum 4P (sync mode: momentum above 0, the default) and,
-for a compressed transport, its residual 4P::
+float32 state files on EFS: weights 4(P + B) and, for a float transport in sync mode, momentum 4P
+(a compressed run keeps its momentum, its residual and the update in the bucket: bucket.py)::
 
-    worker read     N * model              (compressed, a warm worker: N * update, the result's size)
+    worker read     N * model              (compressed, a warm worker: nothing; the update is in S3)
     worker write    N * result
-    combiner read   N * result              (S > 1: + state + state)
-    combiner write  state                   (+ state when S > 1; + the update when compressed)
+    combiner read   N * result              (S > 1: + state + state, + the update's slices)
+    combiner write  state                   (S > 1: + state, + the update's slices)
 
 One combiner (S = 1) keeps the state it wrote for its next round in memory (roles/warm.py) and, in
 the warm round planned here, reads none of it back. Each of S > 1 shares reads its slice of the
@@ -41,16 +43,16 @@ completes the round reads the slices back and writes the whole files (roles/shar
 the bytes for dollars; the small digest sidecars beside each file are in neither.
 
 A compressed transport (``ternary_ef``, ``sign_ef``): a warm worker holds the previous round's
-weights and reads only the combiner's compressed update, payload(P) + 4B (a cold worker reads the
-full weights once; not in the warm round). Each worker's error-feedback residual, float32 4P,
-lives in the stack's S3 bucket (lambdatrain/storage/state.py; through the VPC's S3 gateway
-endpoint, so no per-GB charge in the Region): per worker and round one PutObject of 4P bytes and
-one GetObject of 4P bytes. The GET is skipped when the environment kept that worker's residual from
-the round before; the model plans for it happening (the worst case). One S3 request moves at
-``s3_bps`` after ``s3_request_s``, the worker's transfers one after another (not overlapped with
-its compute: worst case again). The combiner lists the run's residual versions and sends one
-DeleteObjects per round (retention); an epoch boundary's residuals stay, as a checkpoint, until the
-bucket's lifecycle rule expires them.
+weights and GETs only the combiner's compressed update, payload(P) + 4B (a cold worker reads the
+full weights from EFS once; not in the warm round). The run's state lives in the stack's S3
+bucket (lambdatrain/storage/state.py; through the VPC's S3 gateway endpoint, so no per-GB charge
+in the Region; bucket.py lists every transfer): per worker and round a PutObject and a GetObject
+of its error-feedback residual, float32 4P, and the update's GET; per round the combiner's PUTs of
+its momentum and residual, 4P each, and of the update. A worker's residual GET is skipped when the
+environment kept it from the round before; the model plans for it happening (the worst case). One
+S3 request moves at ``s3_bps`` after ``s3_request_s``, CONCURRENCY parts at once. The combiner
+lists the run's state versions and sends one DeleteObjects per round (retention); an epoch
+boundary's state stays, as a checkpoint, until the bucket's lifecycle rule expires it.
 Encoding and decoding time is not modelled (the codecs run at about the speed of a page-cache
 read, docs/benchmarks.md "Compressed codecs").
 
@@ -127,6 +129,10 @@ class Calibration:
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
     s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
+    # Workers whose transfers share one S3 endpoint that serves a request at a time, so each sees
+    # 1/k of its bandwidth and k times its latency: 1 on AWS (S3 scales per prefix); N on the local
+    # stack's moto (bench.planner). The combiner moves its state alone, after the workers' phase.
+    s3_clients: float = 1.0
     # Seconds per worker and round on a service that serves one request at a time, so the N workers
     # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
     # (lambdatrain/local/moto_server.py), which bench.planner measures.

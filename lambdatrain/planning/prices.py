@@ -13,8 +13,9 @@ Prices (us-east-1, as published on 2025-06-01; check before relying on them):
   GET $0.0004 per 1,000; no per-GB charge for transfers inside the Region. DeleteObjects is a POST,
   priced here as a PUT (the page lists DELETE itself as free: this errs high by $5 per million
   rounds), and so is the listing of versions before it. Storage $0.023 per GB-month: an epoch
-  boundary's residuals, N x 4P bytes an epoch, stay billed for up to ``STATE_KEPT_DAYS`` (see the
-  constant); every other residual goes, every version, within a few rounds.
+  boundary's state, N residuals and the combiner's (about (N + 2) x 4P bytes an epoch), stays
+  billed for up to ``STATE_KEPT_DAYS`` (see the constant); every other round's goes, every
+  version, within a few rounds.
 * S3 per request, "Performance design patterns for Amazon S3"
   https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance-design-patterns.html:
   "Make one concurrent request for each 85-90 MB/s of desired network throughput" (said of EC2 in
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 from lambdatrain.roles.settings import STATE_EXPIRY_DAYS
 
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
-# Days an epoch boundary's residuals stay billed. The combiner deletes every version of a round's
-# residuals with its weights (storage/retention.py, storage/state.py: minutes after they were
+# Days an epoch boundary's state stays billed. The combiner deletes every version of a round's
+# state (residuals, momentum, update) with its weights (storage/retention.py, storage/state.py: minutes after they were
 # written, not priced), but keeps the epoch boundaries' as checkpoints to resume from; the bucket's
 # lifecycle rule expires those STATE_EXPIRY_DAYS after they were written (declared with the rule's
 # other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's time up to the next

@@ -50,17 +50,17 @@ DEFAULT_PACKAGES = "python"
 START_PREFIX, START_SUFFIX = "start/", ".json"  # s3://<bucket>/start/<run>.json triggers the starter
 DATASET_PREFIX = "datasets/"  # dataset archives: besides start files, all the starter may read
 EXPORT_PREFIX = "exports/"  # `lambdatrain export --s3` writes <prefix><run>/
-STATE_PREFIX = "state/"  # compressed transports: each worker's error-feedback residual, <prefix><run>/wNNNN/rNNNNNN.npy
+STATE_PREFIX = "state/"  # a compressed run's state between rounds, <prefix><run>/<owner>/rNNNNNN.npy (storage/state.py)
 # The bucket's lifecycle rule on STATE_PREFIX (components/storage.py), which the planner also prices
-# (lambdatrain/planning/prices.py). The combiner deletes the old residuals after each committed
-# round; one that crashed first leaves them behind, so they expire after STATE_EXPIRY_DAYS (a live
+# (lambdatrain/planning/prices.py). The combiner deletes the old state after each committed
+# round; one that crashed first leaves it behind, so it expires after STATE_EXPIRY_DAYS (a live
 # run reads only the round before's, and a stopped one's are kept, below). The bucket
 # is versioned: the combiner deletes every version by its id (storage/state.py), and a version
 # hidden any other way (a delete without its id) goes STATE_NONCURRENT_DAYS later.
 STATE_EXPIRY_DAYS = 14
 STATE_NONCURRENT_DAYS = 1
-# The rule expires only residuals tagged STATE_TAG = STATE_EXPIRING, which every worker's PUT sets.
-# A run that stops or fails keeps what it would resume from: the watchdog re-tags those residuals
+# The rule expires only objects tagged STATE_TAG = STATE_EXPIRING, which every PUT there sets.
+# A run that stops or fails keeps what it would resume from: the watchdog re-tags those objects
 # STATE_KEPT (roles/recovery.py ``keep_state``), so a run stopped for longer still resumes
 # bit-identically; the combiner deletes them by version once the resumed run is past them.
 STATE_TAG, STATE_EXPIRING, STATE_KEPT = "lambdatrain-state", "round", "kept"

@@ -88,7 +88,8 @@ def test_table_groups_recipes_and_ends_with_a_sentence(cli):
     headers = [line for line in result.stdout.splitlines() if line.startswith("sign_ef sync")]
     # Measured on 2 workers: short of float32 there, and nothing known of 4 workers' 4 residuals.
     assert headers and headers[0].startswith("sign_ef sync, batch 128 (accuracy measured short of float32's at N = 1; "
-                                             "not measured at N = 4); residuals in s3: ")
+                                             "not measured at N = 4); state in s3: ")
+    assert "the combiner's " in headers[0] and "(in combine s)" in headers[0]
     last = " ".join(result.stdout.split())  # the summary soft-wraps; its words are what count
     summary = last[last.rindex("Fastest:"):]
     assert summary.startswith("Fastest: ") and summary.endswith("cold start.")

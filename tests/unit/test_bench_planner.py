@@ -112,10 +112,16 @@ def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3()
     cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
                             cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01)
     one = planner.local_calibration(cal, 1, 1.5e-3, 2)
-    assert one == replace(cal, host_cores=2)  # one worker: as measured, alone on the machine of 2 cores
+    assert one == replace(cal, host_cores=2, s3_clients=1)  # one worker: as measured, alone on 2 cores
     for n in (2, 4):  # both cores busy: the busy per-image time; moto's bandwidth and latency shared by N
         local = planner.local_calibration(cal, n, 1.5e-3, 2)
         assert local.seconds_per_image == 1.5e-3
-        assert (local.s3_bps, local.s3_request_s) == (200e6 / n, 0.01 * n)
+        assert (local.s3_bps, local.s3_request_s, local.s3_clients) == (200e6, 0.01, n)
+        # The workers' transfers queue behind each other; the combiner's, alone after them, do not.
+        scenario = model.Scenario(10_000_000, n, 1769, transport="ternary_ef")
+        alone = model.predict(scenario, replace(local, s3_clients=1), model.Storage())
+        shared = model.predict(scenario, local, model.Storage())
+        assert shared["state_s"] == pytest.approx(n * alone["state_s"])
+        assert shared["combiner_state_s"] == alone["combiner_state_s"] > 0
     # Between one and all cores busy, the per-image time in proportion.
     assert planner.local_calibration(cal, 3, 1.8e-3, 5).seconds_per_image == pytest.approx(1.4e-3)
