@@ -19,7 +19,10 @@ pays the workers' and then the combiner's cold start, and is compared with the p
 round; the epoch, the sum over all rounds, with the predicted first epoch. A run's round time is
 the median over its warm rounds (other sessions' load comes in bursts); a recipe and N's is the
 median over its R runs, with their min-max spread, and agrees when within ``TOLERANCE``. Repeats
-go round by round over all recipes and N, so a slow spell of the machine hits each of them.
+go round by round over all recipes and N, so a slow spell of the machine hits each of them; for
+the same reason the calibration's machine-dependent times (the per-image times, moto's busy time,
+the CPU per invocation) are taken again before each repeat and predicted with at their medians
+(``machine_sample``: one slow spell while calibrating had skewed every N > 1 by 50-90 %).
 
 What the local stack shares that Lambda does not, given to the planner as this machine's constants
 for each N (``local_calibration``), never fitted to the runs:
@@ -309,19 +312,42 @@ def calibrated(args: argparse.Namespace, prepared: Path,
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
-    # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
-    per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
-    cal = replace(cal, serial_s_per_worker=per_worker["float32"]["serial_s_per_worker"])
-    cpu = {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes}
-    cores = os.cpu_count() or 1
-    busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else cal.seconds_per_image
-    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all {cores} "
-        f"cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start {cal.cold_start_s:.1f} s, read "
+    sample = machine_sample(args, prepared, cal.seconds_per_image)
+    cal = replace(cal, serial_s_per_worker=sample["serial_s_per_worker"])
+    busy, cpu = sample["busy"], sample["cpu"]
+    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all "
+        f"{os.cpu_count() or 1} cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start "
+        f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
         f"(moto, one request at a time); CPU per worker invocation besides compute " +
         ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in cpu.items()))
     return params, buffers, cal, busy, cpu
+
+
+def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: float | None = None) -> dict[str, Any]:
+    """What the machine's state moves, timed once: the per-image time on one core (unless given) and
+    with every core busy, moto's busy seconds per worker and each recipe's CPU per worker invocation
+    (``measure_worker``).
+    ``main`` takes one before each repeat and predicts with their medians, so one slow spell
+    during the calibration does not skew every prediction (the runs, too, go round in repeats)."""
+    cores = os.cpu_count() or 1
+    if seconds_per_image is None:
+        seconds_per_image = in_child(_compute_in_child, args.width, prepared, 3)[0]
+    # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
+    per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
+    busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else seconds_per_image
+    return {"seconds_per_image": seconds_per_image, "busy": busy,
+            "serial_s_per_worker": per_worker["float32"]["serial_s_per_worker"],
+            "cpu": {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes}}
+
+
+def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each quantity of ``machine_sample``'s, the median over the samples."""
+    med = statistics.median
+    return {"seconds_per_image": med(s["seconds_per_image"] for s in samples), "busy": med(s["busy"] for s in samples),
+            "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
+            "cpu": {r: med(s["cpu"][r] for s in samples) for r in samples[0]["cpu"]}}
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
@@ -357,17 +383,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: at least 1")
+    from dataclasses import replace
+
     from lambdatrain.planning import planner
     started = time.time()
     prepared = prepared_dataset(args)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
         params, buffers, cal, busy, cpu = calibrated(args, prepared, Path(tmp))
+        samples = [{"seconds_per_image": cal.seconds_per_image, "busy": busy,
+                    "serial_s_per_worker": cal.serial_s_per_worker, "cpu": cpu}]
         for i in range(args.repeats):
+            if i:
+                samples.append(machine_sample(args, prepared))
+                log(f"repeat {i + 1}: {samples[-1]['seconds_per_image'] * 1e3:.2f} ms/image/core "
+                    f"({samples[-1]['busy'] * 1e3:.2f} with all cores busy), CPU per worker invocation " +
+                    ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in samples[-1]["cpu"].items()))
             for recipe, n in runs:
                 log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
                 out = Path(tmp) / f"{recipe}-n{n}-r{i}"
                 runs[(recipe, n)].append(in_child(measured, prepared, out, settings_for(recipe, n, args)))
+    sample = median_sample(samples)
+    busy, cpu = sample["busy"], sample["cpu"]
+    cal = replace(cal, seconds_per_image=sample["seconds_per_image"], serial_s_per_worker=sample["serial_s_per_worker"])
     rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args), planner)
             for (recipe, n), done in runs.items()]
     for row in rows:
@@ -380,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
           "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
-          "cpu_s_per_worker": cpu,
+          "cpu_s_per_worker": cpu, "machine_samples": samples,
           "params": params, "buffers": buffers,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 

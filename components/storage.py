@@ -3,8 +3,9 @@
 EFS holds the packages (torch & co, see lambdatrain/roles/packages.py), the prepared dataset, the model and
 every round's gradients; the functions reach it through one access point that pins the POSIX user,
 so files written by any function belong to the same uid. The bucket receives the dataset archive,
-the start files that trigger the starter, exports, and the workers' error-feedback residuals under
-``STATE_PREFIX`` (which a lifecycle rule expires, see ``STATE_EXPIRY_DAYS``); it is private,
+the start files that trigger the starter, exports, and a compressed run's state (the workers' and
+the combiner's error-feedback residuals, its momentum and update) under ``STATE_PREFIX`` (which a
+lifecycle rule expires, see ``STATE_EXPIRY_DAYS``); it is private,
 encrypted, versioned and refuses plain-HTTP requests. Its configuration resources are created one
 after another (see ``_create_bucket``); ``bucket_configured`` is the last of them, for anything else
 that configures it.

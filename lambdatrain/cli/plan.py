@@ -77,7 +77,7 @@ def plan_command(
     invoke_latency: Annotated[Optional[float], typer.Option(help="per-round invoke + stream latency, s")] = None,
     worker_fixed: Annotated[Optional[float], typer.Option(help="per-invocation fixed cost, s")] = None,
     s3_mbps: Annotated[Optional[float], typer.Option(
-        help="a worker's S3 bandwidth for its error-feedback residual, MB/s (default: AWS's 85 per request)",
+        help="S3 bandwidth per request for a compressed run's state, MB/s (default: AWS's 85)",
         min=0.001)] = None,
     png: Annotated[Optional[Path], typer.Option(help="write a plot of epoch time and cost (e.g. under out/)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,

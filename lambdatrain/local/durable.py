@@ -4,14 +4,15 @@ S3 stores objects durably across Availability Zones (https://docs.aws.amazon.com
 no failure of Lambda, of DynamoDB or of a client loses an object written. moto keeps objects in
 its process's memory, so a local stack killed and served again (``lambdatrain local serve`` on
 the same state folder: the whole-stack outage of tests/faults/test_local_stack_faults.py) would
-come back with an empty bucket, and a run of a compressed transport could not resume: its
-workers' error-feedback residuals live in the bucket (lambdatrain/storage/state.py).
+come back with an empty bucket, and a run of a compressed transport could not resume: its state
+(the workers' and the combiner's error-feedback residuals, the combiner's momentum, the update)
+lives in the bucket (lambdatrain/storage/state.py).
 
 So every object of the stack's bucket is mirrored under ``<state_dir>/s3/<bucket>/``: after each
 S3 request that can change the bucket (moto_server.py tells us, one request at a time), the
 mirror is brought in line with moto's objects, and a new stack on the same folder puts them back
 before anything runs (current versions only: the noncurrent ones a versioned bucket keeps are
-not mirrored, so an outage drops them, which only the prune of residuals would have done). A file
+not mirrored, so an outage drops them, which only the prune of old state would have done). A file
 is written atomically (temporary, rename), so a stack killed while mirroring leaves the previous
 object whole.
 """
