@@ -44,15 +44,13 @@ the bytes for dollars; the small digest sidecars beside each file are in neither
 
 A compressed transport (``ternary_ef``, ``sign_ef``): a warm worker holds the previous round's
 weights and GETs only the combiner's compressed update, payload(P) + 4B (a cold worker reads the
-full weights from EFS once; not in the warm round). The run's state lives in the stack's S3
-bucket (lambdatrain/storage/state.py; through the VPC's S3 gateway endpoint, so no per-GB charge
-in the Region; bucket.py lists every transfer): per worker and round a PutObject and a GetObject
-of its error-feedback residual, float32 4P, and the update's GET; per round the combiner's PUTs of
-its momentum and residual, 4P each, and of the update. A worker's residual GET is skipped when the
-environment kept it from the round before; the model plans for it happening (the worst case). One
-S3 request moves at ``s3_bps`` after ``s3_request_s``, CONCURRENCY parts at once. The combiner
-lists the run's state versions and sends one DeleteObjects per round (retention); an epoch
-boundary's state stays, as a checkpoint, until the bucket's lifecycle rule expires it.
+full weights from EFS once; not in the warm round). The run's state lives in the stack's S3 bucket
+(lambdatrain/storage/state.py; through the VPC's S3 gateway endpoint, no per-GB charge in the
+Region), every transfer as bucket.py lists it: a worker's residual (4P) PUT and GET (planned as
+always happening, the worst case) and the update's GET; the combiner's momentum and residual PUTs
+(4P each) and the update's. One S3 request moves at ``s3_bps`` after ``s3_request_s``, CONCURRENCY
+parts at once. The combiner lists the run's state versions and sends one DeleteObjects per round
+(retention); an epoch boundary's state stays, as a checkpoint, until the lifecycle rule expires it.
 Encoding and decoding time is not modelled (the codecs run at about the speed of a page-cache
 read, docs/benchmarks.md "Compressed codecs").
 
@@ -129,9 +127,8 @@ class Calibration:
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
     s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
-    # Workers whose transfers share one S3 endpoint that serves a request at a time, so each sees
-    # 1/k of its bandwidth and k times its latency: 1 on AWS (S3 scales per prefix); N on the local
-    # stack's moto (bench.planner). The combiner moves its state alone, after the workers' phase.
+    # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS; N on the
+    # local stack's moto (bench.planner). The combiner's transfers, after the workers', see it whole.
     s3_clients: float = 1.0
     # Seconds per worker and round on a service that serves one request at a time, so the N workers
     # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
