@@ -298,11 +298,10 @@ def result_of(row: dict[str, Any]) -> dict[str, Any]:
             "error": row["round_error"], "within_tolerance": within(row["round_error"])}
 
 
-def calibrated(args: argparse.Namespace, prepared: Path,
-               folder: Path) -> tuple[int, int, Any, float, dict[str, float]]:
-    """(params, buffers, calibration, busy seconds per image, each recipe's CPU per worker invocation
-    besides its compute) of this machine; the fixed per-round costs come from the runs (each row's
-    ``fixed_costs``: the calibration's defaults for them are not used)."""
+def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[int, int, Any, dict[str, Any]]:
+    """(params, buffers, calibration, the first ``machine_sample``) of this machine; the fixed
+    per-round costs come from the runs (each row's ``fixed_costs``: the calibration's defaults for
+    them are not used)."""
     from dataclasses import replace
 
     from lambdatrain.planning.calibration import calibrate, model_sizes
@@ -322,7 +321,7 @@ def calibrated(args: argparse.Namespace, prepared: Path,
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
         f"(moto, one request at a time); CPU per worker invocation besides compute " +
         ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in cpu.items()))
-    return params, buffers, cal, busy, cpu
+    return params, buffers, cal, sample
 
 
 def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: float | None = None) -> dict[str, Any]:
@@ -390,9 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     prepared = prepared_dataset(args)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
-        params, buffers, cal, busy, cpu = calibrated(args, prepared, Path(tmp))
-        samples = [{"seconds_per_image": cal.seconds_per_image, "busy": busy,
-                    "serial_s_per_worker": cal.serial_s_per_worker, "cpu": cpu}]
+        params, buffers, cal, first = calibrated(args, prepared, Path(tmp))
+        samples = [first]
         for i in range(args.repeats):
             if i:
                 samples.append(machine_sample(args, prepared))

@@ -176,7 +176,7 @@ def _write(runtime: Runtime, paths: efs.RunLayout, round_no: int, stepped: Stepp
                                    record.config.combine_shards)
     state = None if slices is None else [state_slice(record, lo, hi) for lo, hi in slices]
     if record.config.transport in COMPRESSED:
-        if stepped.residual is not None:  # unsharded
+        if record.config.combine_shards == 1:  # a sharded combine's shares stored their slices
             store_state(runtime, record, round_no, None, stepped)
         runtime.state_store.put_update(record.run, round_no, stepped.update)
     elif stepped.momentum is not None:

@@ -59,7 +59,7 @@ _CHECKSUM_META = "checksum"  # S3 user metadata key (sent as x-amz-meta-checksum
 
 
 class MissingState(LambdaTrainError):
-    """A worker's residual is missing from the bucket or does not match its checksum."""
+    """A piece of a compressed run's state is missing from the bucket or does not match its checksum."""
 
 
 COMBINER_STATE = ("momentum", "residual")  # the combiner's arrays kept here, per slice
@@ -149,7 +149,7 @@ class StateStore:
     def _get(self, key: str, dtype, size: int, what: str) -> np.ndarray:
         """The array under ``key``, checked against its checksum, dtype and length; read-only."""
         try:
-            if size * np.dtype(dtype).itemsize < PART_BYTES:  # one request: the body and its checksum together
+            if parts(size * np.dtype(dtype).itemsize) == 1:  # one request: the body and its checksum together
                 answer = self.s3.get_object(Bucket=self.bucket, Key=key)
                 expected, body = answer.get("Metadata", {}).get(_CHECKSUM_META, ""), answer["Body"].read()
             else:
