@@ -12,9 +12,9 @@ limits), and, for the compressed transports, the S3 that holds each worker's res
 local stack's moto on loopback, with its durable mirror (lambdatrain/local/durable.py), timed
 through the worker's own ``StateStore.put`` and ``get`` (a one-element residual gives the
 per-request latency, a model-sized one the bandwidth). The per-round fixed costs (invoke latency:
-the stream poller and the local Lambda service; the combiner's fixed cost: claim, reads, update,
-writes, commit) are each recipe's own, taken from its runs at the first N (the median over the
-repeats), so the other N are true predictions. The runs do not prewarm (on-demand Lambda): round 0
+the stream poller and the local Lambda service; the combiner's fixed cost: claim, ledger, commit)
+are each recipe's own, what its runs at the first N (the median over the repeats) leave once the
+planner's own terms are taken out (``predicted``), so the other N are true predictions. The runs do not prewarm (on-demand Lambda): round 0
 pays the workers' and then the combiner's cold start, and is compared with the predicted first
 round; the epoch, the sum over all rounds, with the predicted first epoch. A run's round time is
 the median over its warm rounds (other sessions' load comes in bursts); a recipe and N's is the
@@ -112,7 +112,7 @@ def measured(prepared: Path, out: Path, settings: dict[str, Any]) -> dict[str, A
             "epoch_s": sum(m["round_s"] for m in metrics), "wait_s": statistics.median(m["wait_s"] for m in warm),
             "combine_s": statistics.median(m["combine_s"] for m in warm),
             "worker_s": statistics.median(m["worker_s"] for m in warm),
-            "worker_fixed_s": statistics.median(float(r["load_s"]) for r in results if int(r["round"]) > 0)}
+            "load_s": statistics.median(float(r["load_s"]) for r in results if int(r["round"]) > 0)}
 
 
 def measure_s3(elements: int, folder: Path) -> dict[str, float]:
@@ -351,25 +351,34 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
               cal: Any, busy: float, cpu: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
-    """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N."""
+    """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N:
+    what the first N's measured combine, wait and worker load leave once the planner's own terms for
+    them (the combiner's reads, update, writes and bucket transfers; the ledger's requests; the
+    weights' read or the update's GET) are taken out. Taking the measured times whole would count
+    those terms twice (a compressed combiner's S3 PUTs, about 40 ms a round, had put its N = 1
+    rounds 11-15 % high), and a worker's load measured at N itself is not a prediction."""
     from dataclasses import replace
 
     from lambdatrain.planning import planner
     from lambdatrain.protocol.limits import MB_PER_VCPU
 
-    base = median_run(runs[(recipe, args.workers[0])])
-    # The N = 1 wait holds one worker's ledger requests, which the planner adds per worker.
-    fixed = {"combiner_fixed_s": base["combine_s"], "invoke_latency_s": base["wait_s"] - cal.serial_s_per_worker,
-             "worker_fixed_s": median_run(runs[(recipe, n)])["worker_fixed_s"]}
-    extra = RECIPES[recipe]
-    cores = os.cpu_count() or 1
-    local = local_calibration(replace(cal, **fixed, cpu_s_per_worker=cpu[recipe]), n, busy, cores)
-    scenario = planner.Scenario(params=params, buffers=buffers, workers=n,
-                                memory_mb=int(MB_PER_VCPU * min(1.0, cores / n)), batch_size=BATCH,
-                                train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
-                                mode=extra["mode"], local_steps=extra["local_steps"])
-    return {**planner.predict(scenario, local, planner.Storage(*(4 * [float("inf")]))), "fixed_costs": fixed,
-            "calibration": planner.calibration_dict(local)}
+    extra, cores, storage = RECIPES[recipe], os.cpu_count() or 1, planner.Storage(*(4 * [float("inf")]))
+
+    def predict(workers: int, **fixed: float) -> dict[str, Any]:
+        local = local_calibration(replace(cal, **fixed, cpu_s_per_worker=cpu[recipe]), workers, busy, cores)
+        scenario = planner.Scenario(params=params, buffers=buffers, workers=workers,
+                                    memory_mb=int(MB_PER_VCPU * min(1.0, cores / workers)), batch_size=BATCH,
+                                    train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
+                                    mode=extra["mode"], local_steps=extra["local_steps"])
+        return {**planner.predict(scenario, local, storage), "calibration": planner.calibration_dict(local)}
+
+    first = args.workers[0]
+    base = median_run(runs[(recipe, first)])
+    modelled = predict(first, combiner_fixed_s=0.0, invoke_latency_s=0.0, worker_fixed_s=0.0)
+    fixed = {"combiner_fixed_s": max(base["combine_s"] - modelled["combine_s"], 0.0),
+             "invoke_latency_s": max(base["wait_s"] - modelled["invoke_s"], 0.0),
+             "worker_fixed_s": max(base["load_s"] - modelled["load_s"], 0.0)}
+    return {**predict(n, **fixed), "fixed_costs": fixed}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """Calibration: the planner's constants measured on this machine (lambdatrain/planning/planner.py predicts
 from them). Each measurement runs the code a worker or combiner runs, not a proxy for it:
 
-* seconds per image and the per-round fixed cost: ``trainer.compute_sync`` on one thread at the
-  run's micro-batch (decode, augment, normalize, forward, backward; weights in, gradients out);
+* seconds per image and the per-round fixed cost: ``trainer.compute_sync`` on one thread (decode,
+  augment, normalize, forward, backward; weights in, gradients out), the slope and intercept of
+  its time at one and at four of the run's micro-batches;
 * cold start: a fresh interpreter importing what a worker imports and building the model;
 * file bandwidth: ``efs.write_array`` / ``efs.stream_array`` (checksum and fsync included).
 
@@ -64,6 +65,9 @@ def _round_fixed(net: Any, layout: Any, weights: Any) -> None:
     np.concatenate([layout.grads(net), layout.flatten(net)[layout.n_params:]])
 
 
+FIT_MICRO_BATCHES = 4  # measure_compute's larger batch, in micro-batches (bench.planner's batch at N = 1)
+
+
 def _median_round_fixed(net: Any, layout: Any, weights: Any, repeats: int) -> float:
     """Median seconds of ``_round_fixed`` (call inside ``_one_thread``)."""
     return statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
@@ -72,27 +76,39 @@ def _median_round_fixed(net: Any, layout: Any, weights: Any, repeats: int) -> fl
 def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats: int = 1,
                     data: PreparedData | None = None) -> tuple[float, float]:
     """(seconds per image, fixed seconds per round) of a worker's compute, ``trainer.compute_sync``,
-    on one thread over one micro-batch of ``data``'s first images (generated ones if None)."""
+    on one thread over ``data``'s first images (generated ones if None): the line through its
+    medians at one micro-batch and at ``FIT_MICRO_BATCHES``, timed in turn. A call costs more than
+    its images: the weights in, the gradients out, and a first backward that allocates them (at
+    width 0.125 here about 17 ms against 0.6 ms an image), so one micro-batch's time over its images
+    overstates a larger batch's per-image time by a quarter (docs/benchmarks.md section 4)."""
     import numpy as np
 
     from lambdatrain.training import trainer
     from lambdatrain.protocol.config import RunConfig
 
-    data = data if data is not None else generated_data(micro_batch)
-    config = RunConfig(workers=1, model=model, width=width, batch_size=micro_batch, micro_batch=micro_batch)
+    large = FIT_MICRO_BATCHES * micro_batch
+    data = data if data is not None else generated_data(large)
+    config = RunConfig(workers=1, model=model, width=width, batch_size=large, micro_batch=micro_batch)
     net, layout = trainer.model_for(config, len(data.classes))
     weights = layout.flatten(net)
-    indices = np.arange(min(micro_batch, len(data.train_y)))
+    # A dataset smaller than the fit's batch repeats its images: the time depends on their count.
+    sizes = (micro_batch, large)
+    indices = {n: np.resize(np.arange(len(data.train_y)), n) for n in sizes}
 
-    def one_round(round_no: int) -> float:
-        return trainer.compute_sync(config, data, net, layout, weights, indices, round_no=round_no, worker=0).compute_s
+    def one_round(n: int, round_no: int) -> float:
+        return trainer.compute_sync(config, data, net, layout, weights, indices[n], round_no=round_no,
+                                    worker=0).compute_s
 
     with _one_thread():
-        one_round(0)  # a new batch shape's first pass sets up kernels that a warm worker already has
-        # The median, not the minimum: the machine is shared, and so are the runs this predicts.
-        total = statistics.median(one_round(r) for r in range(1, repeats + 1))
-        fixed = _median_round_fixed(net, layout, weights, repeats)
-    return max(total - fixed, 0.0) / len(indices), fixed
+        one_round(large, 0)  # a new batch shape's first pass sets up kernels that a warm worker already has
+        times: dict[int, list[float]] = {n: [] for n in sizes}
+        for r in range(1, repeats + 1):  # in turn, so a slow spell of the machine hits both sizes
+            for n in sizes:
+                times[n].append(one_round(n, r))
+    # The medians, not the minima: the machine is shared, and so are the runs this predicts.
+    small_s, large_s = (statistics.median(times[n]) for n in sizes)
+    per_image = max(large_s - small_s, 0.0) / (large - micro_batch)
+    return per_image, max(small_s - micro_batch * per_image, 0.0)
 
 
 def measure_compute_fixed(model: str, width: float, *, repeats: int = 3) -> float:

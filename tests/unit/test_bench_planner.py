@@ -82,7 +82,7 @@ def test_within_tolerance_is_fifteen_percent_either_way(error, ok):
 
 def fake_run(round_s: float) -> dict:
     return {"rounds": 8, "round_s": round_s, "first_round_s": 9.0, "epoch_s": 15.0, "wait_s": 0.2,
-            "combine_s": 0.05, "worker_s": 0.4, "worker_fixed_s": 0.02}
+            "combine_s": 0.05, "worker_s": 0.4, "load_s": 0.02}
 
 
 def test_a_row_compares_the_prediction_with_the_median_run_and_keeps_the_old_fields():
@@ -100,6 +100,27 @@ def test_a_row_compares_the_prediction_with_the_median_run_and_keeps_the_old_fie
                       "measured_round_s_runs": [1.0, 0.6, 0.7], "measured_round_s_min": 0.6,
                       "measured_round_s_max": 1.0, "spread": pytest.approx(0.4 / 0.7),
                       "error": pytest.approx(0.1 / 0.7), "within_tolerance": True}
+
+
+@pytest.mark.parametrize("recipe", ["float32", "ternary_ef"])
+def test_fixed_costs_are_what_the_first_n_leaves_after_the_planners_own_terms(recipe):
+    # Nothing counted twice: at the first N the prediction gives back the measured combine, wait and
+    # load whole (a compressed combiner's bucket PUTs and a worker's update GET are the planner's own
+    # terms, not fixed costs); the other N's runs are never used to predict them.
+    cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
+                            cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01, serial_s_per_worker=0.01)
+    args = argparse.Namespace(workers=[1, 4], samples=2048)
+    first = {"rounds": 8, "round_s": 0.5, "first_round_s": 4.0, "epoch_s": 8.0, "wait_s": 0.2,
+             "combine_s": 0.15, "worker_s": 0.3, "load_s": 0.05}
+    runs = {(recipe, 1): [first] * 3, (recipe, 4): [{**first, "combine_s": 9.0, "wait_s": 9.0, "load_s": 9.0}] * 3}
+    cpu = {recipe: 0.02}
+    one = planner.predicted(recipe, 1, runs, 1_000_000, 1_000, cal, 1.5e-3, cpu, args)
+    assert one["combine_s"] == pytest.approx(0.15) and one["invoke_s"] == pytest.approx(0.2)
+    assert one["load_s"] + one["fixed_costs"]["worker_fixed_s"] == pytest.approx(0.05)
+    four = planner.predicted(recipe, 4, runs, 1_000_000, 1_000, cal, 1.5e-3, cpu, args)
+    assert four["fixed_costs"] == one["fixed_costs"]
+    if recipe == "ternary_ef":  # its combiner's PUTs are modelled, so less than the whole combine is fixed
+        assert one["fixed_costs"]["combiner_fixed_s"] < 0.15 - one["combiner_state_s"] + 1e-9
 
 
 def test_repeats_below_one_are_a_usage_error(capsys):

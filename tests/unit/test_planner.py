@@ -157,6 +157,25 @@ def test_compute_is_measured_on_the_workers_path_of_a_prepared_dataset(tiny_data
     assert 0 < spi < 1 and 0 <= fixed < 1
 
 
+def test_compute_calibration_separates_a_rounds_fixed_cost_from_its_images(monkeypatch):
+    # A compute that costs 20 ms a call plus 1 ms an image: one micro-batch's time over its images
+    # (what the calibration measured before) would say 1.31 ms an image; the line says 1 ms and 20 ms.
+    from lambdatrain.training import trainer
+
+    seen = []
+
+    def compute_sync(config, data, model, layout, weights, indices, *, round_no, worker):
+        seen.append(len(indices))
+        return trainer.WorkResult(weights, len(indices), 0.0, 0, False, 0.020 + 0.001 * len(indices))
+
+    monkeypatch.setattr(trainer, "compute_sync", compute_sync)
+    spi, fixed = calibration.measure_compute("vgg19_cifar", 0.0625, micro_batch=8, repeats=3,
+                                             data=calibration.generated_data(5))
+    assert spi == pytest.approx(0.001) and fixed == pytest.approx(0.020)
+    # A warm-up, then both sizes in turn; a dataset smaller than the batch repeats its images.
+    assert seen == [32] + [8, 32] * 3
+
+
 def test_calibrate_skips_what_is_given(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("measured although given")
