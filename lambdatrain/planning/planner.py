@@ -63,10 +63,10 @@ Assumptions, stated because they decide the answer:
   (lambdatrain/roles/sharding.py; bench/combine.py measures the slice reduction).
 * "client read" is the smaller of the EFS per-client limit and what this machine's verified
   reader (``efs.stream_array``: read + the file's checksum, XXH3-128 by default, see
-  lambdatrain/storage/digest.py) sustains, measured by ``calibrate``. Writes to EFS use the EFS limits
-  only (``lambdatrain plan`` drops the local fsync rate).
-* Seconds per image is the worker's own compute path (``trainer.compute_sync`` on one thread at
-  the run's micro-batch: decode, augment, normalize, forward, backward), so every per-image cost
+  lambdatrain/storage/digest.py) sustains, measured by ``calibrate``. Writes to EFS use its limits only.
+* Seconds per image is the slope of the worker's own compute path over its images, and the fixed
+  compute cost its intercept (``trainer.compute_sync`` on one thread at the run's micro-batch:
+  decode, augment, normalize, forward, backward; calibration.py), so every per-image cost
   a worker pays is in it. Compute scales perfectly with vCPUs and the worker's CPU is as fast as
   this machine's core; single-threaded work (the per-round weight copies, a cold start's imports)
   gains nothing above one vCPU and slows below it.
@@ -118,7 +118,7 @@ class Calibration:
     seconds_per_image: float  # one image through trainer.compute_sync (batch, forward, backward) on one vCPU
     read_bps: float  # efs.stream_array (read + checksum) of a model-sized file, bytes/s
     write_bps: float  # efs.write_array (checksum + fsync), bytes/s
-    compute_fixed_s: float  # per round in compute_sync, whatever the images: weights in, gradients out
+    compute_fixed_s: float  # per round in compute_sync, whatever the images: weights in, gradients out, first pass
     cold_start_s: float  # a fresh process on one vCPU: imports a worker's modules, builds the model
     update_s_per_param: float = 2e-9  # SGD step and bookkeeping in the combiner, per element
     worker_fixed_s: float = 0.15  # ledger reads and the conditional write, per invocation
