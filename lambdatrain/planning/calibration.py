@@ -79,7 +79,7 @@ def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats:
     on one thread over ``data``'s first images (generated ones if None): the line through its
     medians at one micro-batch and at ``FIT_MICRO_BATCHES``, timed in turn. A call costs more than
     its images: the weights in, the gradients out, and a first backward that allocates them (at
-    width 0.125 here about 17 ms against 0.6 ms an image), so one micro-batch's time over its images
+    width 0.125 here 6-17 ms against 0.6 ms an image), so one micro-batch's time over its images
     overstates a larger batch's per-image time by a quarter (docs/benchmarks.md section 4)."""
     import numpy as np
 
