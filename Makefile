@@ -59,7 +59,8 @@ strace:
 # Every test, the local stack's end-to-end runs included (what CI runs first): 4 min 28 s to 5 min
 # 15 s on 2 cores in three clean clones (1,063 tests, 3 workers, the environment built; budget 5
 # minutes, so at it, not reliably under); on a slower day of the same host 5 min 36 s (those tests)
-# and 6 min 19 s (1,064, the combiner's state in the bucket): over it.
+# and 6 min 0-28 s (1,067, stop 28): over it. It is CPU-bound (607 CPU-seconds, 1.7 of the 2 cores
+# busy on average), much of it the local stack's worker sandboxes importing torch as a cold start does.
 test: venv strace
 	$(PYTEST) $(ARGS)
 
@@ -78,8 +79,8 @@ test-matrix: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
-# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~27 min on 2 cores
-# (the sum of each one's measured time there, bench.planner's 7 min with its four recipes included;
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~30 min on 2 cores
+# (the sum of each one's measured time there, bench.planner's 9-10 min with its four recipes included;
 # the whole target not timed since traffic and protocol joined).
 bench: venv
 	$(PY) -m bench.combine
