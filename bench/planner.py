@@ -14,15 +14,16 @@ through the worker's own ``StateStore.put`` and ``get`` (a one-element residual 
 per-request latency, a model-sized one the bandwidth). The per-round fixed costs (invoke latency:
 the stream poller and the local Lambda service; the combiner's fixed cost: claim, ledger, commit)
 are each recipe's own, what its runs at the first N (the median over the repeats) leave once the
-planner's own terms are taken out (``predicted``), so the other N are true predictions. The runs do not prewarm (on-demand Lambda): round 0
-pays the workers' and then the combiner's cold start, and is compared with the predicted first
-round; the epoch, the sum over all rounds, with the predicted first epoch. A run's round time is
-the median over its warm rounds (other sessions' load comes in bursts); a recipe and N's is the
-median over its R runs, with their min-max spread, and agrees when within ``TOLERANCE``. Repeats
-go round by round over all recipes and N, so a slow spell of the machine hits each of them; for
-the same reason the calibration's machine-dependent times (the per-image times, moto's busy time,
-the CPU per invocation) are taken again before each repeat and predicted with at their medians
-(``machine_sample``: one slow spell while calibrating had skewed every N > 1 by 50-90 %).
+planner's own terms are taken out (``predicted``), so the other N are true predictions. The runs do
+not prewarm (on-demand Lambda): round 0 pays the workers' and then the combiner's cold start, and
+is compared with the predicted first round; the epoch, the sum over all rounds, with the predicted
+first epoch. A run's round time is the median over its warm rounds (other sessions' load comes in
+bursts); a recipe and N's is the median over its R runs, with their min-max spread, and agrees when
+within ``TOLERANCE``. Repeats go round by round over all recipes and N, so a slow spell of the
+machine hits each of them; for the same reason the calibration's machine-dependent times (the
+per-image times, moto's busy time, the CPU per invocation) are taken again before each repeat and
+predicted with at their medians (``machine_sample``: one slow spell while calibrating had skewed
+every N > 1 by 50-90 %).
 
 What the local stack shares that Lambda does not, given to the planner as this machine's constants
 for each N (``local_calibration``), never fitted to the runs:

@@ -9,9 +9,10 @@ are counted where they move: lambdatrain/storage/traffic.py counts every read an
 the run's files, and every S3 transfer of a compressed run's state (category ``state``, path
 ``s3://bucket/key``: the workers' residuals, the combiner's momentum, residual and update); each
 local Lambda process dumps its counts per path (``LAMBDATRAIN_TRAFFIC_DIR``);
-tests/functional/test_traffic_strace.py proves the file counts equal ``strace -f``'s per file. A path names its round (``r000012``), so bytes are attributed to rounds
-(:func:`round_of`): what a round's work writes for the next round (weights, momentum, residuals) is
-that round's, and round r's compressed update is read by round r + 1's workers.
+tests/functional/test_traffic_strace.py proves the file counts equal ``strace -f``'s per file. A
+path names its round (``r000012``), so bytes are attributed to rounds (:func:`round_of`): what a
+round's work writes for the next round (weights, momentum, residuals) is that round's, and round
+r's compressed update is read by round r + 1's workers.
 
 Worker figures are means per warm worker-round: a worker result written by a process in round 1 or
 later that, for a compressed transport, rebuilt its weights from the update rather than reading

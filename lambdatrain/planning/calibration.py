@@ -65,12 +65,12 @@ def _round_fixed(net: Any, layout: Any, weights: Any) -> None:
     np.concatenate([layout.grads(net), layout.flatten(net)[layout.n_params:]])
 
 
-FIT_MICRO_BATCHES = 4  # measure_compute's larger batch, in micro-batches (bench.planner's batch at N = 1)
-
-
 def _median_round_fixed(net: Any, layout: Any, weights: Any, repeats: int) -> float:
     """Median seconds of ``_round_fixed`` (call inside ``_one_thread``)."""
     return statistics.median(_timed(lambda: _round_fixed(net, layout, weights)) for _ in range(repeats))
+
+
+FIT_MICRO_BATCHES = 4  # measure_compute's larger batch, in micro-batches (bench.planner's batch at N = 1)
 
 
 def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats: int = 1,
@@ -112,7 +112,10 @@ def measure_compute(model: str, width: float, *, micro_batch: int = 64, repeats:
 
 
 def measure_compute_fixed(model: str, width: float, *, repeats: int = 3) -> float:
-    """The fixed per-round part of ``measure_compute`` alone (no images): for a given seconds per image."""
+    """For a given seconds per image: the per-round cost of the weights in and the gradients out
+    alone, without images. Less than ``measure_compute``'s intercept, which also holds a call's
+    first backward (its allocations): timing that takes compute at two batch sizes, which a given
+    per-image time is there to skip."""
     from lambdatrain.training import trainer
     from lambdatrain.protocol.config import RunConfig
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from lambdatrain.roles.settings import STATE_EXPIRY_DAYS
 
 ARCHITECTURES = ("x86_64", "arm64")  # Lambda's, each with its GB-second price (Prices.for_arch)
-# Days an epoch boundary's state stays billed. The combiner deletes every version of a round's
-# state (residuals, momentum, update) with its weights (storage/retention.py, storage/state.py: minutes after they were
-# written, not priced), but keeps the epoch boundaries' as checkpoints to resume from; the bucket's
-# lifecycle rule expires those STATE_EXPIRY_DAYS after they were written (declared with the rule's
-# other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's time up to the next
-# midnight UTC, up to one more day ("Lifecycle configuration elements",
+# Days an epoch boundary's state stays billed. The combiner deletes every version of a round's state
+# (residuals, momentum, update) with its weights (storage/retention.py, storage/state.py: minutes
+# after they were written, not priced), but keeps the epoch boundaries' as checkpoints to resume
+# from; the bucket's lifecycle rule expires those STATE_EXPIRY_DAYS after they were written
+# (declared with the rule's other numbers in lambdatrain/roles/settings.py), and S3 rounds a rule's
+# time up to the next midnight UTC, up to one more day ("Lifecycle configuration elements",
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/intro-lifecycle-rules.html). The worst case.
 STATE_KEPT_DAYS = STATE_EXPIRY_DAYS + 1
 DAYS_PER_MONTH = 30.4  # S3 bills storage per GB-month, prorated by the hour

@@ -158,8 +158,8 @@ def test_compute_is_measured_on_the_workers_path_of_a_prepared_dataset(tiny_data
 
 
 def test_compute_calibration_separates_a_rounds_fixed_cost_from_its_images(monkeypatch):
-    # A compute that costs 20 ms a call plus 1 ms an image: one micro-batch's time over its images
-    # (what the calibration measured before) would say 1.31 ms an image; the line says 1 ms and 20 ms.
+    # A compute that costs 20 ms a call plus 1 ms an image: one micro-batch's time over its 8 images
+    # (about what the calibration measured before) would say 3.5 ms an image; the line says 1 ms and 20 ms.
     from lambdatrain.training import trainer
 
     seen = []
