@@ -2,7 +2,7 @@
 (float32, ternary_ef, sign_ef, average mode) and N = 1, 2, 4, each measured R times.
 
     python -m bench.planner [--recipes float32,ternary_ef,sign_ef,average] [--repeats 3]
-                            [--workers 1,2,4] [--samples 2048] [--width 0.125]
+                            [--workers 1,2,4] [--samples 4096] [--width 0.125]
 
 Runs tiny ``ops.local_train.train`` runs with the same total samples and global batch for each N, and
 predicts the same with the planner calibrated on this machine: the worker's compute path
@@ -18,7 +18,8 @@ planner's own terms are taken out (``predicted``), so the other N are true predi
 not prewarm (on-demand Lambda): round 0 pays the workers' and then the combiner's cold start, and
 is compared with the predicted first round; the epoch, the sum over all rounds, with the predicted
 first epoch. A run's round time is the median over its warm rounds (other sessions' load comes in
-bursts); a recipe and N's is the median over its R runs, with their min-max spread, and agrees when
+bursts; 4,096 samples at the global batch of 256 give 15 of them, twice as many as 2,048 did);
+a recipe and N's is the median over its R runs, with their min-max spread, and agrees when
 within ``TOLERANCE``. Repeats go round by round over all recipes and N, so a slow spell of the
 machine hits each of them; for the same reason the calibration's machine-dependent times (the
 per-image times, moto's busy time, the CPU per invocation) are taken again before each repeat and
@@ -30,10 +31,13 @@ for each N (``local_calibration``), never fitted to the runs:
 
 * The cores. A worker gets min(1, cores / N) of a core, which the planner sees as memory
   1769 * min(1, cores / N) MB; and a core may compute slower while the others compute too (shared
-  caches, memory bandwidth, the host's scheduling of this VM's vCPUs; here it did not,
-  docs/benchmarks.md section 4), so the calibration also times the compute path in ``cores``
-  processes at once, and N workers are predicted at the per-image time of min(N, cores) busy
-  cores (interpolated between one and all).
+  caches, memory bandwidth, the host's scheduling of this VM's vCPUs), so the calibration also
+  times the compute path in ``cores`` processes at once, and N workers are predicted at the
+  per-image time of min(N, cores) busy cores (interpolated between one and all). The slowdown is
+  the CPU's, not the compute's: the other CPU seconds per worker (``serial_s_per_worker``,
+  ``cpu_s_per_worker``, timed with one process busy) are slowed by the same factor. On this host
+  all cores busy has cost from 0 to 52 % more per image, varying by the hour; slowing only the
+  compute had put the N = 4 rounds of a slow spell 15-24 % short (docs/benchmarks.md section 4).
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
   workers' transfers (residuals, the update) queue behind each other: each worker sees 1/N of the
   bandwidth and N times the request latency the calibration measured with one client
@@ -245,12 +249,15 @@ def _compute_in_child(width: float, prepared: Path, repeats: int) -> tuple[float
 
 def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: int) -> Any:
     """The calibration of N local workers (module docstring): per-image time of min(N, cores) busy
-    cores, S3's bandwidth and request latency shared by the N workers, and the ``cores`` they share."""
+    cores, and the other per-worker CPU (moto's serving, the invocation's) slowed as much; S3's
+    bandwidth and request latency shared by the N workers, and the ``cores`` they share."""
     from dataclasses import replace
 
     share = (min(n, cores) - 1) / max(cores - 1, 1)  # 0 with one worker busy, 1 with all cores busy
-    spi = cal.seconds_per_image + share * (busy_seconds_per_image - cal.seconds_per_image)
-    return replace(cal, seconds_per_image=spi, s3_clients=n, host_cores=cores)
+    slowdown = 1 + share * (busy_seconds_per_image / cal.seconds_per_image - 1)
+    return replace(cal, seconds_per_image=cal.seconds_per_image * slowdown, s3_clients=n, host_cores=cores,
+                   serial_s_per_worker=cal.serial_s_per_worker * slowdown,
+                   cpu_s_per_worker=cal.cpu_s_per_worker * slowdown)
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -384,7 +391,7 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(parser, workers=[1, 2, 4], samples=2048)
+    add_data_args(parser, workers=[1, 2, 4], samples=4096)
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--recipes", type=recipe_list, default=tuple(RECIPES),
                         help=f"comma-separated, of {', '.join(RECIPES)} (default: all)")

@@ -131,12 +131,15 @@ def test_repeats_below_one_are_a_usage_error(capsys):
 
 def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3():
     cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
-                            cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01)
+                            cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01, serial_s_per_worker=0.012,
+                            cpu_s_per_worker=0.04)
     one = planner.local_calibration(cal, 1, 1.5e-3, 2)
     assert one == replace(cal, host_cores=2, s3_clients=1)  # one worker: as measured, alone on 2 cores
     for n in (2, 4):  # both cores busy: the busy per-image time; moto's bandwidth and latency shared by N
         local = planner.local_calibration(cal, n, 1.5e-3, 2)
-        assert local.seconds_per_image == 1.5e-3
+        assert local.seconds_per_image == pytest.approx(1.5e-3)
+        # The rest of a worker's CPU, timed alone like the per-image time, is slowed as much (1.5 times).
+        assert (local.serial_s_per_worker, local.cpu_s_per_worker) == pytest.approx((0.018, 0.06))
         assert (local.s3_bps, local.s3_request_s, local.s3_clients) == (200e6, 0.01, n)
         # The workers' transfers queue behind each other; the combiner's, alone after them, do not.
         scenario = model.Scenario(10_000_000, n, 1769, transport="ternary_ef")
@@ -145,4 +148,6 @@ def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3()
         assert shared["state_s"] == pytest.approx(n * alone["state_s"])
         assert shared["combiner_state_s"] == alone["combiner_state_s"] > 0
     # Between one and all cores busy, the per-image time in proportion.
-    assert planner.local_calibration(cal, 3, 1.8e-3, 5).seconds_per_image == pytest.approx(1.4e-3)
+    three = planner.local_calibration(cal, 3, 1.8e-3, 5)
+    assert three.seconds_per_image == pytest.approx(1.4e-3)
+    assert (three.serial_s_per_worker, three.cpu_s_per_worker) == pytest.approx((0.012 * 1.4, 0.04 * 1.4))
