@@ -52,28 +52,43 @@ def sgd_options(config: RunConfig) -> dict[str, Any]:
     """torch.optim.SGD's keyword arguments from a run's settings, all but the per-round ``lr``.
 
     The one place a run's optimizer settings meet torch: the combiner's step (sync mode) and the
-    workers' local steps (average mode) both build their optimizer from it.
+    workers' local steps (average mode) both step with it (``sgd_update``).
     """
     return {"momentum": config.momentum, "weight_decay": config.weight_decay, "nesterov": config.nesterov}
 
 
+def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor | None], *,
+               lr: float, sgd: Mapping[str, Any]) -> None:
+    """One torch.optim.SGD step, in place: ``params`` updated, ``buffers`` (None before the first
+    step) set to the new momentum buffers.
+
+    torch's own arithmetic (its functional ``sgd``, which ``SGD.step`` calls with these arguments
+    for CPU tensors), without the ``SGD`` class: building the first optimizer of a process imports
+    torch._dynamo (about 1 s of CPU here), which every combiner's and every average-mode worker's
+    first round would pay. Bit-identical to ``SGD.step`` (tests/unit/test_combine.py).
+    """
+    from torch.optim.sgd import sgd as functional_sgd
+
+    with torch.no_grad():
+        functional_sgd(params, grads, buffers, foreach=False, fused=False, has_sparse_grad=False, lr=lr,
+                       weight_decay=sgd.get("weight_decay", 0.0), momentum=sgd.get("momentum", 0.0),
+                       dampening=0.0, nesterov=sgd.get("nesterov", False), maximize=False)
+
+
 def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
              sgd: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """One torch.optim.SGD step on a flat vector; returns (new params, new momentum buffer).
+    """One SGD step (``sgd_update``) on a flat vector; returns (new params, new momentum buffer).
 
-    torch's own optimizer does the arithmetic, so the step is exactly what a single-process
-    PyTorch loop would take. A zero momentum buffer equals torch's "first step" initialisation.
+    torch's own optimizer arithmetic, so the step is exactly what a single-process PyTorch loop
+    would take. A zero momentum buffer equals torch's "first step" initialisation.
     """
-    p = torch.nn.Parameter(torch.from_numpy(np.array(params, dtype=np.float32)))
-    p.grad = torch.from_numpy(np.asarray(grad, dtype=np.float32))
-    opt = torch.optim.SGD([p], lr=lr, **sgd)
+    p = torch.from_numpy(np.array(params, dtype=np.float32))
     momentum = sgd.get("momentum", 0)
-    if momentum and momentum_buf is not None:
-        opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(momentum_buf, dtype=np.float32))
-    opt.step()
-    buf = opt.state[p].get("momentum_buffer") if momentum else None
-    new_buf = buf.detach().numpy() if buf is not None else np.zeros_like(params)
-    return p.detach().numpy(), new_buf
+    buffers = [torch.from_numpy(np.array(momentum_buf, dtype=np.float32))
+               if momentum and momentum_buf is not None else None]
+    sgd_update([p], [torch.from_numpy(np.asarray(grad, dtype=np.float32))], buffers, lr=lr, sgd=sgd)
+    new_buf = buffers[0].numpy() if momentum and buffers[0] is not None else np.zeros_like(params)
+    return p.numpy(), new_buf
 
 
 def apply_update(weights: np.ndarray, average: np.ndarray, momentum_buf: np.ndarray | None, *, mode: str,

@@ -28,7 +28,7 @@ from lambdatrain.training.data import PreparedData, open_prepared
 from lambdatrain.protocol.errors import InvalidEvent
 from lambdatrain.training.model import ModelSpec, build_model, input_size
 from lambdatrain.protocol.config import RunConfig
-from lambdatrain.training.step import sgd_options
+from lambdatrain.training.step import sgd_options, sgd_update
 
 EVAL_BATCH = 256
 
@@ -156,7 +156,8 @@ def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLa
     start = time.perf_counter()
     layout.load(model, weights)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr if lr is None else lr, **sgd_options(config))
+    params, sgd = list(model.parameters()), sgd_options(config)
+    buffers: list[torch.Tensor | None] = [None] * len(params)  # torch's momentum buffers, made by the first step
     samples, loss_sum, correct, truncated, micro = 0, 0.0, 0, False, 0
     step_size, slowest = config.per_worker_batch, 0.0
     for step in range(config.local_steps):
@@ -164,13 +165,19 @@ def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLa
             truncated = True
             break
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None  # as SGD's zero_grad(set_to_none=True)
         step_idx = indices[step * step_size:(step + 1) * step_size]
         for idx in micro_batches(step_idx, config.micro_batch):
             x, y = batch(config, data, idx, round_no=round_no, worker=worker, micro=micro)
             loss, ok = _forward_backward(model, x, y, 1.0 / len(step_idx))
             samples, loss_sum, correct, micro = samples + len(idx), loss_sum + loss, correct + ok, micro + 1
-        opt.step()
+        live = [i for i, p in enumerate(params) if p.grad is not None]  # as SGD.step, which skips the rest
+        stepped = [buffers[i] for i in live]
+        sgd_update([params[i] for i in live], [params[i].grad for i in live], stepped,
+                   lr=config.lr if lr is None else lr, sgd=sgd)
+        for i, buffer in zip(live, stepped):
+            buffers[i] = buffer
         slowest = max(slowest, time.perf_counter() - t0)
     flat = layout.flatten(model)
     vector = np.concatenate([flat[:layout.n_params] - weights[:layout.n_params], flat[layout.n_params:]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lambdatrain.storage import efs as efs
 from lambdatrain.training import trainer
@@ -138,6 +139,34 @@ def test_average_mode_takes_its_local_steps_at_the_rate_it_is_given(tiny_dataset
     assert np.abs(deltas[0]).max() > 0
     # One plain SGD step: twice the rate, twice the move (up to float32 rounding of w + step - w).
     assert np.allclose(deltas[1], 2 * deltas[0], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_average_modes_local_steps_are_torch_sgd_bit_for_bit(tiny_dataset, nesterov):
+    # The oracle: torch.optim.SGD stepping the same micro-batches (the workers step without the class).
+    config = parse_config({"workers": 1, "mode": "average", "local_steps": 3, **SMALL, "momentum": 0.9,
+                           "weight_decay": 5e-4, "nesterov": nesterov})
+    data = trainer.dataset(str(tiny_dataset))
+    model, layout = trainer.model_for(config, len(data.classes))
+    weights = layout.flatten(model)
+    indices = trainer.round_indices(config, trainer.train_size(config, data), 0, 0, 10)
+    got = trainer.compute_average(config, data, model, layout, weights, indices, round_no=0, worker=0, lr=0.05)
+
+    layout.load(model, weights)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
+    micro, size = 0, config.per_worker_batch
+    for step in range(3):
+        opt.zero_grad(set_to_none=True)
+        step_idx = indices[step * size:(step + 1) * size]
+        for idx in trainer.micro_batches(step_idx, config.micro_batch):
+            x, y = trainer.batch(config, data, idx, round_no=0, worker=0, micro=micro)
+            (torch.nn.functional.cross_entropy(model(x), y, reduction="sum") / len(step_idx)).backward()
+            micro += 1
+        opt.step()
+    flat = layout.flatten(model)
+    assert got.samples == 3 * size
+    assert np.array_equal(got.vector[:layout.n_params], flat[:layout.n_params] - weights[:layout.n_params])
 
 
 def test_a_finished_run_keeps_its_checkpoints_and_metrics_not_every_rounds_files(system):

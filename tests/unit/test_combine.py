@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +105,17 @@ def test_sgd_step_equals_torch_optimizer_over_two_steps(nesterov):
         opt.step()
         p, buf = sgd_step(p, g, buf, lr=0.1, sgd=sgd)
     assert np.array_equal(p, param.detach().numpy())
+
+
+def test_stepping_does_not_import_torchs_compiler():
+    # torch.optim.SGD's first construction in a process imports torch._dynamo (about 1 s of CPU):
+    # a cold combiner's first round would pay it. A fresh interpreter, so no other test imported it.
+    code = ("import sys, numpy as np; from lambdatrain.training.step import sgd_step; "
+            "sgd_step(np.ones(4, np.float32), np.ones(4, np.float32), None, lr=0.1, "
+            "sgd={'momentum': 0.9, 'weight_decay': 1e-4, 'nesterov': True}); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_nesterov_changes_the_second_step():
