@@ -12,6 +12,13 @@ server), so a round's READY record reaches the combiner within milliseconds, wit
 moto ten times a second (which cost 16 % of a core on a 2-core machine). A slow read every
 ``idle_poll_s`` is the safety net for a write the hook did not see. ``latency_s`` delays each read
 after a wakeup, to model AWS's own delivery delay (its mapping polls a shard 4 times a second).
+
+What a read costs: one GetRecords per shard. The shard list (DescribeStream) is read again only
+when a shard closes (its iterator ends: the stream rolled over to a child shard) or every
+``SHARD_REFRESH_S``; and after a page the loop reads again at once only if the page was full,
+since a write during the read has woken it anyway. Each moto request costs the stack's process
+about 3.5 ms, and each write had cost two reads of two requests each: 18 ms of CPU per write, two
+writes per worker and round, on the cores the workers compute on (docs/benchmarks.md section 4).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from typing import Any, Callable
 
 from lambdatrain.ledger import schema
 from lambdatrain.local.filtering import matches
+
+PAGE_LIMIT = 1000  # records per GetRecords, DynamoDB Streams' maximum
+SHARD_REFRESH_S = 60.0  # the shard list read again at least this often (new shards after a rollover)
 
 
 def _as_delivered(record: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +54,9 @@ class StreamPoller:
         self.duplicate_rate, self.drop_rate = duplicate_rate, drop_rate
         self.rng = random.Random(seed)
         self.iterators: dict[str, str | None] = {}
+        self.shards: list[str] = []
+        self._shards_read_at = -float("inf")  # time.monotonic() of the last DescribeStream
+        self.full_page = False  # the last read stopped at PAGE_LIMIT: more may be waiting
         self.delivered = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -74,30 +87,39 @@ class StreamPoller:
             except Exception:  # noqa: BLE001 - the endpoint may be restarting; poll again
                 self._stop.wait(0.1)  # writes may keep waking us: don't spin on a failing endpoint
                 busy = False
-            if busy:
-                continue  # a full page may have more behind it
+            if busy and self.full_page:
+                continue  # more records may be waiting behind a full page
             if self._wake.wait(self.idle_poll_s) and self.latency_s:
                 self._stop.wait(self.latency_s)
 
     def poll_once(self) -> bool:
         """Read every shard once; True if any record was read."""
-        busy = False
-        shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
-        for shard in shards:
-            sid = shard["ShardId"]
-            if sid not in self.iterators:
-                self.iterators[sid] = self.streams.get_shard_iterator(
-                    StreamArn=self.arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        busy, self.full_page = False, False
+        if time.monotonic() - self._shards_read_at > SHARD_REFRESH_S:
+            self._read_shards()
+        for sid in self.shards:
             if not self.iterators[sid]:
                 continue
-            page = self.streams.get_records(ShardIterator=self.iterators[sid], Limit=1000)
+            page = self.streams.get_records(ShardIterator=self.iterators[sid], Limit=PAGE_LIMIT)
             self.iterators[sid] = page.get("NextShardIterator")
-            records = [_as_delivered(r) for r in page.get("Records", [])
-                       if matches(schema.STREAM_FILTER_PATTERN, r)]
-            busy = busy or bool(page.get("Records"))
+            if not self.iterators[sid]:
+                self._shards_read_at = -float("inf")  # closed: its children appear in the next list
+            read = page.get("Records", [])
+            records = [_as_delivered(r) for r in read if matches(schema.STREAM_FILTER_PATTERN, r)]
+            busy, self.full_page = busy or bool(read), self.full_page or len(read) >= PAGE_LIMIT
             for start in range(0, len(records), schema.STREAM_BATCH_SIZE):
                 self._deliver({"Records": records[start:start + schema.STREAM_BATCH_SIZE]})
         return busy
+
+    def _read_shards(self) -> None:
+        """The stream's shards (DescribeStream), each new one read from its start."""
+        shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
+        self.shards = [shard["ShardId"] for shard in shards]
+        for sid in self.shards:
+            if sid not in self.iterators:
+                self.iterators[sid] = self.streams.get_shard_iterator(
+                    StreamArn=self.arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        self._shards_read_at = time.monotonic()
 
     def _deliver(self, batch: dict[str, Any]) -> None:
         if self.drop_rate and self.rng.random() < self.drop_rate:

@@ -60,19 +60,20 @@ def test_moto_counts_the_time_it_serves_requests_and_only_that():
 
 
 class _Streams:
-    """A stream with one shard and no records; counts the reads."""
+    """A stream with one shard and no records; counts the reads of records and of the shard list."""
 
     def __init__(self):
-        self.reads = 0
+        self.reads = self.listings = 0
 
     def describe_stream(self, StreamArn):  # noqa: N803 - boto3's names
-        self.reads += 1
+        self.listings += 1
         return {"StreamDescription": {"Shards": [{"ShardId": "s"}]}}
 
     def get_shard_iterator(self, **kwargs):
         return {"ShardIterator": "it"}
 
     def get_records(self, ShardIterator, Limit):  # noqa: N803
+        self.reads += 1
         return {"Records": [], "NextShardIterator": "it"}
 
 
@@ -93,6 +94,46 @@ def test_a_write_wakes_the_poller_long_before_its_idle_poll():
     finally:
         poller.stop()
     assert not poller.thread.is_alive()
+    assert streams.listings == 1  # the shard list read once, not on every read
+
+
+def test_a_write_costs_the_poller_one_read_of_records():
+    # A real moto with the ledger's table: after each write the poller reads the stream once, not a
+    # second time to find it empty, and without listing the shards again.
+    from lambdatrain.local.moto_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    try:
+        kwargs = {"endpoint_url": server.url, "region_name": "us-east-1", "aws_access_key_id": "x",
+                  "aws_secret_access_key": "x"}
+        dynamodb = boto3.client("dynamodb", **kwargs)
+        dynamodb.create_table(**schema.create_table_kwargs("poller-reads"))
+        arn = dynamodb.describe_table(TableName="poller-reads")["Table"]["LatestStreamArn"]
+        calls: list[str] = []
+        streams = boto3.client("dynamodbstreams", **kwargs)
+        streams.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+        poller = StreamPoller(streams, arn, lambda batch: None, lambda batch, error: None, idle_poll_s=60)
+        server.write_listeners.append(poller.wake)
+        poller.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "GetRecords" not in calls and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert calls == ["DescribeStream", "GetShardIterator", "GetRecords"]  # the first read
+            for n in range(3):
+                before = len(calls)
+                dynamodb.put_item(TableName="poller-reads", Item={"pk": {"S": f"p{n}"}, "sk": {"S": "s"}})
+                deadline = time.monotonic() + 10
+                while len(calls) == before and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.3)  # room for a second, needless read
+                assert calls[before:] == ["GetRecords"], calls
+        finally:
+            poller.stop()
+    finally:
+        server.stop()
 
 
 def test_an_invocation_during_prewarm_takes_the_warming_environment(tmp_path):
