@@ -58,9 +58,13 @@ strace:
 
 # Every test, the local stack's end-to-end runs included (what CI runs first): 4 min 28 s to 5 min
 # 15 s on 2 cores in three clean clones (1,063 tests, 3 workers, the environment built; budget 5
-# minutes, so at it, not reliably under); on a slower day of the same host 5 min 36 s (those tests)
-# and 6 min 0-28 s (1,067, stop 28): over it. It is CPU-bound (607 CPU-seconds, 1.7 of the 2 cores
-# busy on average), much of it the local stack's worker sandboxes importing torch as a cold start does.
+# minutes, so at it, not reliably under); on slower days of the same host 6 min 0-28 s (1,067, stop
+# 28) and, after two changes that cut its CPU from 580-650 s to 524-587 s (the combiner's first SGD
+# step no longer imports torch._dynamo; the local stream poller reads once per write), 5 min 17-51 s
+# (1,071, stop 29): over it. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage of
+# its process and children), the in-process fault suite (tests/faults/test_faults.py) takes a fifth
+# of it and the local stack's end-to-end runs over a third; the worker sandboxes' cold starts
+# (torch's import, 1.7 s each, about 100 of them) are a seventh.
 test: venv strace
 	$(PYTEST) $(ARGS)
 

@@ -65,7 +65,8 @@ def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: l
     torch's own arithmetic (its functional ``sgd``, which ``SGD.step`` calls with these arguments
     for CPU tensors), without the ``SGD`` class: building the first optimizer of a process imports
     torch._dynamo (about 1 s of CPU here), which every combiner's and every average-mode worker's
-    first round would pay. Bit-identical to ``SGD.step`` (tests/unit/test_combine.py).
+    first round would pay. Bit-identical to ``SGD.step`` (tests/unit/test_combine.py for the
+    combiner's flat step, tests/functional/test_round_protocol.py for average mode's local steps).
     """
     from torch.optim.sgd import sgd as functional_sgd
 
