@@ -17,8 +17,9 @@ What a read costs: one GetRecords per shard. The shard list (DescribeStream) is 
 when a shard closes (its iterator ends: the stream rolled over to a child shard) or every
 ``SHARD_REFRESH_S``; and after a page the loop reads again at once only if the page was full,
 since a write during the read has woken it anyway. Each moto request costs the stack's process
-about 3.5 ms, and each write had cost two reads of two requests each: 18 ms of CPU per write, two
-writes per worker and round, on the cores the workers compute on (docs/benchmarks.md section 4).
+about 3.5 ms, and each write had cost two reads of two requests each: 18 ms of CPU per write (now
+3 ms), two writes per worker and round, on the cores the workers compute on (docs/benchmarks.md
+section 4).
 """
 
 from __future__ import annotations
