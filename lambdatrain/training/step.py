@@ -57,10 +57,11 @@ def sgd_options(config: RunConfig) -> dict[str, Any]:
     return {"momentum": config.momentum, "weight_decay": config.weight_decay, "nesterov": config.nesterov}
 
 
-def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor | None], *,
-               lr: float, sgd: Mapping[str, Any]) -> None:
-    """One torch.optim.SGD step, in place: ``params`` updated, ``buffers`` (None before the first
-    step) set to the new momentum buffers.
+def sgd_update(params: list[torch.Tensor], buffers: list[torch.Tensor | None], *, lr: float,
+               sgd: Mapping[str, Any]) -> None:
+    """One torch.optim.SGD step, in place, as ``SGD.step`` takes it: each parameter with a ``.grad``
+    stepped, the others skipped; ``buffers[i]``, the momentum buffer of ``params[i]`` (None before
+    its first step), set to the new one.
 
     torch's own arithmetic (its functional ``sgd``, which ``SGD.step`` calls with these arguments
     for CPU tensors), without the ``SGD`` class: building the first optimizer of a process imports
@@ -70,10 +71,15 @@ def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: l
     """
     from torch.optim.sgd import sgd as functional_sgd
 
+    live = [i for i, p in enumerate(params) if p.grad is not None]
+    stepped = [buffers[i] for i in live]
     with torch.no_grad():
-        functional_sgd(params, grads, buffers, foreach=False, fused=False, has_sparse_grad=False, lr=lr,
-                       weight_decay=sgd.get("weight_decay", 0.0), momentum=sgd.get("momentum", 0.0),
-                       dampening=0.0, nesterov=sgd.get("nesterov", False), maximize=False)
+        functional_sgd([params[i] for i in live], [params[i].grad for i in live], stepped, foreach=False,
+                       fused=False, has_sparse_grad=False, lr=lr, weight_decay=sgd.get("weight_decay", 0.0),
+                       momentum=sgd.get("momentum", 0.0), dampening=0.0, nesterov=sgd.get("nesterov", False),
+                       maximize=False)
+    for i, buffer in zip(live, stepped):
+        buffers[i] = buffer
 
 
 def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -84,12 +90,12 @@ def sgd_step(params: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | No
     would take. A zero momentum buffer equals torch's "first step" initialisation.
     """
     p = torch.from_numpy(np.array(params, dtype=np.float32))
-    momentum = sgd.get("momentum", 0)
+    p.grad = torch.from_numpy(np.asarray(grad, dtype=np.float32))
     buffers = [torch.from_numpy(np.array(momentum_buf, dtype=np.float32))
-               if momentum and momentum_buf is not None else None]
-    sgd_update([p], [torch.from_numpy(np.asarray(grad, dtype=np.float32))], buffers, lr=lr, sgd=sgd)
-    new_buf = buffers[0].numpy() if momentum and buffers[0] is not None else np.zeros_like(params)
-    return p.numpy(), new_buf
+               if sgd.get("momentum", 0) and momentum_buf is not None else None]
+    sgd_update([p], buffers, lr=lr, sgd=sgd)
+    # Without momentum torch keeps no buffer; zeros stand for it.
+    return p.numpy(), buffers[0].numpy() if buffers[0] is not None else np.zeros_like(params)
 
 
 def apply_update(weights: np.ndarray, average: np.ndarray, momentum_buf: np.ndarray | None, *, mode: str,

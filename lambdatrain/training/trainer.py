@@ -156,7 +156,7 @@ def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLa
     start = time.perf_counter()
     layout.load(model, weights)
     model.train()
-    params, sgd = list(model.parameters()), sgd_options(config)
+    params, sgd, rate = list(model.parameters()), sgd_options(config), config.lr if lr is None else lr
     buffers: list[torch.Tensor | None] = [None] * len(params)  # torch's momentum buffers, made by the first step
     samples, loss_sum, correct, truncated, micro = 0, 0.0, 0, False, 0
     step_size, slowest = config.per_worker_batch, 0.0
@@ -172,12 +172,7 @@ def compute_average(config: RunConfig, data: PreparedData, model, layout: FlatLa
             x, y = batch(config, data, idx, round_no=round_no, worker=worker, micro=micro)
             loss, ok = _forward_backward(model, x, y, 1.0 / len(step_idx))
             samples, loss_sum, correct, micro = samples + len(idx), loss_sum + loss, correct + ok, micro + 1
-        live = [i for i, p in enumerate(params) if p.grad is not None]  # as SGD.step, which skips the rest
-        stepped = [buffers[i] for i in live]
-        sgd_update([params[i] for i in live], [params[i].grad for i in live], stepped,
-                   lr=config.lr if lr is None else lr, sgd=sgd)
-        for i, buffer in zip(live, stepped):
-            buffers[i] = buffer
+        sgd_update(params, buffers, lr=rate, sgd=sgd)
         slowest = max(slowest, time.perf_counter() - t0)
     flat = layout.flatten(model)
     vector = np.concatenate([flat[:layout.n_params] - weights[:layout.n_params], flat[layout.n_params:]])
