@@ -43,15 +43,17 @@ for each N (``local_calibration``), never fitted to the runs:
   bandwidth and N times the request latency the calibration measured with one client
   (``s3_clients``); the combiner's, after the workers' phase, see them whole.
 * The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_worker``
-  times moto's busy seconds in each worker invocation of a one-worker float32 run (the real
+  times moto's busy seconds in each worker invocation of a two-worker float32 run (the real
   handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
   the N = 1 runs' measured wait, which holds one worker's, is the rest of the invoke latency.
 * The CPU besides compute. A worker invocation also spends CPU outside the trainer's compute (the
   handler, its ledger, EFS and S3 clients, the codec, and moto answering them), which with N > 1
-  takes cores from the other workers' compute. ``measure_worker`` takes it per recipe from the same
-  one-worker run (the process's CPU seconds less those inside the compute), and the planner's
-  workers' phase lasts at least the N workers' CPU over the ``cores`` (``host_cores``,
-  ``cpu_s_per_worker``). Not in it: the local Lambda service's and the stream poller's own CPU.
+  takes cores from the other workers' compute; so does the stream poller's read of each worker's
+  ledger writes, which the stack does while the other workers compute. ``measure_worker`` takes
+  both per recipe from the same run (the process's CPU seconds less those inside the compute),
+  and the planner's workers' phase lasts at least the N workers' CPU over the ``cores``
+  (``host_cores``, ``cpu_s_per_worker``). Not in it: the local Lambda service's own CPU (about
+  2.5 ms an invocation, client and server).
 
 Average mode (bench.convergence's ``AVERAGE``, K local steps) trains K times the samples, so that it
 has as many rounds as sync.
@@ -161,12 +163,15 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
 
 def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, float]:
     """(In a child process, one thread.) What one worker invocation of ``recipe`` costs besides its
-    compute, the medians over a one-worker run's warm rounds of the real handlers (tests/harness.py)
-    against a MotoServer in this process, on generated images: ``serial_s_per_worker``, the seconds
-    moto spends serving it (what the N workers queue for), and ``cpu_s_per_worker``, the process's
-    CPU seconds in it (handler, clients, codec, moto serving them; a compressed transport's residual
-    GET included, which the planner plans for every round) less those inside the trainer's compute
-    (the calibration's seconds per image cover those)."""
+    compute, the medians over a two-worker run's warm rounds of the real handlers (tests/harness.py)
+    and the real stream poller against a MotoServer in this process, on generated images:
+    ``serial_s_per_worker``, the seconds moto spends serving the invocation (what the N workers
+    queue for), and ``cpu_s_per_worker``, the process's CPU seconds in it (handler, clients, codec,
+    moto serving them; a compressed transport's residual GET included, which the planner plans for
+    every round) less those inside the trainer's compute (the calibration's seconds per image cover
+    those), plus ``delivery_cpu_s``: the poller's read of the worker's ledger writes when the round
+    is not yet complete (its records pass no filter: no combiner runs), about 12 ms, as much again
+    as the invocation's own, which the model had lacked (docs/benchmarks.md section 4)."""
     import torch
 
     from lambdatrain.logs import logger
@@ -181,6 +186,7 @@ def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, floa
     server = inline_moto()
     compute_cpu = [0.0]
     per_round: list[tuple[int, float, float]] = []
+    deliveries: list[tuple[int, float]] = []
 
     def timed(compute):
         def wrapper(*args, **kwargs):
@@ -203,9 +209,18 @@ def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, floa
             state._held.clear()
             busy, cpu, compute_cpu[0] = server.busy_s, time.process_time(), 0.0
             try:
-                return super().invoke(name, event, context)
+                answer = super().invoke(name, event, context)
             finally:
                 per_round.append((event["round"], server.busy_s - busy, time.process_time() - cpu - compute_cpu[0]))
+            # The stack's poller reads the worker's writes at once (each one wakes it) and hands its
+            # result to the combiner, which finds the round short of the other worker's: what every
+            # worker but the last costs the stack. The last one's delivery is the combine (queues
+            # the next round's workers), timed by the runs themselves.
+            queued, cpu = len(self.invoker.queue), time.process_time()
+            self.poller.poll_once()
+            if len(self.invoker.queue) == queued:
+                deliveries.append((event["round"], time.process_time() - cpu))
+            return answer
 
     extra = RECIPES[recipe]
     try:
@@ -217,7 +232,7 @@ def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, floa
             (mount / "datasets" / "cifar10").symlink_to(data, target_is_directory=True)
             name = f"bench-worker-{os.getpid()}-{time.monotonic_ns()}"  # moto's backends outlive a server
             system = Timed(mount, table=name, bucket=name if extra["transport"] in COMPRESSED else None)
-            run = system.invoke("starter", {"start": True, "workers": 1, "model": "vgg19_cifar", "width": width,
+            run = system.invoke("starter", {"start": True, "workers": 2, "model": "vgg19_cifar", "width": width,
                                             "epochs": 1, "batch_size": 16, "micro_batch": 16, "val_samples": 16,
                                             "max_train_samples": samples, **extra})["run"]
             system.run_to_end(run)
@@ -226,8 +241,9 @@ def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, floa
         for name, compute in originals.items():
             setattr(trainer, name, compute)
     warm = [(busy, cpu) for r, busy, cpu in per_round if r > 0]
+    delivery = statistics.median(cpu for r, cpu in deliveries if r > 0)
     return {"serial_s_per_worker": statistics.median(b for b, _ in warm),
-            "cpu_s_per_worker": statistics.median(c for _, c in warm)}
+            "cpu_s_per_worker": statistics.median(c for _, c in warm) + delivery, "delivery_cpu_s": delivery}
 
 
 def busy_compute(width: float, prepared: Path, cores: int, repeats: int) -> float:
@@ -329,7 +345,8 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
         f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
-        f"(moto, one request at a time); CPU per worker invocation besides compute " +
+        f"(moto, one request at a time); CPU per worker invocation besides compute, its writes' stream read "
+        f"included, " +
         ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in cpu.items()))
     return params, buffers, cal, sample
 
@@ -337,7 +354,7 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
 def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: float | None = None) -> dict[str, Any]:
     """What the machine's state moves, timed once: the per-image time on one core (unless given) and
     with every core busy, moto's busy seconds per worker and each recipe's CPU per worker invocation
-    (``measure_worker``).
+    with, of it, the stream poller's read of the worker's writes (``measure_worker``).
     ``main`` takes one before each repeat and predicts with their medians, so one slow spell
     during the calibration does not skew every prediction (the runs, too, go round in repeats)."""
     cores = os.cpu_count() or 1
@@ -348,7 +365,8 @@ def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: 
     busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else seconds_per_image
     return {"seconds_per_image": seconds_per_image, "busy": busy,
             "serial_s_per_worker": per_worker["float32"]["serial_s_per_worker"],
-            "cpu": {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes}}
+            "cpu": {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes},
+            "delivery_cpu": {r: per_worker[r]["delivery_cpu_s"] for r in args.recipes}}
 
 
 def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -356,7 +374,7 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
     med = statistics.median
     return {"seconds_per_image": med(s["seconds_per_image"] for s in samples), "busy": med(s["busy"] for s in samples),
             "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
-            "cpu": {r: med(s["cpu"][r] for s in samples) for r in samples[0]["cpu"]}}
+            **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]} for key in ("cpu", "delivery_cpu")}}
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
@@ -435,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
           "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
-          "cpu_s_per_worker": cpu, "machine_samples": samples,
+          "cpu_s_per_worker": cpu, "delivery_cpu_s": sample["delivery_cpu"], "machine_samples": samples,
           "params": params, "buffers": buffers,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 

@@ -1,11 +1,13 @@
 """bench.planner's measure of what a worker invocation costs the machine besides its compute: the
-real handlers' one-worker run, the trainer's compute taken out of the CPU seconds."""
+real handlers' two-worker run, the trainer's compute taken out of the CPU seconds, and the stream
+poller's read of each worker's writes while its round is not yet complete added to them."""
 
 from __future__ import annotations
 
 import time
 
 from bench import planner
+from lambdatrain.local.poller import StreamPoller
 from lambdatrain.training import trainer
 
 BURN_S = 0.3  # CPU seconds the doctored compute adds to every round
@@ -28,3 +30,24 @@ def test_cpu_besides_compute_leaves_out_whatever_the_compute_costs(monkeypatch):
     # A compute made 0.3 s of CPU dearer leaves the rest as it was (well under the 0.3 s added).
     assert abs(slower["cpu_s_per_worker"] - plain["cpu_s_per_worker"]) < BURN_S / 3
     assert trainer.compute_sync.__name__ == "slower"  # the measure put back what it wrapped
+
+
+def test_the_stream_read_of_a_workers_writes_counts_once_per_worker(monkeypatch):
+    plain = planner.measure_worker(0.0625, "float32", rounds=3)
+    assert 0 < plain["delivery_cpu_s"] < plain["cpu_s_per_worker"]
+    burn = BURN_S / 3
+    poll_once = StreamPoller.poll_once
+
+    def slower(self):
+        t0 = time.process_time()
+        while time.process_time() - t0 < burn:
+            pass
+        return poll_once(self)
+
+    monkeypatch.setattr(StreamPoller, "poll_once", slower)
+    dearer = planner.measure_worker(0.0625, "float32", rounds=3)
+    # Each poll made dearer by ``burn`` costs every worker that much more, once: the early read is
+    # counted, and neither the completing one (the combine's) nor the invocation's own CPU moves.
+    assert abs(dearer["delivery_cpu_s"] - plain["delivery_cpu_s"] - burn) < burn / 2
+    assert abs((dearer["cpu_s_per_worker"] - dearer["delivery_cpu_s"])
+               - (plain["cpu_s_per_worker"] - plain["delivery_cpu_s"])) < burn / 2
