@@ -35,7 +35,7 @@ def test_recipe_list_refuses_unknown_or_empty(text):
         planner.recipe_list(text)
 
 
-def test_default_checks_every_recipe_three_times_at_one_two_four(monkeypatch):
+def test_default_checks_every_recipe_five_times_at_one_two_four(monkeypatch):
     seen = {}
 
     def stop(_args, *_rest):
@@ -47,7 +47,7 @@ def test_default_checks_every_recipe_three_times_at_one_two_four(monkeypatch):
     with pytest.raises(SystemExit):
         planner.main([])
     a = seen["args"]
-    assert (a.recipes, a.repeats, a.workers) == (tuple(planner.RECIPES), 3, [1, 2, 4])
+    assert (a.recipes, a.repeats, a.workers) == (tuple(planner.RECIPES), 5, [1, 2, 4])
 
 
 def test_average_trains_local_steps_times_the_samples_for_as_many_rounds():
