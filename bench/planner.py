@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipes", type=recipe_list, default=tuple(RECIPES),
                         help=f"comma-separated, of {', '.join(RECIPES)} (default: all)")
     # 5, not 3: on this 2-core host one configuration's error has moved by up to 21 points from one
-    # run of the command to the next (float32 at N = 2: -4 to +17 %, medians of 3), and runs of 3
-    # had one of the 12 past 15 % in 5 of 7 (docs/benchmarks.md section 4).
+    # run of the command to the next (float32 at N = 2: -4 to +17 %, medians of 3); as run, 6 of
+    # 7 runs of 3 had one or two of the 12 past 15 %, 1 of 3 runs of 5 (docs/benchmarks.md section 4).
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs of each recipe and N (the median is compared)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
