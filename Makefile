@@ -83,7 +83,7 @@ test-matrix: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
-# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~41 min on 2 cores
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~38 min on 2 cores
 # (the sum of each one's measured time there, bench.planner's 17-18 min with its four recipes and 5
 # repeats included; the whole target not timed since traffic and protocol joined).
 bench: venv
