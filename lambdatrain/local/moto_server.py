@@ -23,6 +23,8 @@ from typing import Callable
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from lambdatrain.local import moto_transactions
+
 
 # DynamoDB operations that can add stream records (a failed condition adds none; a wakeup for it
 # costs one empty read).
@@ -59,6 +61,7 @@ class MotoServer:
 
     def __init__(self, port: int = 0):
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, a line a call
+        moto_transactions.install()  # rollbacks that keep the stream readable (moto_transactions.py)
         self.write_listeners: list[Callable[[], None]] = []  # called after each DynamoDB write
         self.s3_listeners: list[Callable[[], None]] = []  # called after each S3 request that may write
         self._app = app = _Serialized(DomainDispatcherApplication(create_backend_app), self.write_listeners,
