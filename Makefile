@@ -56,15 +56,14 @@ strace:
 	@command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace) \
 		|| echo "strace not installed: tests/functional/test_traffic_strace.py will be skipped"
 
-# Every test, the local stack's end-to-end runs included (what CI runs first): 4 min 28 s to 5 min
-# 15 s on 2 cores in three clean clones (1,063 tests, 3 workers, the environment built; budget 5
-# minutes, so at it, not reliably under); on slower days of the same host 6 min 0-28 s (1,067, stop
-# 28) and, after two changes that cut its CPU from 580-650 s to 524-587 s (the combiner's first SGD
-# step no longer imports torch._dynamo; the local stream poller reads once per write), 5 min 17-51 s
-# (1,071, stop 29): over it. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage of
-# its process and children), the in-process fault suite (tests/faults/test_faults.py) takes a fifth
-# of it and the local stack's end-to-end runs over a third; the worker sandboxes' cold starts
-# (torch's import, 1.7 s each, about 100 of them) are a seventh.
+# Every test, the local stack's end-to-end runs included (what CI runs first); budget 5 minutes on
+# 2 cores. Stop 29 had it at 5 min 10-51 s (1,071 tests, CPU 524-587 s): over. Stop 30's fix to
+# moto's cancelled transactions (lambdatrain/local/moto_transactions.py: the stream had gone silent
+# after each duplicate detected, and rounds waited for the watchdog's deadline) brought it to
+# 4 min 28 s (1,080 tests, CPU 451 s). It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the
+# rusage of its process and children, stop 29), the in-process fault suite (tests/faults/
+# test_faults.py) takes a fifth of it and the local stack's end-to-end runs over a third; the
+# worker sandboxes' cold starts (torch's import, 1.7 s each, about 100 of them) are a seventh.
 test: venv strace
 	$(PYTEST) $(ARGS)
 
