@@ -44,9 +44,8 @@ for each N (``local_calibration``), never fitted to the runs:
   (``s3_clients``); the combiner's, after the workers' phase, see them whole.
 * The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_worker``
   times moto's busy seconds in each worker invocation of a two-worker float32 run (the real
-  handlers, tests/harness.py), which each worker waits for N - 1 times (``serial_s_per_worker``;
-  its own requests are in the N = 1 runs' measured wait, the rest of the invoke latency), except
-  where the cores are the limit: then moto's serving is CPU the phase already counts (below).
+  handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
+  the N = 1 runs' measured wait, which holds one worker's, is the rest of the invoke latency.
 * The CPU besides compute. A worker invocation also spends CPU outside the trainer's compute (the
   handler, its ledger, EFS and S3 clients, the codec, and moto answering them), which with N > 1
   takes cores from the other workers' compute; so does the stream poller's read of each worker's

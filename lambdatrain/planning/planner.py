@@ -130,8 +130,9 @@ class Calibration:
     # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS; N on the
     # local stack's moto (bench.planner). The combiner's transfers, after the workers', see it whole.
     s3_clients: float = 1.0
-    # Seconds per worker and round on a service serving one request at a time (the local stack's moto,
-    # measured by bench.planner), which each worker waits for N - 1 times; 0 on AWS (served concurrently).
+    # Seconds per worker and round on a service that serves one request at a time, so the N workers
+    # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
+    # (lambdatrain/local/moto_server.py), which bench.planner measures.
     serial_s_per_worker: float = 0.0
     # The cores the N workers share, where they share a machine (the local stack, which bench.planner
     # predicts); on AWS each worker has its own vCPUs (inf). Sharing, the workers' phase lasts at least
@@ -243,15 +244,14 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     compute = s.local_steps * (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
         single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(write_bps, storage.fs_write / n)
-    # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits;
-    # on shared cores (local) the wait behind the others' requests (queued) is inside their CPU time.
-    queued = c.serial_s_per_worker * (n - 1)
-    worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"] + queued
-    worker = max(worker, c.worker_fixed_s + (host_cpu := host_cpu_s(s, c)))
+    # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits.
+    worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"]
+    host_cpu = host_cpu_s(s, c)
+    worker = max(worker, c.worker_fixed_s + host_cpu)
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     update = s.params * c.update_s_per_param / shards + model_bytes / (shards * write_bps)  # the new weights
     combine = c.combiner_fixed_s + combine_read + update + combiner_seconds(s, c)
-    invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards)
+    invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
     cost = epoch_cost(s, rounds, worker, combine, moved, prices)
