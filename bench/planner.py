@@ -375,7 +375,8 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
     med = statistics.median
     return {"seconds_per_image": med(s["seconds_per_image"] for s in samples), "busy": med(s["busy"] for s in samples),
             "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
-            **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]} for key in ("cpu", "delivery_cpu")}}
+            **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]}
+               for key in ("cpu", "delivery_cpu") if key in samples[0]}}  # runs before stop 30 lack the second
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
@@ -419,14 +420,25 @@ def main(argv: list[str] | None = None) -> None:
     # 5, not 3: on this 2-core host one configuration's error has moved by up to 21 points from one
     # run of the command to the next (float32 at N = 2: -4 to +17 %, medians of 3); as run, 6 of
     # 7 runs of 3 had one or two of the 12 past 15 %, 1 of 3 runs of 5 (docs/benchmarks.md section 4).
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs of each recipe and N (the median is compared)")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help="runs of each recipe and N (the median is compared)")
+    parser.add_argument("--from", dest="saved", type=Path, metavar="JSON",
+                        help="no runs: predict again, with this code, what a run of this command measured "
+                             "(its output, e.g. docs/results/planner-local.json)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: at least 1")
-    from dataclasses import replace
-
-    from lambdatrain.planning import planner
     started = time.time()
+    if args.saved is not None:
+        try:
+            measurements = saved(args.saved)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            parser.error(f"--from {args.saved}: not the output of bench.planner ({type(exc).__name__}: {exc})")
+        args.samples, args.repeats = measurements.pop("samples"), measurements.pop("repeats")
+        args.recipes = tuple(dict.fromkeys(r for r, _ in measurements["runs"]))
+        args.workers = sorted({n for _, n in measurements["runs"]})
+        report(args, started, **measurements, predicted_from=str(args.saved))
+        return
     prepared = prepared_dataset(args)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(r, n): [] for r in args.recipes for n in args.workers}
     with tempfile.TemporaryDirectory(prefix="lt-bench-planner-") as tmp:
@@ -442,7 +454,34 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
                 out = Path(tmp) / f"{recipe}-n{n}-r{i}"
                 runs[(recipe, n)].append(in_child(measured, prepared, out, settings_for(recipe, n, args)))
-    sample = median_sample(samples)
+    report(args, started, runs=runs, machine_samples=samples, params=params, buffers=buffers, cal=cal)
+
+
+def saved(path: Path) -> dict[str, Any]:
+    """What a run of this command measured, from its output's last line: ``report``'s arguments."""
+    from lambdatrain.planning import planner
+
+    out = json.loads(path.read_text().strip().splitlines()[-1])
+    # Stop 28's outputs called a worker's load worker_fixed_s.
+    runs = {(row["recipe"], row["workers"]): [{"load_s": run.get("worker_fixed_s"), **run}
+                                              for run in row["measured_runs"]] for row in out["rows"]}
+    first = out["rows"][0]
+    # Outputs before stop 30 do not say the samples: a sync run's rounds times the global batch.
+    samples = out.get("samples") or first["measured"]["rounds"] * BATCH // RECIPES[first["recipe"]]["local_steps"]
+    cal = planner.Calibration(**{k: float("inf") if v is None else v for k, v in out["calibration"].items()})
+    return {"runs": runs, "samples": samples, "repeats": out["repeats"], "machine_samples": out["machine_samples"],
+            "params": out["params"], "buffers": out["buffers"], "cal": cal}
+
+
+def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, int], list[dict[str, Any]]],
+           machine_samples: list[dict[str, Any]], params: int, buffers: int, cal: Any,
+           predicted_from: str | None = None) -> None:
+    """Predict each recipe and N, compare with its runs, log the rows and print the JSON object."""
+    from dataclasses import replace
+
+    from lambdatrain.planning import planner
+
+    sample = median_sample(machine_samples)
     busy, cpu = sample["busy"], sample["cpu"]
     cal = replace(cal, seconds_per_image=sample["seconds_per_image"], serial_s_per_worker=sample["serial_s_per_worker"])
     rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args), planner)
@@ -454,11 +493,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['predicted_first_round_s']:.1f} vs {row['measured_first_round_s']:.1f} s; epoch "
             f"{row['predicted_epoch_s']:.1f} vs {row['measured_epoch_s']:.1f} s ({row['epoch_error']:+.0%})")
     results = [result_of(row) for row in rows]
-    emit({"results": results, "tolerance": TOLERANCE, "all_within_tolerance": all(r["within_tolerance"] for r in results),
+    emit({"results": results, "tolerance": TOLERANCE,
+          "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
           "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
-          "cpu_s_per_worker": cpu, "delivery_cpu_s": sample["delivery_cpu"], "machine_samples": samples,
-          "params": params, "buffers": buffers,
+          "cpu_s_per_worker": cpu, "delivery_cpu_s": sample.get("delivery_cpu"), "machine_samples": machine_samples,
+          "params": params, "buffers": buffers, "samples": args.samples, "predicted_from": predicted_from,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 
 

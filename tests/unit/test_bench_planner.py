@@ -4,14 +4,18 @@ the runs, and the verdict against the tolerance (the local-stack runs themselves
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bench import convergence, planner
 from lambdatrain.planning import planner as model
 from lambdatrain.protocol.config import COMPRESSED
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results" / "planner-local.json"
 
 
 def args(**over) -> argparse.Namespace:
@@ -127,6 +131,31 @@ def test_repeats_below_one_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         planner.main(["--repeats", "0"])
     assert exit_.value.code == 2 and "--repeats 0: at least 1" in capsys.readouterr().err
+
+
+def test_predicting_a_saved_run_again_gives_back_what_it_printed(capsys):
+    # docs/results/planner-local.json is a real run's output, from the model as it is now: --from
+    # rebuilds its measurements and predicts them again, number for number.
+    saved = json.loads(RESULTS.read_text().strip().splitlines()[-1])
+    planner.main(["--from", str(RESULTS)])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["predicted_from"] == str(RESULTS) and again["repeats"] == saved["repeats"]
+    assert [(r["recipe"], r["workers"]) for r in again["results"]] == [(r["recipe"], r["workers"]) for r in saved["results"]]
+    for old, new in zip(saved["results"], again["results"]):
+        assert new["measured_round_s_runs"] == old["measured_round_s_runs"]
+        assert new["predicted_round_s"] == pytest.approx(old["predicted_round_s"], rel=1e-12)
+        assert new["within_tolerance"] == old["within_tolerance"]
+
+
+@pytest.mark.parametrize("content", [None, "", "{}", '{"rows": []}'])
+def test_from_something_else_is_one_usage_line(tmp_path, capsys, content):
+    path = tmp_path / "run.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        planner.main(["--from", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and f"--from {path}: not the output of bench.planner" in err[-1]
 
 
 def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3():
