@@ -140,7 +140,8 @@ def test_predicting_a_saved_run_again_gives_back_what_it_printed(capsys):
     planner.main(["--from", str(RESULTS)])
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["predicted_from"] == str(RESULTS) and again["repeats"] == saved["repeats"]
-    assert [(r["recipe"], r["workers"]) for r in again["results"]] == [(r["recipe"], r["workers"]) for r in saved["results"]]
+    configurations = [(r["recipe"], r["workers"]) for r in saved["results"]]
+    assert [(r["recipe"], r["workers"]) for r in again["results"]] == configurations
     for old, new in zip(saved["results"], again["results"]):
         assert new["measured_round_s_runs"] == old["measured_round_s_runs"]
         assert new["predicted_round_s"] == pytest.approx(old["predicted_round_s"], rel=1e-12)
