@@ -3,6 +3,7 @@
 
     python -m bench.planner [--recipes float32,ternary_ef,sign_ef,average] [--repeats 5]
                             [--workers 1,2,4] [--samples 4096] [--width 0.125]
+    python -m bench.planner --from docs/results/planner-local.json   # a saved run, predicted again
 
 Runs tiny ``ops.local_train.train`` runs with the same total samples and global batch for each N, and
 predicts the same with the planner calibrated on this machine: the worker's compute path
@@ -213,10 +214,10 @@ def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, floa
                 answer = super().invoke(name, event, context)
             finally:
                 per_round.append((event["round"], server.busy_s - busy, time.process_time() - cpu - compute_cpu[0]))
-            # The stack's poller reads the worker's writes at once (each one wakes it) and hands its
-            # result to the combiner, which finds the round short of the other worker's: what every
-            # worker but the last costs the stack. The last one's delivery is the combine (queues
-            # the next round's workers), timed by the runs themselves.
+            # The stack's poller reads the worker's writes at once (each one wakes it). Until the
+            # round's last result none passes the stream filter, so no combiner runs: that read is
+            # what every worker but the last costs the stack. The last one's delivery is the combine
+            # (it queues the next round's workers), which the runs time themselves.
             queued, cpu = len(self.invoker.queue), time.process_time()
             self.poller.poll_once()
             if len(self.invoker.queue) == queued:
