@@ -13,10 +13,10 @@ from lambdatrain.training import trainer
 BURN_S = 0.3  # CPU seconds the doctored compute adds to every round
 
 
-def _burn(compute):
+def _burn(compute, seconds: float = BURN_S):
     def slower(*args, **kwargs):
         t0 = time.process_time()
-        while time.process_time() - t0 < BURN_S:
+        while time.process_time() - t0 < seconds:
             pass
         return compute(*args, **kwargs)
     return slower
@@ -36,15 +36,7 @@ def test_the_stream_read_of_a_workers_writes_counts_once_per_worker(monkeypatch)
     plain = planner.measure_worker(0.0625, "float32", rounds=3)
     assert 0 < plain["delivery_cpu_s"] < plain["cpu_s_per_worker"]
     burn = BURN_S / 3
-    poll_once = StreamPoller.poll_once
-
-    def slower(self):
-        t0 = time.process_time()
-        while time.process_time() - t0 < burn:
-            pass
-        return poll_once(self)
-
-    monkeypatch.setattr(StreamPoller, "poll_once", slower)
+    monkeypatch.setattr(StreamPoller, "poll_once", _burn(StreamPoller.poll_once, burn))
     dearer = planner.measure_worker(0.0625, "float32", rounds=3)
     # Each poll made dearer by ``burn`` costs every worker that much more, once: the early read is
     # counted, and neither the completing one (the combine's) nor the invocation's own CPU moves.
