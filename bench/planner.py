@@ -391,6 +391,7 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
     from dataclasses import replace
 
     from lambdatrain.planning import planner
+    from lambdatrain.planning.calibration import calibration_dict
     from lambdatrain.protocol.limits import MB_PER_VCPU
 
     extra, cores, storage = RECIPES[recipe], os.cpu_count() or 1, planner.Storage(*(4 * [float("inf")]))
@@ -401,7 +402,7 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
                                     memory_mb=int(MB_PER_VCPU * min(1.0, cores / workers)), batch_size=BATCH,
                                     train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
                                     mode=extra["mode"], local_steps=extra["local_steps"])
-        return {**planner.predict(scenario, local, storage), "calibration": planner.calibration_dict(local)}
+        return {**planner.predict(scenario, local, storage), "calibration": calibration_dict(local)}
 
     first = args.workers[0]
     base = median_run(runs[(recipe, first)])
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def saved(path: Path) -> dict[str, Any]:
     """What a run of this command measured, from its output's last line: ``report``'s arguments."""
-    from lambdatrain.planning import planner
+    from lambdatrain.planning.calibration import calibration_from_dict
 
     out = json.loads(path.read_text().strip().splitlines()[-1])
     # Stop 28's outputs called a worker's load worker_fixed_s.
@@ -469,7 +470,7 @@ def saved(path: Path) -> dict[str, Any]:
     first = out["rows"][0]
     # Outputs before stop 30 do not say the samples: a sync run's rounds times the global batch.
     samples = out.get("samples") or first["measured"]["rounds"] * BATCH // RECIPES[first["recipe"]]["local_steps"]
-    cal = planner.Calibration(**{k: float("inf") if v is None else v for k, v in out["calibration"].items()})
+    cal = calibration_from_dict(out["calibration"])
     return {"runs": runs, "samples": samples, "repeats": out["repeats"], "machine_samples": out["machine_samples"],
             "params": out["params"], "buffers": out["buffers"], "cal": cal}
 
@@ -481,6 +482,7 @@ def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, in
     from dataclasses import replace
 
     from lambdatrain.planning import planner
+    from lambdatrain.planning.calibration import calibration_dict
 
     sample = median_sample(machine_samples)
     busy, cpu = sample["busy"], sample["cpu"]
@@ -497,7 +499,7 @@ def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, in
     emit({"results": results, "tolerance": TOLERANCE,
           "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
-          "calibration": planner.calibration_dict(cal), "busy_seconds_per_image": busy,
+          "calibration": calibration_dict(cal), "busy_seconds_per_image": busy,
           "cpu_s_per_worker": cpu, "delivery_cpu_s": sample.get("delivery_cpu"), "machine_samples": machine_samples,
           "params": params, "buffers": buffers, "samples": args.samples, "predicted_from": predicted_from,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})

@@ -24,7 +24,7 @@ from lambdatrain.cli.edge import Command
 from lambdatrain.cli.settings import setting_option
 from lambdatrain.ops.progress import Phase
 from lambdatrain.planning import planner
-from lambdatrain.planning.calibration import calibrate, model_sizes
+from lambdatrain.planning.calibration import calibrate, calibration_dict, model_sizes
 from lambdatrain.planning.plot import plot_plan
 from lambdatrain.planning.recipes import RECIPES, Recipe, evidence_for, narrow
 from lambdatrain.planning.transports import TRANSPORTS
@@ -165,7 +165,7 @@ def run_plan(*, model: str, width: float, workers: list[int], memories: list[int
     if png is not None:
         plot_plan(rows, png, f"{model} (width {width}, {params / 1e6:.1f} M params), {storage}, {arch}")
     return {"model": model, "width": width, "params": params, "buffers": buffers,
-            "calibration": planner.calibration_dict(calibration),
+            "calibration": calibration_dict(calibration),
             "storage": storage, "rows": rows, "fastest_workers": fastest, "png": str(png) if png else None}
 
 

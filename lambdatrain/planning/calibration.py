@@ -12,7 +12,9 @@ torch and numpy load only here, so the planner's arithmetic imports neither.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -219,3 +221,13 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
     step("timing a model-sized file written and read back")
     measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(min(params, 50_000_000), folder)
     return params, Calibration(**{**measured, **given})
+
+
+def calibration_dict(c: Calibration) -> dict[str, Any]:
+    """The calibration as strict JSON (an unlimited bandwidth is null, not Infinity)."""
+    return {k: v if math.isfinite(v) else None for k, v in dataclasses.asdict(c).items()}
+
+
+def calibration_from_dict(d: dict[str, Any]) -> Calibration:
+    """``calibration_dict``'s inverse (a saved run's calibration, bench/planner.py ``--from``)."""
+    return Calibration(**{k: math.inf if v is None else v for k, v in d.items()})

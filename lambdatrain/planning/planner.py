@@ -83,7 +83,7 @@ Dollars per epoch by item: costs.py; prices, with their sources: prices.py.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from lambdatrain.planning.prices import (  # noqa: F401  (re-exported: the planner's public names)
@@ -289,11 +289,6 @@ def best(rows: list[dict[str, Any]], shards: int, memory_mb: int, recipe: str | 
     stops paying."""
     return min((r for r in rows if r["shards"] == shards and r["memory_mb"] == memory_mb
                 and recipe in (None, r["recipe"])), key=lambda r: r["epoch_s"])
-
-
-def calibration_dict(c: Calibration) -> dict[str, Any]:
-    """The calibration as strict JSON (an unlimited bandwidth is null, not Infinity)."""
-    return {k: v if math.isfinite(v) else None for k, v in asdict(c).items()}
 
 
 def relative_error(predicted: float, measured: float) -> float:

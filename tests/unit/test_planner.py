@@ -190,6 +190,15 @@ def test_calibrate_skips_what_is_given(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_calibration_survives_strict_json_and_back_unlimited_fields_included():
+    import json
+
+    cal = replace(CAL, host_cores=math.inf, s3_bps=85e6)
+    text = json.dumps(calibration.calibration_dict(cal), allow_nan=False)  # strict JSON: no Infinity
+    assert json.loads(text)["host_cores"] is None and json.loads(text)["s3_bps"] == 85e6
+    assert calibration.calibration_from_dict(json.loads(text)) == cal
+
+
 def test_cold_start_probe_imports_a_worker_in_a_fresh_process(tiny_dataset):
     seconds = calibration.measure_cold_start("vgg19_cifar", 0.0625, data=tiny_dataset, timeout_s=240)
     assert 0 < seconds < 240
