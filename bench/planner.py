@@ -33,8 +33,9 @@ for each N (``local_calibration``), never fitted to the runs:
 * The cores. A worker gets min(1, cores / N) of a core, which the planner sees as memory
   1769 * min(1, cores / N) MB; and a core may compute slower while the others compute too (shared
   caches, memory bandwidth, the host's scheduling of this VM's vCPUs), so the calibration also
-  times the compute path in ``cores`` processes at once, and N workers are predicted at the
-  per-image time of min(N, cores) busy cores (interpolated between one and all). The slowdown is
+  times the compute path in ``cores`` processes at once, right after one, and N workers are
+  predicted at the per-image time of min(N, cores) busy cores (interpolated between one and all;
+  all busy is one core's time by the median of the samples' own ratios, ``median_sample``). The slowdown is
   the CPU's, not the compute's: the other CPU seconds per worker (``serial_s_per_worker``,
   ``cpu_s_per_worker``, timed with one process busy) are slowed by the same factor. On this host
   all cores busy has cost from 0 to 52 % more per image, varying by the hour; slowing only the
@@ -86,6 +87,10 @@ REPEATS = 5  # runs of each recipe and N by default (main)
 TOLERANCE = 0.15  # issue 14: a warm round within 15 % of the local stack, on the median of the runs
 S3_REPEATS = 9  # timings of each S3 size in the calibration, the median kept
 BUSY_REPEATS = 20  # micro-batches each busy core times: seconds, so the processes overlap
+# Rounds of measure_worker's two-worker run in each machine sample: 30 warm invocations to take the
+# median of. With 14 (8 rounds) one recipe's CPU moved by up to 20 ms between two samples a minute
+# apart, as much as the difference between recipes.
+WORKER_ROUNDS = 16
 
 
 def recipe_list(text: str) -> tuple[str, ...]:
@@ -163,7 +168,7 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
 
 
-def measure_worker(width: float, recipe: str, rounds: int = 8) -> dict[str, float]:
+def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> dict[str, float]:
     """(In a child process, one thread.) What one worker invocation of ``recipe`` costs besides its
     compute, the medians over a two-worker run's warm rounds of the real handlers (tests/harness.py)
     and the real stream poller against a MotoServer in this process, on generated images:
@@ -339,10 +344,10 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
-    sample = machine_sample(args, prepared, cal.seconds_per_image)
+    sample = machine_sample(args, prepared)
     cal = replace(cal, serial_s_per_worker=sample["serial_s_per_worker"])
     busy, cpu = sample["busy"], sample["cpu"]
-    log(f"calibration: {cal.seconds_per_image * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all "
+    log(f"calibration: {sample['seconds_per_image'] * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all "
         f"{os.cpu_count() or 1} cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start "
         f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
@@ -353,17 +358,17 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     return params, buffers, cal, sample
 
 
-def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: float | None = None) -> dict[str, Any]:
-    """What the machine's state moves, timed once: the per-image time on one core (unless given) and
-    with every core busy, moto's busy seconds per worker and each recipe's CPU per worker invocation
-    with, of it, the stream poller's read of the worker's writes (``measure_worker``).
-    ``main`` takes one before each repeat and predicts with their medians, so one slow spell
-    during the calibration does not skew every prediction (the runs, too, go round in repeats)."""
+def machine_sample(args: argparse.Namespace, prepared: Path) -> dict[str, Any]:
+    """What the machine's state moves, timed once: moto's busy seconds per worker and each recipe's
+    CPU per worker invocation with, of it, the stream poller's read of the worker's writes
+    (``measure_worker``); then the per-image time on one core and, right after it, with every core
+    busy (``median_sample`` takes their ratio from the same sample). ``main`` takes one before each
+    repeat and predicts with their medians, so one slow spell during the calibration does not skew
+    every prediction (the runs, too, go round in repeats)."""
     cores = os.cpu_count() or 1
-    if seconds_per_image is None:
-        seconds_per_image = in_child(_compute_in_child, args.width, prepared, 3)[0]
     # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
     per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
+    seconds_per_image = in_child(_compute_in_child, args.width, prepared, 3)[0]
     busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else seconds_per_image
     return {"seconds_per_image": seconds_per_image, "busy": busy,
             "serial_s_per_worker": per_worker["float32"]["serial_s_per_worker"],
@@ -372,9 +377,14 @@ def machine_sample(args: argparse.Namespace, prepared: Path, seconds_per_image: 
 
 
 def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each quantity of ``machine_sample``'s, the median over the samples."""
+    """Each quantity of ``machine_sample``'s, the median over the samples; the busy cores' per-image
+    time is the one core's times the median of each sample's ratio of the two. The ratio of the two
+    medians mixed timings minutes apart: the one-core time moved by up to 30 % between samples (0.50
+    to 0.65 ms an image in one run), and two runs' slowdowns of 1.12-1.13 were 1.05-1.09 sample by
+    sample, the runs whose float32 at N = 4 was predicted 17-19 % long."""
     med = statistics.median
-    return {"seconds_per_image": med(s["seconds_per_image"] for s in samples), "busy": med(s["busy"] for s in samples),
+    one_core = med(s["seconds_per_image"] for s in samples)
+    return {"seconds_per_image": one_core, "busy": one_core * med(s["busy"] / s["seconds_per_image"] for s in samples),
             "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
             **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]}
                for key in ("cpu", "delivery_cpu") if key in samples[0]}}  # runs before stop 30 lack the second

@@ -79,6 +79,18 @@ def test_median_run_is_taken_key_by_key():
     assert planner.median_run(runs) == {"round_s": 2.0, "wait_s": 0.2}
 
 
+def test_busy_cores_slow_one_core_by_the_median_of_each_samples_own_ratio():
+    # Three samples: one core's time moves between them, each busy time is timed right after it.
+    # The ratio of the medians (0.66 / 0.50 = 1.32) would mix timings of different samples; each
+    # sample's own ratio is 1.1, 1.1 and 1.5 (a slow spell in one of them), so the median is 1.1.
+    samples = [{"seconds_per_image": spi, "busy": busy, "serial_s_per_worker": 0.01, "cpu": {"float32": 0.04}}
+               for spi, busy in [(0.60, 0.66), (0.50, 0.55), (0.44, 0.66)]]
+    merged = planner.median_sample(samples)
+    assert merged["seconds_per_image"] == 0.50
+    assert merged["busy"] == pytest.approx(0.50 * 1.1)
+    assert merged["cpu"] == {"float32": 0.04} and merged["serial_s_per_worker"] == 0.01
+
+
 @pytest.mark.parametrize("error,ok", [(0.15, True), (-0.15, True), (0.1501, False), (-0.2, False), (math.nan, False)])
 def test_within_tolerance_is_fifteen_percent_either_way(error, ok):
     assert planner.within(error) is ok
