@@ -23,7 +23,8 @@ bursts; 4,096 samples at the global batch of 256 give 15 of them, twice as many 
 a recipe and N's is the median over its R runs, with their min-max spread, and agrees when
 within ``TOLERANCE``. Repeats go round by round over all recipes and N, so a slow spell of the
 machine hits each of them; for the same reason the calibration's machine-dependent times (the
-per-image times, moto's busy time, the CPU per invocation) are taken again before each repeat and
+per-image times, the compute's fixed cost per round, moto's busy time, the CPU per invocation)
+are taken again before each repeat and
 predicted with at their medians (``machine_sample``: one slow spell while calibrating had skewed
 every N > 1 by 50-90 %).
 
@@ -348,7 +349,7 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
     cal = replace(cal, serial_s_per_worker=sample["serial_s_per_worker"])
     busy, cpu = sample["busy"], sample["cpu"]
     log(f"calibration: {sample['seconds_per_image'] * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all "
-        f"{os.cpu_count() or 1} cores busy) + {cal.compute_fixed_s * 1e3:.1f} ms/round, cold start "
+        f"{os.cpu_count() or 1} cores busy) + {sample['compute_fixed_s'] * 1e3:.1f} ms/round, cold start "
         f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
@@ -361,16 +362,17 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
 def machine_sample(args: argparse.Namespace, prepared: Path) -> dict[str, Any]:
     """What the machine's state moves, timed once: moto's busy seconds per worker and each recipe's
     CPU per worker invocation with, of it, the stream poller's read of the worker's writes
-    (``measure_worker``); then the per-image time on one core and, right after it, with every core
-    busy (``median_sample`` takes their ratio from the same sample). ``main`` takes one before each
+    (``measure_worker``); then the per-image time and the fixed cost per round on one core and,
+    right after it, the per-image time with every core busy (``median_sample`` takes their ratio
+    from the same sample). ``main`` takes one before each
     repeat and predicts with their medians, so one slow spell during the calibration does not skew
     every prediction (the runs, too, go round in repeats)."""
     cores = os.cpu_count() or 1
     # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
     per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
-    seconds_per_image = in_child(_compute_in_child, args.width, prepared, 3)[0]
+    seconds_per_image, compute_fixed_s = in_child(_compute_in_child, args.width, prepared, 3)
     busy = busy_compute(args.width, prepared, cores, BUSY_REPEATS) if cores > 1 else seconds_per_image
-    return {"seconds_per_image": seconds_per_image, "busy": busy,
+    return {"seconds_per_image": seconds_per_image, "compute_fixed_s": compute_fixed_s, "busy": busy,
             "serial_s_per_worker": per_worker["float32"]["serial_s_per_worker"],
             "cpu": {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes},
             "delivery_cpu": {r: per_worker[r]["delivery_cpu_s"] for r in args.recipes}}
@@ -384,7 +386,10 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
     sample, the runs whose float32 at N = 4 was predicted 17-19 % long."""
     med = statistics.median
     one_core = med(s["seconds_per_image"] for s in samples)
-    return {"seconds_per_image": one_core, "busy": one_core * med(s["busy"] / s["seconds_per_image"] for s in samples),
+    # Runs before stop 31 timed the fixed cost once, in the calibration (None: keep that one).
+    fixed = med(s["compute_fixed_s"] for s in samples) if all("compute_fixed_s" in s for s in samples) else None
+    return {"seconds_per_image": one_core, "compute_fixed_s": fixed,
+            "busy": one_core * med(s["busy"] / s["seconds_per_image"] for s in samples),
             "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
             **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]}
                for key in ("cpu", "delivery_cpu") if key in samples[0]}}  # runs before stop 30 lack the second
@@ -460,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             if i:
                 samples.append(machine_sample(args, prepared))
                 log(f"repeat {i + 1}: {samples[-1]['seconds_per_image'] * 1e3:.2f} ms/image/core "
-                    f"({samples[-1]['busy'] * 1e3:.2f} with all cores busy), CPU per worker invocation " +
+                    f"({samples[-1]['busy'] * 1e3:.2f} with all cores busy) + "
+                    f"{samples[-1]['compute_fixed_s'] * 1e3:.1f} ms/round, CPU per worker invocation " +
                     ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in samples[-1]["cpu"].items()))
             for recipe, n in runs:
                 log(f"run {i + 1}/{args.repeats}: {recipe} with {n} workers")
@@ -496,7 +502,9 @@ def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, in
 
     sample = median_sample(machine_samples)
     busy, cpu = sample["busy"], sample["cpu"]
-    cal = replace(cal, seconds_per_image=sample["seconds_per_image"], serial_s_per_worker=sample["serial_s_per_worker"])
+    fixed = cal.compute_fixed_s if sample["compute_fixed_s"] is None else sample["compute_fixed_s"]
+    cal = replace(cal, seconds_per_image=sample["seconds_per_image"], compute_fixed_s=fixed,
+                  serial_s_per_worker=sample["serial_s_per_worker"])
     rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args), planner)
             for (recipe, n), done in runs.items()]
     for row in rows:

@@ -83,12 +83,19 @@ def test_busy_cores_slow_one_core_by_the_median_of_each_samples_own_ratio():
     # Three samples: one core's time moves between them, each busy time is timed right after it.
     # The ratio of the medians (0.66 / 0.50 = 1.32) would mix timings of different samples; each
     # sample's own ratio is 1.1, 1.1 and 1.5 (a slow spell in one of them), so the median is 1.1.
-    samples = [{"seconds_per_image": spi, "busy": busy, "serial_s_per_worker": 0.01, "cpu": {"float32": 0.04}}
-               for spi, busy in [(0.60, 0.66), (0.50, 0.55), (0.44, 0.66)]]
+    samples = [{"seconds_per_image": spi, "compute_fixed_s": fixed, "busy": busy, "serial_s_per_worker": 0.01,
+                "cpu": {"float32": 0.04}} for spi, fixed, busy in [(0.60, 0.004, 0.66), (0.50, 0.016, 0.55),
+                                                                   (0.44, 0.005, 0.66)]]
     merged = planner.median_sample(samples)
-    assert merged["seconds_per_image"] == 0.50
+    assert merged["seconds_per_image"] == 0.50 and merged["compute_fixed_s"] == 0.005
     assert merged["busy"] == pytest.approx(0.50 * 1.1)
     assert merged["cpu"] == {"float32": 0.04} and merged["serial_s_per_worker"] == 0.01
+
+
+def test_a_saved_run_without_per_sample_fixed_costs_keeps_its_calibrations():
+    # Runs before stop 31 timed the compute's fixed cost once, in the calibration.
+    old = [{"seconds_per_image": 0.6, "busy": 0.66, "serial_s_per_worker": 0.01, "cpu": {}}]
+    assert planner.median_sample(old)["compute_fixed_s"] is None  # report() then keeps the calibration's
 
 
 @pytest.mark.parametrize("error,ok", [(0.15, True), (-0.15, True), (0.1501, False), (-0.2, False), (math.nan, False)])
