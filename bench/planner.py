@@ -364,9 +364,9 @@ def machine_sample(args: argparse.Namespace, prepared: Path) -> dict[str, Any]:
     CPU per worker invocation with, of it, the stream poller's read of the worker's writes
     (``measure_worker``); then the per-image time and the fixed cost per round on one core and,
     right after it, the per-image time with every core busy (``median_sample`` takes their ratio
-    from the same sample). ``main`` takes one before each
-    repeat and predicts with their medians, so one slow spell during the calibration does not skew
-    every prediction (the runs, too, go round in repeats)."""
+    from the same sample). ``main`` takes one before each repeat and predicts with their medians,
+    so one slow spell during the calibration does not skew every prediction (the runs, too, go
+    round in repeats)."""
     cores = os.cpu_count() or 1
     # The ledger's requests are every recipe's; S3's, the compressed ones', are measure_s3's.
     per_worker = {r: in_child(measure_worker, args.width, r) for r in dict.fromkeys(("float32", *args.recipes))}
@@ -381,9 +381,9 @@ def machine_sample(args: argparse.Namespace, prepared: Path) -> dict[str, Any]:
 def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Each quantity of ``machine_sample``'s, the median over the samples; the busy cores' per-image
     time is the one core's times the median of each sample's ratio of the two. The ratio of the two
-    medians mixed timings minutes apart: the one-core time moved by up to 30 % between samples (0.50
-    to 0.65 ms an image in one run), and two runs' slowdowns of 1.12-1.13 were 1.05-1.09 sample by
-    sample, the runs whose float32 at N = 4 was predicted 17-19 % long."""
+    medians mixed timings half a minute and more apart: the one-core time moved by up to 30 %
+    between samples (0.50 to 0.64 ms an image in one run), and two runs' slowdowns of 1.12-1.13
+    were 1.05-1.09 sample by sample, the runs whose float32 at N = 4 was predicted 17-19 % long."""
     med = statistics.median
     one_core = med(s["seconds_per_image"] for s in samples)
     # Runs before stop 31 timed the fixed cost once, in the calibration (None: keep that one).

@@ -92,10 +92,11 @@ def test_busy_cores_slow_one_core_by_the_median_of_each_samples_own_ratio():
     assert merged["cpu"] == {"float32": 0.04} and merged["serial_s_per_worker"] == 0.01
 
 
-def test_a_saved_run_without_per_sample_fixed_costs_keeps_its_calibrations():
-    # Runs before stop 31 timed the compute's fixed cost once, in the calibration.
+def test_samples_saved_without_a_fixed_cost_give_none_to_take_the_median_of():
+    # Runs before stop 31 timed the compute's fixed cost once, in the calibration, which report()
+    # then keeps: the --from test below predicts such a run again, number for number.
     old = [{"seconds_per_image": 0.6, "busy": 0.66, "serial_s_per_worker": 0.01, "cpu": {}}]
-    assert planner.median_sample(old)["compute_fixed_s"] is None  # report() then keeps the calibration's
+    assert planner.median_sample(old)["compute_fixed_s"] is None
 
 
 @pytest.mark.parametrize("error,ok", [(0.15, True), (-0.15, True), (0.1501, False), (-0.2, False), (math.nan, False)])
