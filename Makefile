@@ -63,9 +63,9 @@ strace:
 # 4 min 28 s (1,080 tests, CPU 451 s) in the working copy; in a clean clone (1,085 tests) 5 min
 # 46 s in its CI run, the first there, and 4 min 45 s (CPU 508 s) right after. Stop 31, a clean
 # clone: pytest's 4 min 58 s first (make's whole command 5 min 1 s), 4 min 37 s second (CPU
-# 497-502 s); the working copy 4 min 40 s. At the budget, not under it with margin. It is
-# CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage of
-# its process and children, stop 29), the in-process fault suite (tests/faults/test_faults.py)
+# 497-502 s), 4 min 51 s in another clone's CI run; the working copy 4 min 40 s. At the budget,
+# not under it with margin. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage
+# of its process and children, stop 29), the in-process fault suite (tests/faults/test_faults.py)
 # takes a fifth of it and the local stack's end-to-end runs over a third; the worker sandboxes'
 # cold starts (torch's import, 1.7 s each, about 100 of them) are a seventh.
 test: venv strace
