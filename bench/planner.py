@@ -24,9 +24,8 @@ a recipe and N's is the median over its R runs, with their min-max spread, and a
 within ``TOLERANCE``. Repeats go round by round over all recipes and N, so a slow spell of the
 machine hits each of them; for the same reason the calibration's machine-dependent times (the
 per-image times, the compute's fixed cost per round, moto's busy time, the CPU per invocation)
-are taken again before each repeat and
-predicted with at their medians (``machine_sample``: one slow spell while calibrating had skewed
-every N > 1 by 50-90 %).
+are taken again before each repeat and predicted with at their medians (``machine_sample``: one
+slow spell while calibrating had skewed every N > 1 by 50-90 %).
 
 What the local stack shares that Lambda does not, given to the planner as this machine's constants
 for each N (``local_calibration``), never fitted to the runs:
@@ -36,8 +35,8 @@ for each N (``local_calibration``), never fitted to the runs:
   caches, memory bandwidth, the host's scheduling of this VM's vCPUs), so the calibration also
   times the compute path in ``cores`` processes at once, right after one, and N workers are
   predicted at the per-image time of min(N, cores) busy cores (interpolated between one and all;
-  all busy is one core's time by the median of the samples' own ratios, ``median_sample``). The slowdown is
-  the CPU's, not the compute's: the other CPU seconds per worker (``serial_s_per_worker``,
+  all busy is one core's time by the median of the samples' own ratios, ``median_sample``). The
+  slowdown is the CPU's, not the compute's: the other CPU seconds per worker (``serial_s_per_worker``,
   ``cpu_s_per_worker``, timed with one process busy) are slowed by the same factor. On this host
   all cores busy has cost from 0 to 52 % more per image, varying by the hour; slowing only the
   compute had put the N = 4 rounds of a slow spell 15-24 % short (docs/benchmarks.md section 4).
@@ -340,13 +339,15 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
 
     from lambdatrain.planning.calibration import calibrate, model_sizes
 
+    # The first sample's compute timing is the calibration's: calibrate() skips what it is given.
+    sample = machine_sample(args, prepared)
     params, cal = calibrate("vgg19_cifar", args.width, folder, micro_batch=64, data=prepared, repeats=3,
-                            worker_fixed_s=0.0, per_invoke_s=0.0)
+                            worker_fixed_s=0.0, per_invoke_s=0.0, seconds_per_image=sample["seconds_per_image"],
+                            compute_fixed_s=sample["compute_fixed_s"],
+                            serial_s_per_worker=sample["serial_s_per_worker"])
     buffers = model_sizes("vgg19_cifar", args.width)[1]
     if any(RECIPES[r]["transport"] in COMPRESSED for r in args.recipes):
         cal = replace(cal, **in_child(measure_s3, params - buffers, folder / "s3"))
-    sample = machine_sample(args, prepared)
-    cal = replace(cal, serial_s_per_worker=sample["serial_s_per_worker"])
     busy, cpu = sample["busy"], sample["cpu"]
     log(f"calibration: {sample['seconds_per_image'] * 1e3:.2f} ms/image/core ({busy * 1e3:.2f} with all "
         f"{os.cpu_count() or 1} cores busy) + {sample['compute_fixed_s'] * 1e3:.1f} ms/round, cold start "
