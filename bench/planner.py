@@ -55,7 +55,11 @@ for each N (``local_calibration``), never fitted to the runs:
   both per recipe from the same run (the process's CPU seconds less those inside the compute),
   and the planner's workers' phase lasts at least the N workers' CPU over the ``cores``
   (``host_cores``, ``cpu_s_per_worker``). Not in it: the local Lambda service's own CPU (about
-  2.5 ms an invocation, client and server).
+  2.5 ms an invocation, client and server). ``measure_worker`` also times what of a worker's CPU
+  falls outside its timed window (``outside_cpu_s``: the ledger's checks before it, the record
+  and the ready transition after it), which N = 1's invoke latency holds already; taking one
+  worker's off the cores' bound did not predict better (docs/benchmarks.md section 4), so the
+  model does not use it.
 
 Average mode (bench.convergence's ``AVERAGE``, K local steps) trains K times the samples, so that it
 has as many rounds as sync.
@@ -126,7 +130,9 @@ def measured(prepared: Path, out: Path, settings: dict[str, Any]) -> dict[str, A
             "epoch_s": sum(m["round_s"] for m in metrics), "wait_s": statistics.median(m["wait_s"] for m in warm),
             "combine_s": statistics.median(m["combine_s"] for m in warm),
             "worker_s": statistics.median(m["worker_s"] for m in warm),
-            "load_s": statistics.median(float(r["load_s"]) for r in results if int(r["round"]) > 0)}
+            # The worker's window, phase by phase (each worker's, the median over the warm rounds).
+            **{key: statistics.median(float(r[key]) for r in results if int(r["round"]) > 0)
+               for key in ("load_s", "compute_s", "write_s")}}
 
 
 def measure_s3(elements: int, folder: Path) -> dict[str, float]:
@@ -178,12 +184,13 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
     every round) less those inside the trainer's compute (the calibration's seconds per image cover
     those), plus ``delivery_cpu_s``: the poller's read of the worker's ledger writes when the round
     is not yet complete (its records pass no filter: no combiner runs), about 12 ms, as much again
-    as the invocation's own, which the model had lacked (docs/benchmarks.md section 4)."""
+    as the invocation's own, which the model had lacked (docs/benchmarks.md section 4); and
+    ``outside_cpu_s``, of the invocation's CPU what falls outside the worker's timed window."""
     import torch
 
     from lambdatrain.logs import logger
     from lambdatrain.roles.settings import WORKER
-    from lambdatrain.storage import state
+    from lambdatrain.storage import efs, state
     from lambdatrain.training import trainer
     from tests.datagen import make_prepared
     from tests.harness import InlineSystem
@@ -192,7 +199,12 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
     logger.setLevel("WARNING")
     server = inline_moto()
     compute_cpu = [0.0]
-    per_round: list[tuple[int, float, float]] = []
+    # The process's CPU clock where the worker's timed window opens (its dataset's open, just after
+    # t0 in roles/worker.py) and where it closes (the end of its result's write): what falls outside
+    # it (the ledger's checks before, the record and the ready transition after) is, at N = 1, in
+    # the round's invoke latency already, not in the workers' phase.
+    window: dict[str, float] = {}
+    per_round: list[tuple[int, float, float, float]] = []
     deliveries: list[tuple[int, float]] = []
 
     def timed(compute):
@@ -204,9 +216,26 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
                 compute_cpu[0] += time.process_time() - t0
         return wrapper
 
-    originals = {name: getattr(trainer, name) for name in ("compute_sync", "compute_average")}
-    for name, compute in originals.items():
-        setattr(trainer, name, timed(compute))
+    def opens(call):
+        def wrapper(*args, **kwargs):
+            window.setdefault("opened", time.process_time())
+            return call(*args, **kwargs)
+        return wrapper
+
+    def closes(call):
+        def wrapper(*args, **kwargs):
+            try:
+                return call(*args, **kwargs)
+            finally:
+                window["closed"] = time.process_time()
+        return wrapper
+
+    originals = {(trainer, name): getattr(trainer, name) for name in ("compute_sync", "compute_average")}
+    patched = {**{key: timed(call) for key, call in originals.items()},
+               (trainer, "dataset"): opens(trainer.dataset), (efs, "write_array"): closes(efs.write_array)}
+    originals.update({key: getattr(*key) for key in patched})
+    for (module, name), call in patched.items():
+        setattr(module, name, call)
 
     class Timed(InlineSystem):
         def invoke(self, name, event, context=None):
@@ -214,11 +243,15 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
                 return super().invoke(name, event, context)
             # The residual's GET too, as the planner plans for it (an environment that does not hold it).
             state._held.clear()
+            window.clear()
             busy, cpu, compute_cpu[0] = server.busy_s, time.process_time(), 0.0
             try:
                 answer = super().invoke(name, event, context)
             finally:
-                per_round.append((event["round"], server.busy_s - busy, time.process_time() - cpu - compute_cpu[0]))
+                end = time.process_time()
+                # None: no window (an invocation that wrote nothing; none does in this run)
+                outside = window["opened"] - cpu + end - window["closed"] if "closed" in window else None
+                per_round.append((event["round"], server.busy_s - busy, end - cpu - compute_cpu[0], outside))
             # The stack's poller reads the worker's writes at once (each one wakes it). Until the
             # round's last result none passes the stream filter, so no combiner runs: that read is
             # what every worker but the last costs the stack. The last one's delivery is the combine
@@ -245,12 +278,13 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
             system.run_to_end(run)
     finally:
         server.stop()
-        for name, compute in originals.items():
-            setattr(trainer, name, compute)
-    warm = [(busy, cpu) for r, busy, cpu in per_round if r > 0]
+        for (module, name), call in originals.items():
+            setattr(module, name, call)
+    warm = [(busy, cpu, outside) for r, busy, cpu, outside in per_round if r > 0]
     delivery = statistics.median(cpu for r, cpu in deliveries if r > 0)
-    return {"serial_s_per_worker": statistics.median(b for b, _ in warm),
-            "cpu_s_per_worker": statistics.median(c for _, c in warm) + delivery, "delivery_cpu_s": delivery}
+    return {"serial_s_per_worker": statistics.median(b for b, _, _ in warm),
+            "cpu_s_per_worker": statistics.median(c for _, c, _ in warm) + delivery, "delivery_cpu_s": delivery,
+            "outside_cpu_s": statistics.median(o for _, _, o in warm if o is not None)}
 
 
 def busy_compute(width: float, prepared: Path, cores: int, repeats: int) -> float:
@@ -376,7 +410,8 @@ def machine_sample(args: argparse.Namespace, prepared: Path) -> dict[str, Any]:
     return {"seconds_per_image": seconds_per_image, "compute_fixed_s": compute_fixed_s, "busy": busy,
             "serial_s_per_worker": per_worker["float32"]["serial_s_per_worker"],
             "cpu": {r: per_worker[r]["cpu_s_per_worker"] for r in args.recipes},
-            "delivery_cpu": {r: per_worker[r]["delivery_cpu_s"] for r in args.recipes}}
+            "delivery_cpu": {r: per_worker[r]["delivery_cpu_s"] for r in args.recipes},
+            "outside_cpu": {r: per_worker[r]["outside_cpu_s"] for r in args.recipes}}
 
 
 def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -392,8 +427,9 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seconds_per_image": one_core, "compute_fixed_s": fixed,
             "busy": one_core * med(s["busy"] / s["seconds_per_image"] for s in samples),
             "serial_s_per_worker": med(s["serial_s_per_worker"] for s in samples),
+            # delivery_cpu is in the samples since stop 30, outside_cpu since stop 32
             **{key: {r: med(s[key][r] for s in samples) for r in samples[0][key]}
-               for key in ("cpu", "delivery_cpu") if key in samples[0]}}  # runs before stop 30 lack the second
+               for key in ("cpu", "delivery_cpu", "outside_cpu") if key in samples[0]}}
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
@@ -519,7 +555,8 @@ def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, in
           "all_within_tolerance": all(r["within_tolerance"] for r in results),
           "recipes": list(args.recipes), "repeats": args.repeats, "rows": rows,
           "calibration": calibration_dict(cal), "busy_seconds_per_image": busy,
-          "cpu_s_per_worker": cpu, "delivery_cpu_s": sample.get("delivery_cpu"), "machine_samples": machine_samples,
+          "cpu_s_per_worker": cpu, "delivery_cpu_s": sample.get("delivery_cpu"),
+          "outside_cpu_s": sample.get("outside_cpu"), "machine_samples": machine_samples,
           "params": params, "buffers": buffers, "samples": args.samples, "predicted_from": predicted_from,
           "wall_s": time.time() - started, "load_average": os.getloadavg(), "machine": machine()})
 

@@ -97,6 +97,14 @@ def test_samples_saved_without_a_fixed_cost_give_none_to_take_the_median_of():
     # then keeps: the --from test below predicts such a run again, number for number.
     old = [{"seconds_per_image": 0.6, "busy": 0.66, "serial_s_per_worker": 0.01, "cpu": {}}]
     assert planner.median_sample(old)["compute_fixed_s"] is None
+    assert "outside_cpu" not in planner.median_sample(old)  # nor had they the split of the CPU (stop 32)
+
+
+def test_each_recipes_cpu_outside_the_window_is_its_median_over_the_samples():
+    samples = [{"seconds_per_image": 0.5, "compute_fixed_s": 0.005, "busy": 0.55, "serial_s_per_worker": 0.01,
+                "cpu": {"float32": 0.04, "sign_ef": 0.05}, "delivery_cpu": {"float32": 0.01, "sign_ef": 0.01},
+                "outside_cpu": {"float32": out, "sign_ef": out + 0.002}} for out in (0.013, 0.020, 0.014)]
+    assert planner.median_sample(samples)["outside_cpu"] == pytest.approx({"float32": 0.014, "sign_ef": 0.016})
 
 
 @pytest.mark.parametrize("error,ok", [(0.15, True), (-0.15, True), (0.1501, False), (-0.2, False), (math.nan, False)])
