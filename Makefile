@@ -64,7 +64,8 @@ strace:
 # 46 s in its CI run, the first there, and 4 min 45 s (CPU 508 s) right after. Stop 31, a clean
 # clone: pytest's 4 min 58 s first (make's whole command 5 min 1 s), 4 min 37 s second (CPU
 # 497-502 s), 4 min 51 s in another clone's CI run; the working copy 4 min 40 s. At the budget,
-# not under it with margin. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage
+# not under it with margin. Stop 32, on a faster host (compute 20 % quicker): 3 min 37 s in the
+# working copy (CPU 371 s), 4 min 14 s in a clean clone's CI run. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage
 # of its process and children, stop 29), the in-process fault suite (tests/faults/test_faults.py)
 # takes a fifth of it and the local stack's end-to-end runs over a third; the worker sandboxes'
 # cold starts (torch's import, 1.7 s each, about 100 of them) are a seventh.
@@ -78,7 +79,7 @@ test-fast: venv
 # The fault suite (tests/faults) with every round recipe: float32, both compressed transports, average
 # mode with float32 and with ternary_ef (tests/faults/conftest.py VARIANTS); `make test` runs two of them.
 # 5 min 43 s to 6 min 45 s on 2 cores (243 tests, 3 workers, three clean clones; 7 min 44 s on a slower
-# day); CI runs it after `make test`.
+# day; 4 min 34 s on stop 32's faster host); CI runs it after `make test`.
 test-matrix: venv
 	LAMBDATRAIN_TEST_MATRIX=1 $(PYTEST) tests/faults $(ARGS)
 
