@@ -65,10 +65,11 @@ strace:
 # clone: pytest's 4 min 58 s first (make's whole command 5 min 1 s), 4 min 37 s second (CPU
 # 497-502 s), 4 min 51 s in another clone's CI run; the working copy 4 min 40 s. At the budget,
 # not under it with margin. Stop 32, on a faster host (compute 20 % quicker): 3 min 37 s in the
-# working copy (CPU 371 s), 4 min 14 s in a clean clone's CI run. It is CPU-bound (1.6-1.7 of the 2 cores busy). Per test (the rusage
-# of its process and children, stop 29), the in-process fault suite (tests/faults/test_faults.py)
-# takes a fifth of it and the local stack's end-to-end runs over a third; the worker sandboxes'
-# cold starts (torch's import, 1.7 s each, about 100 of them) are a seventh.
+# working copy (CPU 371 s), 4 min 14 s in a clean clone's CI run. It is CPU-bound (1.6-1.7 of
+# the 2 cores busy). Per test (the rusage of its process and children, stop 29), the in-process
+# fault suite (tests/faults/test_faults.py) takes a fifth of it and the local stack's end-to-end
+# runs over a third; the worker sandboxes' cold starts (torch's import, 1.7 s each, about 100 of
+# them) are a seventh.
 test: venv strace
 	$(PYTEST) $(ARGS)
 

@@ -230,10 +230,10 @@ def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> di
                 window["closed"] = time.process_time()
         return wrapper
 
-    originals = {(trainer, name): getattr(trainer, name) for name in ("compute_sync", "compute_average")}
-    patched = {**{key: timed(call) for key, call in originals.items()},
+    patched = {(trainer, "compute_sync"): timed(trainer.compute_sync),
+               (trainer, "compute_average"): timed(trainer.compute_average),
                (trainer, "dataset"): opens(trainer.dataset), (efs, "write_array"): closes(efs.write_array)}
-    originals.update({key: getattr(*key) for key in patched})
+    originals = {key: getattr(*key) for key in patched}
     for (module, name), call in patched.items():
         setattr(module, name, call)
 
