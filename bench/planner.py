@@ -9,7 +9,8 @@ Runs tiny ``ops.local_train.train`` runs with the same total samples and global 
 predicts the same with the planner calibrated on this machine: the worker's compute path
 (``trainer.compute_sync`` on the prepared dataset, one thread, the run's micro-batch), a fresh
 process's cold start, file bandwidth of ``write_array``/``stream_array``, storage "local" (no EFS
-limits), and, for the compressed transports, the S3 that holds each worker's residual: here the
+limits), the codecs' CPU per parameter (calibration.py ``measure_codecs``, at this width's size),
+and, for the compressed transports, the S3 that holds each worker's residual: here the
 local stack's moto on loopback, with its durable mirror (lambdatrain/local/durable.py), timed
 through the worker's own ``StateStore.put`` and ``get`` (a one-element residual gives the
 per-request latency, a model-sized one the bandwidth). The per-round fixed costs (invoke latency:
@@ -95,6 +96,7 @@ BUSY_REPEATS = 20  # micro-batches each busy core times: seconds, so the process
 # median of. With 14 (8 rounds) one recipe's CPU moved by up to 20 ms between two samples a minute
 # apart, as much as the difference between recipes.
 WORKER_ROUNDS = 16
+CODEC_CONSTANTS = ("pack_s_per_param", "apply_s_per_param", "decode_add_s_per_param")  # calibrate's, per parameter
 
 
 def recipe_list(text: str) -> tuple[str, ...]:
@@ -307,16 +309,16 @@ def _compute_in_child(width: float, prepared: Path, repeats: int) -> tuple[float
 def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: int) -> Any:
     """The calibration of N local workers (module docstring): per-image time of min(N, cores) busy
     cores, and the other per-worker CPU (moto's serving, the invocation's) slowed as much; S3's
-    bandwidth and request latency shared by the N workers, and the ``cores`` they share."""
+    bandwidth and request latency shared by the N workers, and the ``cores`` they share. The
+    codecs' seconds per parameter (CPU too) are slowed as much."""
     from dataclasses import replace
 
     share = (min(n, cores) - 1) / max(cores - 1, 1)  # 0 with one worker busy, 1 with all cores busy
     # Busy cores do not compute faster than one alone: a busy time below the single one is the two
     # timings' noise (seen: 0.58 against 0.64 ms an image), not a speed-up to predict with.
     slowdown = 1 + share * max(busy_seconds_per_image / cal.seconds_per_image - 1, 0.0)
-    return replace(cal, seconds_per_image=cal.seconds_per_image * slowdown, s3_clients=n, host_cores=cores,
-                   serial_s_per_worker=cal.serial_s_per_worker * slowdown,
-                   cpu_s_per_worker=cal.cpu_s_per_worker * slowdown)
+    slowed = ("seconds_per_image", "serial_s_per_worker", "cpu_s_per_worker", *CODEC_CONSTANTS)
+    return replace(cal, s3_clients=n, host_cores=cores, **{k: getattr(cal, k) * slowdown for k in slowed})
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -388,7 +390,9 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
         f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
         f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
-        f"(moto, one request at a time); CPU per worker invocation besides compute, its writes' stream read "
+        f"(moto, one request at a time); codecs " +
+        ", ".join(f"{k.split('_s_')[0]} {getattr(cal, k) * 1e9:.2f} ns" for k in CODEC_CONSTANTS) +
+        "/param; CPU per worker invocation besides compute, its writes' stream read "
         f"included, " +
         ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in cpu.items()))
     return params, buffers, cal, sample

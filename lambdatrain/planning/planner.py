@@ -5,17 +5,20 @@ a few constants measured on this machine and AWS's published limits and prices.
 Per round (global batch split over N workers, K local steps per round: K = 1 in sync mode, K
 optimizer steps per worker in average mode; all workers identical)::
 
-    worker   = max(fixed + max(load + compute, state GET) + write + state PUT, fixed + host CPU)
+    worker   = max(fixed + max(load + apply + compute, state GET) + pack + write + state PUT,
+                   fixed + host CPU)
       load    = down bytes   / min(client read,  fs read limit / N)   (N workers read at once;
                 compressed: the update's GET from the bucket instead)
       compute = K * (batch / N) * seconds per image per vCPU / vCPUs    (perfect intra-op scaling)
                 + per-round compute / min(1, vCPUs)                      (weights in, result out: once a round)
       write   = result bytes / min(client write, fs write limit / N)
       state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0)
+      apply, pack = the update applied to the weights, the result compressed (compressed: codecs.py)
       host CPU = N * (compute on one core + CPU per invocation besides it) / cores of the machine the
                  N workers share (the local stack; 0 on AWS, where each worker has its own vCPUs)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
                + the combiner's transfers in the bucket (compressed: bucket.combiner_seconds)
+               + its codec CPU: (P / S) * (N * decode_add + pack + apply) (compressed: codecs.py)
     epoch    = rounds per epoch * (worker + combine + invoke)
     invoke   = invoke latency + per-invoke * fan-out waves + serial * N  (serial: 0 on AWS)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
@@ -48,11 +51,9 @@ full weights from EFS once; not in the warm round). The run's state lives in the
 (lambdatrain/storage/state.py; through the VPC's S3 gateway endpoint, no per-GB charge in the
 Region), every transfer as bucket.py lists it: a worker's residual (4P) PUT and GET (planned as
 always happening, the worst case) and the update's GET; the combiner's momentum and residual PUTs
-(4P each) and the update's. One S3 request moves at ``s3_bps`` after ``s3_request_s``, CONCURRENCY
-parts at once. The combiner lists the run's state versions and sends one DeleteObjects per round
-(retention); an epoch boundary's state stays, as a checkpoint, until the lifecycle rule expires it.
-Encoding and decoding time is not modelled (the codecs run at about the speed of a page-cache
-read, docs/benchmarks.md "Compressed codecs").
+(4P each) and the update's, each at ``s3_bps`` after ``s3_request_s`` (bucket.py); retention lists
+the run's state and sends one DeleteObjects a round (an epoch's last state stays, a checkpoint, until
+the lifecycle rule expires it).
 
 Assumptions, stated because they decide the answer:
 
@@ -93,6 +94,7 @@ from lambdatrain.planning.costs import epoch_cost
 from lambdatrain.planning.recipes import RECIPES, Recipe
 from lambdatrain.planning.transports import transport
 from lambdatrain.planning.bucket import combiner_seconds, combiner_state_bytes, state_bytes, state_seconds
+from lambdatrain.planning.codecs import combiner_codec_s, worker_codec_s
 from lambdatrain.protocol.limits import MAX_MEMORY_MB, MAX_VCPUS, MB_PER_VCPU, MIN_MEMORY_MB
 from lambdatrain.roles.runtime import INVOKE_POOL
 
@@ -127,13 +129,10 @@ class Calibration:
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
     s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
-    # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS; N on the
-    # local stack's moto (bench.planner). The combiner's transfers, after the workers', see it whole.
-    s3_clients: float = 1.0
-    # Seconds per worker and round on a service that serves one request at a time, so the N workers
-    # queue for it: 0 on AWS, whose services serve requests concurrently; the local stack's moto
-    # (lambdatrain/local/moto_server.py), which bench.planner measures.
-    serial_s_per_worker: float = 0.0
+    # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS, N on the
+    s3_clients: float = 1.0  # local stack's moto (bench.planner); the combiner's, after theirs, see it whole
+    # Seconds per worker and round on a service that serves one request at a time, the N workers queueing
+    serial_s_per_worker: float = 0.0  # for it: the local stack's moto (bench.planner); 0 on AWS's services
     # The cores the N workers share, where they share a machine (the local stack, which bench.planner
     # predicts); on AWS each worker has its own vCPUs (inf). Sharing, the workers' phase lasts at least
     # their CPU seconds over the cores: each one's compute and ``cpu_s_per_worker``, what an invocation
@@ -141,6 +140,9 @@ class Calibration:
     # services answering them, the codec), which takes cores from the others' compute.
     host_cores: float = math.inf
     cpu_s_per_worker: float = 0.0
+    pack_s_per_param: float = 0.0  # the codecs' seconds per parameter on one vCPU (codecs.py); 0 in a
+    apply_s_per_param: float = 0.0  # calibration saved before they were measured
+    decode_add_s_per_param: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -244,13 +246,16 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     compute = s.local_steps * (s.batch_size // n) * c.seconds_per_image / vcpus(s.memory_mb) + \
         single_thread_s(c.compute_fixed_s, s.memory_mb)
     write = result_bytes / min(write_bps, storage.fs_write / n)
+    codec = {k: single_thread_s(v, s.memory_mb) for k, v in worker_codec_s(s, c).items()}
     # The GET runs beside load and compute (roles/worker.py prefetches it): only what it outlasts waits.
-    worker = c.worker_fixed_s + max(load + compute, state["get"]) + write + state["put"]
+    worker = c.worker_fixed_s + max(load + codec["apply"] + compute, state["get"]) + codec["pack"] + write + \
+        state["put"]
     host_cpu = host_cpu_s(s, c)
     worker = max(worker, c.worker_fixed_s + host_cpu)
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     update = s.params * c.update_s_per_param / shards + model_bytes / (shards * write_bps)  # the new weights
-    combine = c.combiner_fixed_s + combine_read + update + combiner_seconds(s, c)
+    combine = c.combiner_fixed_s + combine_read + update + combiner_seconds(s, c) + \
+        single_thread_s(combiner_codec_s(s, c), s.combiner_memory_mb)
     invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)
@@ -266,7 +271,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
             "combiner_state_bytes_per_round": sum(combiner_state_bytes(s).values()),
             "combiner_state_s": combiner_seconds(s, c),
             "rounds_per_epoch": rounds, "load_s": load, "compute_s": compute, "write_s": write,
-            "state_s": sum(state.values()),
+            "state_s": sum(state.values()), "codec_s": sum(codec.values()),
             "state_wait_s": max(0.0, state["get"] - load - compute) + state["update"] + state["put"],
             "host_cpu_s": host_cpu, "worker_s": worker, "combine_s": combine, "invoke_s": invoke, "round_s": round_s,
             "cold_start_s": cold, "first_round_s": round_s + cold, "epoch_s": rounds * round_s,

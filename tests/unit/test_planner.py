@@ -301,6 +301,54 @@ def test_compressed_state_goes_to_s3_in_time_and_cost():
     assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
 
 
+@pytest.mark.parametrize("workers,shards", [(4, 1), (64, 1), (64, 4)])
+def test_a_compressed_round_pays_its_codecs_per_worker_and_per_result_in_each_share(workers, shards):
+    """A warm worker applies the update (before compute) and packs its result (after); each share
+    of the combiner adds its slice of the N results, then packs and applies its slice of the update:
+    seconds per parameter, single-threaded (one vCPU at most, slower below one)."""
+    pack, apply_, add = 3e-9, 2e-9, 1.5e-9
+    # A bucket without latency: the residual's GET, which runs beside apply and compute, never outlasts them
+    instant = replace(CAL, s3_bps=1e18, s3_request_s=0.0)
+    cal = replace(instant, pack_s_per_param=pack, apply_s_per_param=apply_, decode_add_s_per_param=add)
+    for transport in ("ternary_ef", "sign_ef"):
+        s = planner.Scenario(P, workers, 10240, shards=shards, transport=transport, buffers=B, combiner_memory_mb=885)
+        without, ef = planner.predict(s, instant, FAST), planner.predict(s, cal, FAST)
+        p = P - B  # the buffers travel as float32: no codec
+        assert ef["worker_s"] - without["worker_s"] == pytest.approx(p * (apply_ + pack))  # 6 vCPUs: one used
+        assert ef["codec_s"] == pytest.approx(p * (apply_ + pack))
+        # 885 MB: half a vCPU, so the combiner's single-threaded codec takes about twice as long
+        slower = 1769 / 885
+        share = p / shards
+        assert ef["combine_s"] - without["combine_s"] == pytest.approx(slower * share * (workers * add + pack + apply_))
+    plain = planner.Scenario(P, workers, 10240, shards=shards, buffers=B)
+    assert planner.predict(plain, cal, FAST)["round_s"] == planner.predict(plain, instant, FAST)["round_s"]
+    assert planner.predict(plain, cal, FAST)["codec_s"] == 0.0
+
+
+def test_the_codecs_are_timed_on_the_functions_a_round_runs(monkeypatch):
+    """measure_codecs times training/feedback.py's own pack, apply_update and add_slice: each one
+    slowed by a known amount shows up, per parameter, in its own constant and no other."""
+    import time
+
+    from lambdatrain.training import feedback
+
+    size, n_params = 40_000, 39_000
+    base = calibration.measure_codecs(size, n_params, repeats=3)
+    assert all(v > 0 for v in base.values())
+    real = feedback.add_slice
+
+    def slow_add(*args, **kwargs):
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feedback, "add_slice", slow_add)
+    slowed = calibration.measure_codecs(size, n_params, repeats=3)
+    assert slowed["decode_add_s_per_param"] - base["decode_add_s_per_param"] == pytest.approx(0.02 / n_params,
+                                                                                              rel=0.5)
+    for key in ("pack_s_per_param", "apply_s_per_param"):
+        assert slowed[key] < base[key] + 0.01 / n_params
+
+
 def test_the_residuals_billed_days_follow_the_buckets_lifecycle_rule():
     storage = pytest.importorskip("components.storage")
     assert planner.STATE_EXPIRY_DAYS == storage.STATE_EXPIRY_DAYS  # both take roles/settings.py's
