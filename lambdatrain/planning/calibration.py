@@ -6,8 +6,9 @@ from them). Each measurement runs the code a worker or combiner runs, not a prox
   its time at one and at four of the run's micro-batches;
 * cold start: a fresh interpreter importing what a worker imports and building the model;
 * file bandwidth: ``efs.write_array`` / ``efs.stream_array`` (checksum and fsync included);
-* the codecs' CPU per element (``measure_codecs``): training/feedback.py's ``pack`` (compress with
-  error feedback), ``apply_update`` and ``add_slice``, on a vector of the model's size.
+* the codecs' CPU per element: training/feedback.py's ``pack`` (compress with error feedback),
+  ``apply_update`` and ``add_slice`` on a vector of the model's size, and what a second thread adds
+  to the combiner's compressed sum (codec_timing.py).
 
 torch and numpy load only here, so the planner's arithmetic imports neither.
 """
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from lambdatrain.planning.codec_timing import measure_codecs, measure_sum_efficiency, timed as _timed
 from lambdatrain.planning.planner import Calibration
 
 if TYPE_CHECKING:
@@ -52,12 +54,6 @@ def generated_data(images: int, *, seed: int = 0) -> PreparedData:
     x = np.random.default_rng(seed).integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
     y = (np.arange(images) % len(CIFAR10_CLASSES)).astype(np.int64)
     return PreparedData(Path("<generated>"), x, y, x[:0], y[:0], CIFAR10_CLASSES, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _round_fixed(net: Any, layout: Any, weights: Any) -> None:
@@ -179,34 +175,6 @@ def measure_file_bandwidth(params: int, folder: Path) -> tuple[float, float]:
         efs.digest_path(path).unlink(missing_ok=True)
 
 
-CODEC_REPEATS = 5  # timings of each codec operation, the median kept
-
-
-def measure_codecs(size: int, n_params: int, repeats: int = CODEC_REPEATS) -> dict[str, float]:
-    """Seconds per parameter of what a compressed round runs besides compute, on one thread, each
-    the slower codec's median (``ternary`` and ``sign`` differ by about a tenth): ``pack_s_per_param``,
-    a result or update compressed with error feedback; ``apply_s_per_param``, an update applied to
-    the weights (decode, add); ``decode_add_s_per_param``, a result added into the combiner's sum.
-    At the model's size, because the time per element depends on it (cache or memory)."""
-    import numpy as np
-
-    from lambdatrain.protocol.config import COMPRESSED
-    from lambdatrain.training import feedback
-
-    rng = np.random.default_rng(0)
-    vector, residual = rng.standard_normal(size, dtype=np.float32), rng.standard_normal(n_params, dtype=np.float32)
-    weights, acc = rng.standard_normal(size, dtype=np.float32), np.zeros(size, dtype=np.float32)
-    times: dict[str, list[float]] = {"pack_s_per_param": [], "apply_s_per_param": [], "decode_add_s_per_param": []}
-    for codec in dict.fromkeys(COMPRESSED.values()):
-        data = feedback.pack(vector, n_params, codec, residual)[0]
-        runs = {"pack_s_per_param": lambda: feedback.pack(vector, n_params, codec, residual),
-                "apply_s_per_param": lambda: feedback.apply_update(weights, data, n_params, codec),
-                "decode_add_s_per_param": lambda: feedback.add_slice(data, 0, size, n_params, codec, acc, 0.5)}
-        for key, run in runs.items():
-            times[key].append(statistics.median(_timed(run) for _ in range(repeats)) / max(n_params, 1))
-    return {key: max(values) for key, values in times.items()}
-
-
 @functools.lru_cache(maxsize=8)
 def model_sizes(model: str, width: float) -> tuple[int, int]:
     """(elements of the flat vector, of which batch-norm buffers): what a compressed transport
@@ -251,7 +219,9 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
     step("timing a model-sized file written and read back")
     measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(min(params, 50_000_000), folder)
     step("timing the compressed transports' codecs")
-    measured.update(measure_codecs(params, params - model_sizes(model, width)[1]))
+    n_params = params - model_sizes(model, width)[1]
+    measured.update(measure_codecs(params, n_params))
+    measured["sum_thread_efficiency"] = measure_sum_efficiency(params, n_params, folder)
     return params, Calibration(**{**measured, **given})
 
 

@@ -4,9 +4,10 @@ A warm worker applies the combiner's update to the weights it holds (decode, add
 packs its result (compress with error feedback: the residual added, the codes, the new residual).
 Each of the combiner's S shares adds the N results' slices into its sum (decode_add), steps, packs
 its slice of the update with its own residual and applies it to its weights. Each is single-threaded
-NumPy over the parameters (buffers travel as float32), at the seconds per parameter ``calibrate``
-measured (calibration.py ``measure_codecs``); 0 for a float transport. At N = 64 the combiner's
-sum is most of it: 64 results of 20 M parameters at about 2.5 ns each are 3 s a round at S = 1.
+NumPy over the parameters (buffers travel as float32) but the combiner's sum, which takes a thread
+per vCPU, at the seconds per parameter ``calibrate`` measured (calibration.py ``measure_codecs``);
+0 for a float transport. At N = 64 the sum is most of it: 64 results of 20 M parameters at 0.75 ns
+each (this machine, one core) are about a second a round at S = 1 on one vCPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Calibration(Protocol):  # and of planner.Calibration
     pack_s_per_param: float
     apply_s_per_param: float
     decode_add_s_per_param: float
+    sum_thread_efficiency: float
 
 
 def worker_codec_s(s: Scenario, c: Calibration) -> dict[str, float]:
@@ -39,10 +41,19 @@ def worker_codec_s(s: Scenario, c: Calibration) -> dict[str, float]:
     return {"apply": p * c.apply_s_per_param, "pack": p * c.pack_s_per_param}
 
 
-def combiner_codec_s(s: Scenario, c: Calibration) -> float:
-    """One share's seconds on one vCPU (the shares run at once): its slice of the N results added
-    into the sum, then of the update packed and applied."""
+def combiner_codec_s(s: Scenario, c: Calibration, vcpus: float) -> float:
+    """One share's seconds with ``vcpus`` (the shares run at once): its slice of the N results added
+    into the sum, in one thread per vCPU (training/reduce.py ``compressed_sum``: a thread per core,
+    each on a span of at least MIN_DECODE_SPAN elements; each thread past the first adds
+    ``sum_thread_efficiency`` of one, measured with two), then of the update packed and applied,
+    single-threaded."""
+    from lambdatrain.training.reduce import MAX_DECODE_THREADS, MIN_DECODE_SPAN  # numpy: not for `plan --help`
+
     if not s.compressed:
         return 0.0
     share = (s.params - s.buffers) / s.shards
-    return share * (s.workers * c.decode_add_s_per_param + c.pack_s_per_param + c.apply_s_per_param)
+    threads = max(1, min(MAX_DECODE_THREADS, int(share) // MIN_DECODE_SPAN))
+    k = min(vcpus, threads)
+    speedup = k if k <= 1 else 1 + (k - 1) * c.sum_thread_efficiency
+    summed = share * s.workers * c.decode_add_s_per_param / speedup
+    return summed + share * (c.pack_s_per_param + c.apply_s_per_param) / min(1.0, vcpus)

@@ -18,7 +18,7 @@ optimizer steps per worker in average mode; all workers identical)::
                  N workers share (the local stack; 0 on AWS, where each worker has its own vCPUs)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
                + the combiner's transfers in the bucket (compressed: bucket.combiner_seconds)
-               + its codec CPU: (P / S) * (N * decode_add + pack + apply) (compressed: codecs.py)
+               + its codec CPU: (P / S) * (N * decode_add / threads' speedup + pack + apply) (codecs.py)
     epoch    = rounds per epoch * (worker + combine + invoke)
     invoke   = invoke latency + per-invoke * fan-out waves + serial * N  (serial: 0 on AWS)
     rounds per epoch = (samples / N) // (K * batch / N)                  (K local steps: K times fewer)
@@ -131,18 +131,18 @@ class Calibration:
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
     # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS, N on the
     s3_clients: float = 1.0  # local stack's moto (bench.planner); the combiner's, after theirs, see it whole
-    # Seconds per worker and round on a service that serves one request at a time, the N workers queueing
-    serial_s_per_worker: float = 0.0  # for it: the local stack's moto (bench.planner); 0 on AWS's services
-    # The cores the N workers share, where they share a machine (the local stack, which bench.planner
-    # predicts); on AWS each worker has its own vCPUs (inf). Sharing, the workers' phase lasts at least
-    # their CPU seconds over the cores: each one's compute and ``cpu_s_per_worker``, what an invocation
-    # costs the machine besides its compute (the handler, its ledger, storage and S3 clients, the
-    # services answering them, the codec), which takes cores from the others' compute.
+    serial_s_per_worker: float = 0.0  # per worker-round on a service serving one request at a time (moto; AWS 0)
+    # The cores the N workers share on one machine (the local stack; inf on AWS, each worker its own): the
+    # workers' phase lasts at least their CPU seconds over them, each one's compute and ``cpu_s_per_worker``,
+    # what an invocation costs the machine besides its compute (the handler, its ledger, storage and S3
+    # clients, the services answering them, the codec), which takes cores from the others' compute.
     host_cores: float = math.inf
     cpu_s_per_worker: float = 0.0
-    pack_s_per_param: float = 0.0  # the codecs' seconds per parameter on one vCPU (codecs.py); 0 in a
-    apply_s_per_param: float = 0.0  # calibration saved before they were measured
+    # The codecs (codecs.py): seconds per parameter on one vCPU, 0 in a calibration saved before they
+    pack_s_per_param: float = 0.0  # were measured; what each of the combiner's sum's threads past the
+    apply_s_per_param: float = 0.0  # first adds of one
     decode_add_s_per_param: float = 0.0
+    sum_thread_efficiency: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Pric
     combine_read = n * result_bytes / (shards * min(read, storage.fs_read / shards))
     update = s.params * c.update_s_per_param / shards + model_bytes / (shards * write_bps)  # the new weights
     combine = c.combiner_fixed_s + combine_read + update + combiner_seconds(s, c) + \
-        single_thread_s(combiner_codec_s(s, c), s.combiner_memory_mb)
+        combiner_codec_s(s, c, vcpus(s.combiner_memory_mb))
     invoke = c.invoke_latency_s + c.per_invoke_s * fanout_waves(n, shards) + c.serial_s_per_worker * n
     round_s = worker + combine + invoke
     rounds, cold = rounds_per_epoch(s), cold_start(s, c)

@@ -184,3 +184,106 @@ def test_flat_layout_round_trips_a_batch_norm_model():
     layout.load(other, flat)
     for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def _payload_files(tmp_path, codec, n_params, size, samples, seed=0):
+    """Worker result files of a compressed transport (feedback.pack, as roles/worker.py writes
+    them) and their data, in worker order."""
+    from lambdatrain.training import feedback
+
+    rng = np.random.default_rng(seed)
+    files, datas = [], []
+    for w, n in enumerate(samples):
+        data, _ = feedback.pack(rng.standard_normal(size, dtype=np.float32), n_params, codec, None)
+        path = tmp_path / f"{codec}-w{w:04d}.npy"
+        files.append(WorkerFile(w, path, efs.write_array(path, data), n))
+        datas.append(data)
+    return files, datas
+
+
+@pytest.mark.parametrize("codec", ["ternary", "sign"])
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_compressed_sum_in_threads_is_bit_identical_to_one_thread_and_to_decoding_in_worker_order(
+        tmp_path, codec, shards):
+    from lambdatrain.training import feedback
+    from lambdatrain.training.compress import decode
+
+    n_params, size = 9 * 256 * 7 + 13, 9 * 256 * 7 + 13 + 11  # a partial last block, then 11 buffers
+    samples = [5, 3, 8, 1, 7]
+    files, datas = _payload_files(tmp_path, codec, n_params, size, samples)
+    total = sum(samples)
+    for lo, hi in feedback.slices(n_params, size, shards, codec):
+        # The oracle: every file decoded whole, weighted, added in worker order, then sliced.
+        oracle = np.zeros(size, dtype=np.float32)
+        for data, n in zip(datas, samples):
+            whole = np.empty(size, dtype=np.float32)
+            plen = feedback.payload_nbytes(n_params, codec)
+            decode(data[:plen], n_params, codec, out=whole[:n_params])
+            whole[n_params:] = data[plen:].view("<f4")
+            oracle += np.float32(n / total) * whole
+        one = reduce.compressed_sum(files, lo=lo, hi=hi, n_params=n_params, size=size, codec=codec, threads=1)
+        assert np.array_equal(one, oracle[lo:hi])
+        for threads in (2, 3, 5):
+            spans = reduce.decode_spans(lo, hi, n_params, codec, threads)
+            assert len(spans) > 1 or hi - lo < 2 * 256
+            many = reduce.compressed_sum(files, lo=lo, hi=hi, n_params=n_params, size=size, codec=codec,
+                                         threads=threads)
+            assert many.tobytes() == one.tobytes()
+
+
+@pytest.mark.parametrize("codec", ["ternary", "sign"])
+@pytest.mark.parametrize("lo,hi,n_params,parts", [(0, 10_000, 10_000, 3), (480, 9_613, 9_600, 4), (0, 100, 90, 8),
+                                                  (9_600, 9_613, 9_600, 4), (0, 7_680, 10_000, 2)])
+def test_decode_spans_tile_the_slice_on_block_boundaries_buffers_last(codec, lo, hi, n_params, parts):
+    from lambdatrain.training.compress.layout import codec_of
+
+    block = codec_of(codec).block
+    lo = lo // block * block if lo < n_params else lo  # a share's slice starts on a block
+    spans = reduce.decode_spans(lo, hi, n_params, codec, parts)
+    assert spans[0][0] == lo and spans[-1][1] == hi and len(spans) <= parts
+    assert all(x < y for x, y in spans) and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(y % block == 0 for _, y in spans[:-1])  # every inner boundary on a block
+    assert all(y <= n_params for _, y in spans[:-1])  # the buffers only in the last span
+
+
+def test_a_compressed_sums_spans_are_decoded_at_the_same_time(tmp_path, monkeypatch):
+    """Two spans of each file meet at a barrier inside the decode: one thread at a time would
+    wait there forever (the barrier's timeout turns that into a failure)."""
+    import threading
+
+    from lambdatrain.training import feedback
+
+    n_params = size = 4 * 256 * 8
+    files, _ = _payload_files(tmp_path, "sign", n_params, size, [1, 1, 1])
+    barrier, real, seen = threading.Barrier(2, timeout=10), feedback.add_slice, set()
+
+    def meeting(*args, **kwargs):
+        seen.add(threading.current_thread().name)
+        barrier.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feedback, "add_slice", meeting)
+    threaded = reduce.compressed_sum(files, lo=0, hi=size, n_params=n_params, size=size, codec="sign", threads=2)
+    monkeypatch.setattr(feedback, "add_slice", real)
+    alone = reduce.compressed_sum(files, lo=0, hi=size, n_params=n_params, size=size, codec="sign", threads=1)
+    assert threaded.tobytes() == alone.tobytes() and len(seen) == 2
+
+
+def test_a_corrupt_result_fails_a_threaded_compressed_sum_with_its_path(tmp_path):
+    n_params = size = 4 * 256 * 8
+    files, _ = _payload_files(tmp_path, "ternary", n_params, size, [2, 2, 2, 2])
+    raw = bytearray(files[2].path.read_bytes())
+    raw[-5] ^= 0xFF
+    files[2].path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFile) as err:
+        reduce.compressed_sum(files, lo=0, hi=size, n_params=n_params, size=size, codec="ternary", threads=3)
+    assert err.value.path == files[2].path
+
+
+def test_a_compressed_sum_takes_a_thread_per_core_for_large_slices_only(monkeypatch):
+    monkeypatch.setattr(reduce, "_cores", lambda: 6)
+    assert reduce.decode_threads(20_000_000) == 6
+    assert reduce.decode_threads(3 * reduce.MIN_DECODE_SPAN) == 3
+    assert reduce.decode_threads(reduce.MIN_DECODE_SPAN - 1) == 1
+    monkeypatch.setattr(reduce, "_cores", lambda: 64)
+    assert reduce.decode_threads(10**9) == reduce.MAX_DECODE_THREADS

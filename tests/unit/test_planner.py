@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lambdatrain.planning import calibration
+from lambdatrain.planning import calibration, codec_timing
 from lambdatrain.planning import planner
 from lambdatrain.planning import plot
 from lambdatrain.planning.plot import plot_plan
@@ -325,6 +325,51 @@ def test_a_compressed_round_pays_its_codecs_per_worker_and_per_result_in_each_sh
     assert planner.predict(plain, cal, FAST)["codec_s"] == 0.0
 
 
+@pytest.mark.parametrize("combiner_mb,vcpus", [(3008, 3008 / 1769), (10240, 6.0)])
+def test_the_combiners_sum_of_a_large_slice_takes_a_thread_per_vcpu_its_step_one(combiner_mb, vcpus):
+    """training/reduce.py's compressed_sum decodes in a thread per core, each on at least
+    MIN_DECODE_SPAN elements, each thread past the first adding the measured efficiency of one; the
+    update's pack and apply stay single-threaded."""
+    from lambdatrain.training.reduce import MIN_DECODE_SPAN
+
+    pack, apply_, add, efficiency = 3e-9, 2e-9, 1.5e-9, 0.6
+    instant = replace(CAL, s3_bps=1e18, s3_request_s=0.0)
+    cal = replace(instant, pack_s_per_param=pack, apply_s_per_param=apply_, decode_add_s_per_param=add,
+                  sum_thread_efficiency=efficiency)
+    params, buffers = 20_051_546, 11_024
+    for shards in (1, 4):
+        s = planner.Scenario(params, 64, 10240, shards=shards, transport="ternary_ef", buffers=buffers,
+                             combiner_memory_mb=combiner_mb)
+        share = (params - buffers) / shards
+        threads = min(8, int(share) // MIN_DECODE_SPAN)
+        expected = share * 64 * add / (1 + (min(vcpus, threads) - 1) * efficiency) + share * (pack + apply_)
+        extra = planner.predict(s, cal, FAST)["combine_s"] - planner.predict(s, instant, FAST)["combine_s"]
+        assert extra == pytest.approx(expected)
+
+
+def test_the_sums_second_thread_is_timed_on_the_combiners_own_sum(tmp_path, monkeypatch):
+    """measure_sum_efficiency times training/reduce.py's compressed_sum in one thread and in two:
+    a sum doctored to take 40 ms alone and 25 ms in two threads gives 40 / 25 - 1 = 0.6."""
+    import time
+
+    from lambdatrain.training import reduce
+
+    real = reduce.compressed_sum
+
+    def doctored(*args, threads, **kwargs):
+        t0 = time.perf_counter()
+        out = real(*args, threads=threads, **kwargs)
+        time.sleep(max(0.0, {1: 0.04, 2: 0.025}[threads] - (time.perf_counter() - t0)))
+        return out
+
+    monkeypatch.setattr(reduce, "compressed_sum", doctored)
+    monkeypatch.setattr(codec_timing.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert codec_timing.measure_sum_efficiency(20_000, 19_000, tmp_path, repeats=3) == pytest.approx(0.6, abs=0.1)
+    assert list(tmp_path.iterdir()) == []  # the results it wrote, removed
+    monkeypatch.setattr(codec_timing.os, "sched_getaffinity", lambda pid: {0})
+    assert codec_timing.measure_sum_efficiency(20_000, 19_000, tmp_path) == 1.0  # one core: nothing to try
+
+
 def test_the_codecs_are_timed_on_the_functions_a_round_runs(monkeypatch):
     """measure_codecs times training/feedback.py's own pack, apply_update and add_slice: each one
     slowed by a known amount shows up, per parameter, in its own constant and no other."""
@@ -333,7 +378,7 @@ def test_the_codecs_are_timed_on_the_functions_a_round_runs(monkeypatch):
     from lambdatrain.training import feedback
 
     size, n_params = 40_000, 39_000
-    base = calibration.measure_codecs(size, n_params, repeats=3)
+    base = codec_timing.measure_codecs(size, n_params, repeats=3)
     assert all(v > 0 for v in base.values())
     real = feedback.add_slice
 
@@ -342,7 +387,7 @@ def test_the_codecs_are_timed_on_the_functions_a_round_runs(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(feedback, "add_slice", slow_add)
-    slowed = calibration.measure_codecs(size, n_params, repeats=3)
+    slowed = codec_timing.measure_codecs(size, n_params, repeats=3)
     assert slowed["decode_add_s_per_param"] - base["decode_add_s_per_param"] == pytest.approx(0.02 / n_params,
                                                                                               rel=0.5)
     for key in ("pack_s_per_param", "apply_s_per_param"):

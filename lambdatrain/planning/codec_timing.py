@@ -1,0 +1,82 @@
+"""Calibration of the compressed transports' codecs (calibration.py ``calibrate`` runs these): the
+seconds per parameter of what a compressed round runs besides compute, and what a second thread
+adds to the combiner's sum, each timed on the functions a round runs (training/feedback.py,
+training/reduce.py) at the model's size. The planner's arithmetic for them: codecs.py.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+CODEC_REPEATS = 5  # timings of each codec operation, the median kept
+
+
+def measure_codecs(size: int, n_params: int, repeats: int = CODEC_REPEATS) -> dict[str, float]:
+    """Seconds per parameter of what a compressed round runs besides compute, on one thread, each
+    the slower codec's median (``ternary`` and ``sign`` differ by about a tenth): ``pack_s_per_param``,
+    a result or update compressed with error feedback; ``apply_s_per_param``, an update applied to
+    the weights (decode, add); ``decode_add_s_per_param``, a result added into the combiner's sum.
+    At the model's size, because the time per element depends on it (cache or memory)."""
+    import numpy as np
+
+    from lambdatrain.protocol.config import COMPRESSED
+    from lambdatrain.training import feedback
+
+    rng = np.random.default_rng(0)
+    vector, residual = rng.standard_normal(size, dtype=np.float32), rng.standard_normal(n_params, dtype=np.float32)
+    weights, acc = rng.standard_normal(size, dtype=np.float32), np.zeros(size, dtype=np.float32)
+    times: dict[str, list[float]] = {"pack_s_per_param": [], "apply_s_per_param": [], "decode_add_s_per_param": []}
+    for codec in dict.fromkeys(COMPRESSED.values()):
+        data = feedback.pack(vector, n_params, codec, residual)[0]
+        runs = {"pack_s_per_param": lambda: feedback.pack(vector, n_params, codec, residual),
+                "apply_s_per_param": lambda: feedback.apply_update(weights, data, n_params, codec),
+                "decode_add_s_per_param": lambda: feedback.add_slice(data, 0, size, n_params, codec, acc, 0.5)}
+        for key, run in runs.items():
+            times[key].append(statistics.median(timed(run) for _ in range(repeats)) / max(n_params, 1))
+    return {key: max(values) for key, values in times.items()}
+
+
+def measure_sum_efficiency(size: int, n_params: int, folder: Path, *, files: int = 4,
+                           repeats: int = CODEC_REPEATS) -> float:
+    """What a second thread adds to the combiner's compressed sum (training/reduce.py
+    ``compressed_sum`` of ``files`` ternary results written here: reads, checksums and decodes,
+    as a combine runs them): one thread's time over two threads', less one (0: nothing, 1: twice as
+    fast), the median. The decode is bound by memory bandwidth as much as by the core (about 0.6
+    here), so more threads do not scale perfectly; 1.0 (perfect) where there is one core to try."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return 1.0
+    import numpy as np
+
+    from lambdatrain.storage import efs
+    from lambdatrain.training import feedback
+    from lambdatrain.training.reduce import WorkerFile, compressed_sum
+
+    rng = np.random.default_rng(0)
+    written = []
+    try:
+        for w in range(files):
+            data = feedback.pack(rng.standard_normal(size, dtype=np.float32), n_params, "ternary", None)[0]
+            path = folder / f"planner-calibration-sum-{w}.npy"
+            written.append(WorkerFile(w, path, efs.write_array(path, data), 1))
+
+        def summed(threads: int) -> float:
+            return timed(lambda: compressed_sum(written, lo=0, hi=size, n_params=n_params, size=size,
+                                                 codec="ternary", threads=threads))
+
+        ratios = [summed(1) / summed(2) for _ in range(repeats)]
+    finally:
+        for f in written:
+            f.path.unlink(missing_ok=True)
+            efs.digest_path(f.path).unlink(missing_ok=True)
+    return min(max(statistics.median(ratios) - 1.0, 0.0), 1.0)
