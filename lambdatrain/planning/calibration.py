@@ -221,7 +221,7 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
     step("timing the compressed transports' codecs")
     n_params = params - model_sizes(model, width)[1]
     measured.update(measure_codecs(params, n_params))
-    measured["sum_thread_efficiency"] = measure_sum_efficiency(params, n_params, folder)
+    measured["sum_thread_efficiency"] = measure_sum_efficiency(params, n_params)
     return params, Calibration(**{**measured, **given})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Callable
 
 
@@ -47,36 +46,32 @@ def measure_codecs(size: int, n_params: int, repeats: int = CODEC_REPEATS) -> di
     return {key: max(values) for key, values in times.items()}
 
 
-def measure_sum_efficiency(size: int, n_params: int, folder: Path, *, files: int = 4,
-                           repeats: int = CODEC_REPEATS) -> float:
-    """What a second thread adds to the combiner's compressed sum (training/reduce.py
-    ``compressed_sum`` of ``files`` ternary results written here: reads, checksums and decodes,
-    as a combine runs them): one thread's time over two threads', less one (0: nothing, 1: twice as
-    fast), the median. The decode is bound by memory bandwidth as much as by the core (about 0.6
-    here), so more threads do not scale perfectly; 1.0 (perfect) where there is one core to try."""
+def measure_sum_efficiency(size: int, n_params: int, *, files: int = 8, repeats: int = CODEC_REPEATS) -> float:
+    """What a second thread adds to the combiner's compressed sum's decode (training/reduce.py
+    ``SpanSum``, which ``compressed_sum`` adds each result with, over ``files`` ternary results in
+    memory: the reads are the planner's read bandwidth, apart): one thread's time over two threads',
+    less one (0: nothing, 1: twice as fast), the median. The decode is bound by memory bandwidth as
+    much as by the core, so more threads do not scale perfectly (0.6-0.7 on this 2-core machine with
+    8 results of 20 M elements; with 4, and no first untimed sum, 0.0-0.7); 1.0 (perfect) where
+    there is one core to try."""
     if len(os.sched_getaffinity(0)) < 2:
         return 1.0
     import numpy as np
 
-    from lambdatrain.storage import efs
     from lambdatrain.training import feedback
-    from lambdatrain.training.reduce import WorkerFile, compressed_sum
+    from lambdatrain.training.reduce import SpanSum
 
     rng = np.random.default_rng(0)
-    written = []
-    try:
-        for w in range(files):
-            data = feedback.pack(rng.standard_normal(size, dtype=np.float32), n_params, "ternary", None)[0]
-            path = folder / f"planner-calibration-sum-{w}.npy"
-            written.append(WorkerFile(w, path, efs.write_array(path, data), 1))
+    payloads = [feedback.pack(rng.standard_normal(size, dtype=np.float32), n_params, "ternary", None)[0]
+                for _ in range(files)]
 
-        def summed(threads: int) -> float:
-            return timed(lambda: compressed_sum(written, lo=0, hi=size, n_params=n_params, size=size,
-                                                 codec="ternary", threads=threads))
+    def summed(threads: int) -> float:
+        def run() -> None:
+            with SpanSum(0, size, n_params, size, "ternary", threads) as s:
+                for data in payloads:
+                    s.add(data, np.float32(1 / files))
+        return timed(run)
 
-        ratios = [summed(1) / summed(2) for _ in range(repeats)]
-    finally:
-        for f in written:
-            f.path.unlink(missing_ok=True)
-            efs.digest_path(f.path).unlink(missing_ok=True)
+    summed(2)  # the pool's threads and the sum's pages, which a combine that runs every round has
+    ratios = [summed(1) / summed(2) for _ in range(repeats)]
     return min(max(statistics.median(ratios) - 1.0, 0.0), 1.0)

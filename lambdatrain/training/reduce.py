@@ -200,17 +200,52 @@ def decode_spans(lo: int, hi: int, n_params: int, codec: str, parts: int) -> lis
     return [(x, y) for x, y in zip(cuts, cuts[1:] + [hi]) if x < y]
 
 
+class SpanSum:
+    """``acc`` += weight * decode(data) for compressed data of elements [lo, hi), one file after
+    another, in ``threads`` threads (the calling one among them), each on its own block-aligned
+    span (``decode_spans``). All of a file's spans are done before ``add`` returns, so each element
+    takes its terms in the order of the calls and the sum is bit-identical to one thread's. A
+    context manager: the threads end with it."""
+
+    def __init__(self, lo: int, hi: int, n_params: int, size: int, codec: str, threads: int | None = None):
+        self.lo, self.n_params, self.codec = lo, n_params, codec
+        self.acc = np.zeros(hi - lo, dtype=np.float32)
+        spans = decode_spans(lo, hi, n_params, codec, decode_threads(hi - lo) if threads is None else threads)
+        a = feedback.byte_range(lo, hi, n_params, size, codec)[0]
+        # Each span's bytes within the slice's: the same in every file.
+        self.parts = [(x, y, *(c - a for c in feedback.byte_range(x, y, n_params, size, codec))) for x, y in spans]
+        self.pool = (ThreadPoolExecutor(max_workers=len(self.parts) - 1, thread_name_prefix="decode")
+                     if len(self.parts) > 1 else None)
+
+    def __enter__(self) -> "SpanSum":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _add(self, data: np.ndarray, weight: np.float32, part: tuple[int, int, int, int]) -> None:
+        x, y, p, q = part
+        feedback.add_slice(data[p:q], x, y, self.n_params, self.codec, self.acc[x - self.lo: y - self.lo], weight)
+
+    def add(self, data: np.ndarray, weight: np.float32) -> None:
+        """Add one file's bytes of the slice (``feedback.byte_range(lo, hi)``), weighted."""
+        pending = [self.pool.submit(self._add, data, weight, part) for part in self.parts[1:]] if self.pool else []
+        try:
+            self._add(data, weight, self.parts[0])
+        finally:
+            for done in pending:
+                done.result()
+
+
 def compressed_sum(files: Sequence[WorkerFile], *, lo: int, hi: int, n_params: int, size: int,
                    codec: str, threads: int | None = None) -> np.ndarray:
     """sum_w (n_w / n) * decode(file_w) over elements [lo, hi) of compressed results (feedback.py).
 
     Each file's bytes for the slice are read whole (1/18 of a float32 file or less) and verified
     (the file's digest, or the slice's own when ``range_checksum`` is set), then decoded straight
-    into the sum, in worker-number order: the result does not depend on timing or on S. The decode
-    runs in ``threads`` threads (default ``decode_threads``; the calling one among them), each on
-    its own block-aligned span of the slice (``decode_spans``), all of a file's spans done before
-    the next file's start, so each element still takes its terms in worker order and the sum is
-    bit-identical to one thread's. Reading the next file meanwhile, in one more thread, gained
+    into the sum, in worker-number order, in ``threads`` threads (``SpanSum``): the result does not
+    depend on timing, threads or S. Reading the next file meanwhile, in one more thread, gained
     less on 2 cores than it took from the decode (two threads 1.2-1.5x one, against 1.4-1.5x).
     """
     total = sum(f.samples for f in files)
@@ -218,39 +253,16 @@ def compressed_sum(files: Sequence[WorkerFile], *, lo: int, hi: int, n_params: i
         raise ValueError("no samples in any worker result")
     a, b = feedback.byte_range(lo, hi, n_params, size, codec)
     expected = feedback.file_nbytes(n_params, size, codec)
-    acc = np.zeros(hi - lo, dtype=np.float32)
-    spans = decode_spans(lo, hi, n_params, codec, decode_threads(hi - lo) if threads is None else threads)
-    # Each span's bytes within the slice's: the same in every file.
-    parts = [(x, y, *(c - a for c in feedback.byte_range(x, y, n_params, size, codec))) for x, y in spans]
-
-    def read(f: WorkerFile) -> np.ndarray:
-        chunks, _ = f.open(a, b)
-        data = list(chunks)
-        data = np.concatenate(data) if data else np.zeros(0, dtype=np.uint8)
-        if data.dtype != np.uint8:
-            raise CorruptFile(f.path, f"holds {data.dtype}, not a {codec} payload")
-        if f.range_checksum is None:
-            if data.size != expected:
-                raise CorruptFile(f.path, f"holds {data.size} bytes, a {codec} result has {expected}")
-            data = data[a:b]
-        return data
-
-    def add(data: np.ndarray, weight: np.float32, part: tuple[int, int, int, int]) -> None:
-        x, y, p, q = part
-        feedback.add_slice(data[p:q], x, y, n_params, codec, acc[x - lo: y - lo], weight)
-
-    ordered = sorted(files, key=lambda f: f.worker)
-    if len(parts) == 1:
-        for f in ordered:
-            add(read(f), np.float32(f.samples / total), parts[0])
-        return acc
-    with ThreadPoolExecutor(max_workers=len(parts) - 1, thread_name_prefix="decode") as pool:
-        for f in ordered:
-            data, weight = read(f), np.float32(f.samples / total)
-            pending = [pool.submit(add, data, weight, part) for part in parts[1:]]
-            try:
-                add(data, weight, parts[0])
-            finally:
-                for done in pending:  # this file's spans all added before the next file's begin
-                    done.result()
-    return acc
+    with SpanSum(lo, hi, n_params, size, codec, threads) as summed:
+        for f in sorted(files, key=lambda f: f.worker):
+            chunks, _ = f.open(a, b)
+            parts = list(chunks)
+            data = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+            if data.dtype != np.uint8:
+                raise CorruptFile(f.path, f"holds {data.dtype}, not a {codec} payload")
+            if f.range_checksum is None:
+                if data.size != expected:
+                    raise CorruptFile(f.path, f"holds {data.size} bytes, a {codec} result has {expected}")
+                data = data[a:b]
+            summed.add(data, np.float32(f.samples / total))
+    return summed.acc
