@@ -9,7 +9,7 @@ Runs tiny ``ops.local_train.train`` runs with the same total samples and global 
 predicts the same with the planner calibrated on this machine: the worker's compute path
 (``trainer.compute_sync`` on the prepared dataset, one thread, the run's micro-batch), a fresh
 process's cold start, file bandwidth of ``write_array``/``stream_array``, storage "local" (no EFS
-limits), the codecs' CPU per parameter (calibration.py ``measure_codecs``, at this width's size),
+limits), the codecs' CPU per parameter (planning/codec_timing.py, at this width's size),
 and, for the compressed transports, the S3 that holds each worker's residual: here the
 local stack's moto on loopback, with its durable mirror (lambdatrain/local/durable.py), timed
 through the worker's own ``StateStore.put`` and ``get`` (a one-element residual gives the

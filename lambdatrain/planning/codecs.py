@@ -5,7 +5,7 @@ packs its result (compress with error feedback: the residual added, the codes, t
 Each of the combiner's S shares adds the N results' slices into its sum (decode_add), steps, packs
 its slice of the update with its own residual and applies it to its weights. Each is single-threaded
 NumPy over the parameters (buffers travel as float32) but the combiner's sum, which takes a thread
-per vCPU, at the seconds per parameter ``calibrate`` measured (calibration.py ``measure_codecs``);
+per vCPU, at the seconds per parameter ``calibrate`` measured (codec_timing.py ``measure_codecs``);
 0 for a float transport. At N = 64 the sum is most of it: 64 results of 20 M parameters at 0.75 ns
 each (this machine, one core) are about a second a round at S = 1 on one vCPU.
 """
@@ -43,7 +43,7 @@ def worker_codec_s(s: Scenario, c: Calibration) -> dict[str, float]:
 
 def combiner_codec_s(s: Scenario, c: Calibration, vcpus: float) -> float:
     """One share's seconds with ``vcpus`` (the shares run at once): its slice of the N results added
-    into the sum, in one thread per vCPU (training/reduce.py ``compressed_sum``: a thread per core,
+    into the sum, in one thread per vCPU (training/reduce.py ``SpanSum``: a thread per core,
     each on a span of at least MIN_DECODE_SPAN elements; each thread past the first adds
     ``sum_thread_efficiency`` of one, measured with two), then of the update packed and applied,
     single-threaded."""

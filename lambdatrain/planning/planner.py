@@ -138,11 +138,10 @@ class Calibration:
     # clients, the services answering them, the codec), which takes cores from the others' compute.
     host_cores: float = math.inf
     cpu_s_per_worker: float = 0.0
-    # The codecs (codecs.py): seconds per parameter on one vCPU, 0 in a calibration saved before they
-    pack_s_per_param: float = 0.0  # were measured; what each of the combiner's sum's threads past the
-    apply_s_per_param: float = 0.0  # first adds of one
+    pack_s_per_param: float = 0.0  # the codecs (codecs.py): seconds per parameter on one vCPU, 0 where
+    apply_s_per_param: float = 0.0  # a calibration was saved before they were measured
     decode_add_s_per_param: float = 0.0
-    sum_thread_efficiency: float = 1.0
+    sum_thread_efficiency: float = 1.0  # what each thread of the combiner's sum past the first adds of one
 
 
 @dataclass(frozen=True)
