@@ -190,6 +190,26 @@ def test_calibrate_skips_what_is_given(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_calibrate_times_files_and_codecs_on_at_most_timed_elements(tmp_path, monkeypatch):
+    """A model larger than TIMED_ELEMENTS is timed on a vector of that size (its per-element time),
+    not allocated whole, several times over, by the codecs' timing."""
+    seen = {}
+
+    def record(name, answer):
+        return lambda *args: seen.setdefault(name, args[:2] if name != "file" else args[0]) and answer
+
+    monkeypatch.setattr(calibration, "model_params", lambda model, width: 143_000_000)
+    monkeypatch.setattr(calibration, "model_sizes", lambda model, width: (143_000_000, 5_000))
+    monkeypatch.setattr(calibration, "measure_file_bandwidth", record("file", (1e9, 1e9)))
+    monkeypatch.setattr(calibration, "measure_codecs", record("codecs", {}))
+    monkeypatch.setattr(calibration, "measure_sum_efficiency", record("sum", 0.5))
+    params, cal = calibration.calibrate("vgg19", 1.0, tmp_path, seconds_per_image=0.02, compute_fixed_s=0.01,
+                                        cold_start_s=3.0)
+    limit = calibration.TIMED_ELEMENTS
+    assert params == 143_000_000 and cal.sum_thread_efficiency == 0.5
+    assert seen == {"file": limit, "codecs": (limit, limit - 5_000), "sum": (limit, limit - 5_000)}
+
+
 def test_a_calibration_survives_strict_json_and_back_unlimited_fields_included():
     import json
 
