@@ -79,6 +79,7 @@ from typing import Any
 
 from bench._common import add_data_args, emit, in_child, inline_moto, log, machine, prepared_dataset
 from bench.convergence import AVERAGE
+from lambdatrain.planning.codec_timing import CODEC_CONSTANTS
 from lambdatrain.protocol.config import COMPRESSED
 
 # Each recipe's start settings; the global batch, 256, is every recipe's.
@@ -96,7 +97,6 @@ BUSY_REPEATS = 20  # micro-batches each busy core times: seconds, so the process
 # median of. With 14 (8 rounds) one recipe's CPU moved by up to 20 ms between two samples a minute
 # apart, as much as the difference between recipes.
 WORKER_ROUNDS = 16
-CODEC_CONSTANTS = ("pack_s_per_param", "apply_s_per_param", "decode_add_s_per_param")  # calibrate's, per parameter
 
 
 def recipe_list(text: str) -> tuple[str, ...]:

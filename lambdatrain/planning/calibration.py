@@ -222,10 +222,10 @@ def calibrate(model: str, width: float, folder: Path, *, micro_batch: int = 64, 
     if "cold_start_s" not in given:
         step("timing a cold start in a fresh interpreter")
         measured["cold_start_s"] = measure_cold_start(model, width, data=data)
-    step("timing a model-sized file written and read back")
-    measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(min(params, TIMED_ELEMENTS), folder)
-    step("timing the compressed transports' codecs")
     size = min(params, TIMED_ELEMENTS)
+    step("timing a model-sized file written and read back")
+    measured["read_bps"], measured["write_bps"] = measure_file_bandwidth(size, folder)
+    step("timing the compressed transports' codecs")
     n_params = size - min(model_sizes(model, width)[1], size - 1)
     measured.update(measure_codecs(size, n_params))
     measured["sum_thread_efficiency"] = measure_sum_efficiency(size, n_params)

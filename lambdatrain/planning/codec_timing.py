@@ -19,6 +19,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 CODEC_REPEATS = 5  # timings of each codec operation, the median kept
+# The Calibration's fields ``measure_codecs`` fills, each seconds per parameter on one thread.
+CODEC_CONSTANTS = ("pack_s_per_param", "apply_s_per_param", "decode_add_s_per_param")
 
 
 def measure_codecs(size: int, n_params: int, repeats: int = CODEC_REPEATS) -> dict[str, float]:
@@ -35,12 +37,13 @@ def measure_codecs(size: int, n_params: int, repeats: int = CODEC_REPEATS) -> di
     rng = np.random.default_rng(0)
     vector, residual = rng.standard_normal(size, dtype=np.float32), rng.standard_normal(n_params, dtype=np.float32)
     weights, acc = rng.standard_normal(size, dtype=np.float32), np.zeros(size, dtype=np.float32)
-    times: dict[str, list[float]] = {"pack_s_per_param": [], "apply_s_per_param": [], "decode_add_s_per_param": []}
+    times: dict[str, list[float]] = {key: [] for key in CODEC_CONSTANTS}
     for codec in dict.fromkeys(COMPRESSED.values()):
         data = feedback.pack(vector, n_params, codec, residual)[0]
-        runs = {"pack_s_per_param": lambda: feedback.pack(vector, n_params, codec, residual),
-                "apply_s_per_param": lambda: feedback.apply_update(weights, data, n_params, codec),
-                "decode_add_s_per_param": lambda: feedback.add_slice(data, 0, size, n_params, codec, acc, 0.5)}
+        pack_key, apply_key, add_key = CODEC_CONSTANTS
+        runs = {pack_key: lambda: feedback.pack(vector, n_params, codec, residual),
+                apply_key: lambda: feedback.apply_update(weights, data, n_params, codec),
+                add_key: lambda: feedback.add_slice(data, 0, size, n_params, codec, acc, 0.5)}
         for key, run in runs.items():
             times[key].append(statistics.median(timed(run) for _ in range(repeats)) / max(n_params, 1))
     return {key: max(values) for key, values in times.items()}
