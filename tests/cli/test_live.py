@@ -79,7 +79,10 @@ def test_status_of_an_unknown_run_is_one_line(cli, live):
 
 
 def test_export_without_the_mount_says_where_to_run_it(cli, live, tmp_path):
-    assert cli("start", *TINY_FLAGS, "--epochs", "1", "--run", "live-c", *_target(live)).exit_code == 0
-    cli("stop", "live-c", *_target(live))
+    # Enough epochs that the run cannot finish before the stop: a finished run's model is in the
+    # bucket, and export would then (rightly) succeed without the mount.
+    assert cli("start", *TINY_FLAGS, "--epochs", "50", "--run", "live-c", *_target(live)).exit_code == 0
+    assert cli("stop", "live-c", *_target(live)).exit_code == 0
+    assert "stopped (stopped by user)" in cli("status", "live-c", *_target(live)).stdout
     result = cli("export", "live-c", "--out", tmp_path, "--endpoint", live.moto_url)
     assert_one_line_error(result, "are on EFS", "--mount PATH")
