@@ -98,6 +98,7 @@ bench: venv
 	$(PY) -m bench.planner
 	$(PY) -m bench.traffic --workers 4 --transports float32,float16,bfloat16,ternary_ef,sign_ef
 	$(PY) -m bench.protocol --workers 8,64,256 --invoke-latency 0.02
+	$(PY) -m bench.follow
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -47,8 +47,18 @@ def results_prefix(r: int) -> str:
     return f"RESULT#{r:08d}#"
 
 
+METRIC_PREFIX = "METRIC#"
+
+
 def metric_sk(r: int) -> str:
-    return f"METRIC#{r:08d}"
+    return f"{METRIC_PREFIX}{r:08d}"
+
+
+def metrics_after_range(after: int) -> tuple[str, str]:
+    """The sort keys, first and last, of the METRIC items of every round after ``after``: a key
+    range, so that a follower's query reads only the rounds it has not seen (sort keys order as
+    strings, and a round's 8 zero-padded digits order as numbers; "~" sorts after every digit)."""
+    return metric_sk(after + 1), METRIC_PREFIX + "~"
 
 
 def worker_set(workers: Iterable[int]) -> set[str]:
@@ -259,7 +269,9 @@ class LedgerReader(Protocol):
     def get_run(self, run: str) -> RunRecord: ...
     def get_round(self, run: str, r: int) -> RoundRecord | None: ...
     def results(self, run: str, r: int) -> list[ResultRecord]: ...
-    def metrics(self, run: str) -> list[dict[str, Any]]: ...
+    def metrics(self, run: str, after: int = -1) -> list[dict[str, Any]]:
+        """The run's METRIC items of the rounds after ``after`` (all of them by default), by round."""
+        ...
 
     def items(self, run: str) -> list[dict[str, Any]]:
         """Every item of the run as stored (what ``ledger.json`` holds)."""

@@ -24,8 +24,9 @@ from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import Claims, read_round
 from lambdatrain.ledger.items import (META, RUNNING, ResultRecord, RoundRecord, RunRecord, failed_condition, from_ddb,
-                                      metric_item, open_round_item, pk, record_from_meta, result_from_item, result_item,
-                                      results_prefix, round_from_item, round_sk, run_item, to_ddb, worker_set)
+                                      metric_item, metrics_after_range, open_round_item, pk, record_from_meta,
+                                      result_from_item, result_item, results_prefix, round_from_item, round_sk,
+                                      run_item, to_ddb, worker_set)
 from lambdatrain.protocol.config import RunConfig
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
@@ -225,9 +226,10 @@ class Ledger:
                           KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").begins_with(results_prefix(r)))
         return sorted((result_from_item(i) for i in items), key=lambda res: res.worker)
 
-    def metrics(self, run: str) -> list[dict[str, Any]]:
+    def metrics(self, run: str, after: int = -1) -> list[dict[str, Any]]:
+        # A key range, not a filter: a filter would still read (and bill) every earlier metric.
         return self._all(self.table.query, ConsistentRead=True,
-                         KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").begins_with("METRIC#"))
+                         KeyConditionExpression=Key("pk").eq(pk(run)) & Key("sk").between(*metrics_after_range(after)))
 
     def items(self, run: str) -> list[dict[str, Any]]:
         """Every item of a run (for exports and for the operator commands' --out folders)."""

@@ -189,18 +189,20 @@ def follow(source: RunSource, display: Display | None = None, *, interval: float
     """
     display = display or Display()
     deadline = None if timeout is None else time.monotonic() + timeout
-    seen: set[int] = set()
+    # Each poll reads only the rounds committed since the last (rounds commit in order, each
+    # with its metric): reading every metric each time cost a long run's follower, and the
+    # table, more with every round (a query of thousands of items every poll).
+    metrics: list[dict[str, Any]] = []
     s: dict[str, Any] | None = None
     try:
         while True:
-            record, metrics, current = read_run(source)
+            record, new, current = read_run(source, after=metrics[-1]["round"] if metrics else -1)
+            metrics += new
             first, s = s is None, status_from(record, metrics, current, now=time.time())
             if first:
                 display.start(s)
-            for m in metrics:
-                if m["round"] not in seen:
-                    seen.add(m["round"])
-                    display.round(m, s)
+            for m in new:
+                display.round(m, s)
             display.poll(s)
             if s["state"] != RUNNING:
                 break

@@ -56,8 +56,8 @@ class FolderLedger:
     def results(self, run: str, r: int) -> list[ResultRecord]:
         return [result_from_item(i) for i in self._kind("result", run) if i["round"] == r]
 
-    def metrics(self, run: str) -> list[dict[str, Any]]:
-        return self._kind("metric", run)
+    def metrics(self, run: str, after: int = -1) -> list[dict[str, Any]]:
+        return [m for m in self._kind("metric", run) if m["round"] > after]
 
     def items(self, run: str) -> list[dict[str, Any]]:
         return [i for i in self._items if i.get("run") == run]

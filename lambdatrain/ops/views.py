@@ -44,12 +44,13 @@ def elapsed_s(record: RunRecord, now: float) -> float:
     return end - record.created_at
 
 
-def read_run(source: RunSource) -> tuple[RunRecord, list[dict[str, Any]], RoundRecord | None]:
-    """The run's META, its METRIC items by round, and its open round (None once it has ended)."""
+def read_run(source: RunSource, after: int = -1) -> tuple[RunRecord, list[dict[str, Any]], RoundRecord | None]:
+    """The run's META, its METRIC items by round (of the rounds after ``after``: all by default),
+    and its open round (None once it has ended)."""
     # META first: a commit writes its METRIC in the same transaction, so every round the META
     # counts as done has its metric in the read that follows.
     record = source.ledger.get_run(source.run)
-    metrics = sorted(source.ledger.metrics(source.run), key=lambda m: m["round"])
+    metrics = sorted(source.ledger.metrics(source.run, after), key=lambda m: m["round"])
     current = source.ledger.get_round(source.run, record.round) if record.state == RUNNING else None
     return record, metrics, current
 

@@ -65,6 +65,28 @@ def test_follow_reports_each_committed_round_once_in_order_then_the_end(system):
     assert s["state"] == "done" and s["round"] == s["rounds_total"] == 4
 
 
+def test_follow_reads_each_metric_from_the_table_once_however_many_polls(system):
+    # Counted where the items come from: the table's query pages (DynamoDB bills what a query
+    # reads, so a filter applied after it would not do).
+    source, read, polls = _source(system, epochs=2), [], []
+    query, get_run = system.ledger.table.query, system.ledger.get_run
+
+    def counted(**kwargs):
+        page = query(**kwargs)
+        read.extend(item["sk"] for item in page["Items"] if item["sk"].startswith("METRIC#"))
+        return page
+
+    system.ledger.table.query = counted
+    system.ledger.get_run = lambda run: polls.append(run) or get_run(run)
+    recorder = Recorder()
+    s = follow(source, recorder, interval=0, timeout=300, sleep=_step(system))
+    assert len(polls) > 2 * s["round"]  # many polls, most of which find nothing new
+    assert read == sorted(set(read)) and len(read) == s["round"] == 8
+    assert [e for e in recorder.events if e[0] == "round"] == [("round", r) for r in range(8)]
+    metrics = system.ledger.metrics(source.run)
+    assert s["mean_round_s"] == pytest.approx(sum(m["round_s"] for m in metrics) / 8)
+
+
 def test_follow_returns_the_running_status_when_the_timeout_passes(system):
     recorder = Recorder()
     s = follow(_source(system), recorder, interval=0, timeout=0, sleep=_step(system))

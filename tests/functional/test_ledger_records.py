@@ -39,6 +39,12 @@ def test_folder_ledger_answers_what_the_table_ledger_answers(system, tmp_path):
         assert folder.get_round(run, r) == table.get_round(run, r)
         assert folder.results(run, r) == table.results(run, r)
     assert folder.get_round(run, 99) is None and table.get_round(run, 99) is None
+    rounds = table.get_run(run).round
+    for after in (-1, 0, rounds - 2, rounds - 1, 99):  # every round's metric, then those after a round
+        expected = [r for r in range(rounds) if r > after]
+        assert [m["round"] for m in table.metrics(run, after)] == expected
+        assert folder.metrics(run, after) == table.metrics(run, after)
+    assert table.metrics(run) == table.metrics(run, -1)  # the default: all of them
 
 
 def test_worker_sets_are_stored_zero_padded_in_worker_order():
