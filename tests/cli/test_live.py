@@ -47,7 +47,9 @@ def test_start_status_watch_and_export_a_run(cli, live, tmp_path):
 
 
 def test_stop_and_resume_go_through_the_starter(cli, live):
-    started = cli("start", *TINY_FLAGS, "--epochs", "2", "--run", "live-b", "--via-s3", *_target(live))
+    # 4 epochs (16 rounds): the run must still be running when the stop arrives (a finished run
+    # cannot be stopped), also where a loaded machine leaves seconds between the two commands.
+    started = cli("start", *TINY_FLAGS, "--epochs", "4", "--run", "live-b", "--via-s3", *_target(live))
     assert started.exit_code == 0, started.output
     assert "uploaded s3://lambdatrain-local/start/live-b.json: run live-b" in started.stdout
 
@@ -61,7 +63,7 @@ def test_stop_and_resume_go_through_the_starter(cli, live):
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout.splitlines()[0].split("starter: ", 1)[1])["status"] == "redriven"
     watched = cli("watch", "live-b", "--interval", "0.2", "--timeout", "180", *_target(live))
-    assert "run live-b done (max epochs) after 8 rounds" in watched.stdout
+    assert "run live-b done (max epochs) after 16 rounds" in watched.stdout
 
 
 def test_one_endpoint_url_reaches_the_tables_of_the_local_stack(cli, live):
