@@ -6,7 +6,6 @@ training/reduce.py) at the model's size. The planner's arithmetic for them: code
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Callable
@@ -57,12 +56,13 @@ def measure_sum_efficiency(size: int, n_params: int, *, files: int = 8, repeats:
     much as by the core, so more threads do not scale perfectly (0.6-0.7 on this 2-core machine with
     8 results of 20 M elements; with 4, and no first untimed sum, 0.0-0.7); 1.0 (perfect) where
     there is one core to try."""
-    if len(os.sched_getaffinity(0)) < 2:
+    from lambdatrain.training.reduce import SpanSum, cores_available
+
+    if cores_available() < 2:
         return 1.0
     import numpy as np
 
     from lambdatrain.training import feedback
-    from lambdatrain.training.reduce import SpanSum
 
     rng = np.random.default_rng(0)
     payloads = [feedback.pack(rng.standard_normal(size, dtype=np.float32), n_params, "ternary", None)[0]

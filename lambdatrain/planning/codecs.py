@@ -12,6 +12,7 @@ each (this machine, one core) are about a second a round at S = 1 on one vCPU.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 
@@ -47,13 +48,12 @@ def combiner_codec_s(s: Scenario, c: Calibration, vcpus: float) -> float:
     each on a span of at least MIN_DECODE_SPAN elements; each thread past the first adds
     ``sum_thread_efficiency`` of one, measured with two), then of the update packed and applied,
     single-threaded."""
-    from lambdatrain.training.reduce import MAX_DECODE_THREADS, MIN_DECODE_SPAN  # numpy: not for `plan --help`
+    from lambdatrain.training.reduce import decode_threads  # numpy: not for `plan --help`
 
     if not s.compressed:
         return 0.0
     share = (s.params - s.buffers) / s.shards
-    threads = max(1, min(MAX_DECODE_THREADS, int(share) // MIN_DECODE_SPAN))
-    k = min(vcpus, threads)
+    k = min(vcpus, decode_threads(int(share), cores=math.ceil(vcpus)))
     speedup = k if k <= 1 else 1 + (k - 1) * c.sum_thread_efficiency
     summed = share * s.workers * c.decode_add_s_per_param / speedup
     return summed + share * (c.pack_s_per_param + c.apply_s_per_param) / min(1.0, vcpus)

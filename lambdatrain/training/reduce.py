@@ -78,7 +78,7 @@ def _buffer_bytes(size: int) -> int:
     return min(CHUNK_BYTES, 4 * size)
 
 
-def _cores() -> int:
+def cores_available() -> int:
     """Cores this process may run on (on Lambda, the vCPUs its memory buys)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -99,7 +99,7 @@ def _parallel_reads(size: int, lo: int, hi: int) -> int:
     model sizes.
     """
     per_file = RING_BUFFERS * _buffer_bytes(size)
-    return max(1, min(_cores() - 1, 8, (4 * (hi - lo)) // per_file))
+    return max(1, min(cores_available() - 1, 8, (4 * (hi - lo)) // per_file))
 
 
 def _add_group(group: Sequence[WorkerFile], total: int, size: int, lo: int, hi: int, acc: np.ndarray,
@@ -182,10 +182,12 @@ MIN_DECODE_SPAN = 1 << 20
 MAX_DECODE_THREADS = 8
 
 
-def decode_threads(elements: int) -> int:
+def decode_threads(elements: int, cores: int | None = None) -> int:
     """Threads for a compressed sum of ``elements``: one per core (the codecs' NumPy releases the
-    GIL), fewer where each would get less than MIN_DECODE_SPAN."""
-    return max(1, min(_cores(), MAX_DECODE_THREADS, elements // MIN_DECODE_SPAN))
+    GIL; ``cores``: this process's by default, the planner gives a Lambda's), fewer where each would
+    get less than MIN_DECODE_SPAN."""
+    cores = cores_available() if cores is None else cores
+    return max(1, min(cores, MAX_DECODE_THREADS, elements // MIN_DECODE_SPAN))
 
 
 def decode_spans(lo: int, hi: int, n_params: int, codec: str, parts: int) -> list[tuple[int, int]]:

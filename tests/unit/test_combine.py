@@ -281,9 +281,9 @@ def test_a_corrupt_result_fails_a_threaded_compressed_sum_with_its_path(tmp_path
 
 
 def test_a_compressed_sum_takes_a_thread_per_core_for_large_slices_only(monkeypatch):
-    monkeypatch.setattr(reduce, "_cores", lambda: 6)
+    monkeypatch.setattr(reduce, "cores_available", lambda: 6)
     assert reduce.decode_threads(20_000_000) == 6
     assert reduce.decode_threads(3 * reduce.MIN_DECODE_SPAN) == 3
     assert reduce.decode_threads(reduce.MIN_DECODE_SPAN - 1) == 1
-    monkeypatch.setattr(reduce, "_cores", lambda: 64)
+    monkeypatch.setattr(reduce, "cores_available", lambda: 64)
     assert reduce.decode_threads(10**9) == reduce.MAX_DECODE_THREADS

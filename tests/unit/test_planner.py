@@ -389,10 +389,10 @@ def test_the_sums_second_thread_is_timed_on_the_combiners_own_sum(monkeypatch):
 
     monkeypatch.setattr(reduce.SpanSum, "add", doctored)
     monkeypatch.setattr(codec_timing, "timed", timed)
-    monkeypatch.setattr(codec_timing.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(reduce, "cores_available", lambda: 2)
     size = 2 * reduce.MIN_DECODE_SPAN // 100  # small: the real decode's time does not count here
     assert codec_timing.measure_sum_efficiency(size, size - 7, repeats=3) == pytest.approx(0.6)
-    monkeypatch.setattr(codec_timing.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(reduce, "cores_available", lambda: 1)
     assert codec_timing.measure_sum_efficiency(size, size - 7) == 1.0  # one core: nothing to try
 
 
