@@ -1,7 +1,8 @@
 """IAM for the training functions: each function's role and its one least-privilege inline policy.
 
-Who may do what lives here as data (``INVOKES``, ``LEDGER_ACTIONS``, ``BUCKET_ACCESS`` and the few
-actions allowed on every resource, ``WILDCARD_RESOURCE_EXCEPTIONS``); ``function_policy`` turns it
+Who may do what lives here as data (``INVOKES``, ``LEDGER_ACTIONS``, ``LEDGER_INDEX_ACTIONS``,
+``BUCKET_ACCESS`` and the few actions allowed on every resource, ``WILDCARD_RESOURCE_EXCEPTIONS``);
+``function_policy`` turns it
 into one function's policy document, which tests/infra/test_security.py reads back from the plan.
 ``function_role`` declares the role and policy as children of ``TrainingFunctions``
 (components/functions.py), which owns the functions themselves.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from lambdatrain.ledger.schema import RUNS_INDEX
 from lambdatrain.roles import settings as env
 
 # Who may invoke whom. The starter fans out round 0 and, for a duplicate start or a resume,
@@ -35,12 +37,16 @@ LEDGER_ACTIONS = {
     # get_run, get_round; record_result (Put, then Update), mark_ready
     env.WORKER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # get_run, get_round; claim; results (Query); commit (Updates and Puts); reopen_worker
-    # (a transaction of Delete and Update); the watchdog's list_runs (Scan)
+    # (a transaction of Delete and Update); the watchdog's runs index backfill (Scan, Update, Put;
+    # and list_runs until it is done: lambdatrain/ledger/listing.py); its list_runs on the index
+    # is LEDGER_INDEX_ACTIONS'
     env.COMBINER: (
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
         "dynamodb:Query", "dynamodb:Scan",
     ),
 }
+# A query of an index is authorised on the index's ARN, not the table's: the watchdog lists the runs.
+LEDGER_INDEX_ACTIONS = {env.COMBINER: {RUNS_INDEX: ("dynamodb:Query",)}}
 # S3 object access per function: statement id -> (actions, key patterns). A function has one
 # statement per grant, so each action reaches only the prefixes it needs; IAM wants the ids unique.
 # The grants that predate STATE_PREFIX keep the id "Bucket", so their deployed text is unchanged.
@@ -134,6 +140,8 @@ def function_policy(logical: str, refs: PolicyRefs) -> dict:
             "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": refs.access_point_arn}},
         },
         _allow("Ledger", list(LEDGER_ACTIONS[logical]), [refs.table_arn]),
+        *(_allow("LedgerIndex", list(actions), [f"{refs.table_arn}/index/{index}"])
+          for index, actions in LEDGER_INDEX_ACTIONS.get(logical, {}).items()),
         _allow("FailureQueue", ["sqs:SendMessage"], [refs.queue_arn]),
     ]
     if INVOKES[logical]:

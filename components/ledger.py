@@ -2,7 +2,8 @@
 
 The schema and the stream view come from ``lambdatrain.ledger.schema``, the same
 definitions the runtime and the local stack use. The stream is what wakes the combiner: the event
-source mapping in ``components/functions.py`` filters it down to rounds turning ready.
+source mapping in ``components/functions.py`` filters it down to rounds turning ready. Its one
+index, on the runs' META items alone, is what lists the runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from lambdatrain.ledger.schema import (
     HASH_KEY,
     KEY_ATTRIBUTES,
     RANGE_KEY,
+    RUNS_INDEX,
+    RUNS_INDEX_KEYS,
+    RUNS_INDEX_PROJECTION,
     STREAM_VIEW_TYPE,
 )
 
@@ -34,10 +38,17 @@ class Ledger(pulumi.ComponentResource):
         super().__init__("lambdatrain:ledger:Ledger", name, None, opts)
         self.table = aws.dynamodb.Table(
             f"{name}-table",
-            attributes=[{"name": n, "type": t} for n, t in KEY_ATTRIBUTES],
+            attributes=[{"name": n, "type": t} for n, t in (*KEY_ATTRIBUTES, *((n, t) for n, t, _ in RUNS_INDEX_KEYS))],
             hash_key=HASH_KEY,
             range_key=RANGE_KEY,
             billing_mode=BILLING_MODE,
+            # Listing the runs reads one item per run (lambdatrain/ledger/listing.py). Adding it to a
+            # deployed table is an update in place (UpdateTable builds the index online), not a replacement.
+            global_secondary_indexes=[{
+                "name": RUNS_INDEX,
+                "key_schemas": [{"attribute_name": n, "key_type": k} for n, _, k in RUNS_INDEX_KEYS],
+                "projection_type": RUNS_INDEX_PROJECTION,
+            }],
             stream_enabled=True,
             stream_view_type=STREAM_VIEW_TYPE,
             point_in_time_recovery={"enabled": True},

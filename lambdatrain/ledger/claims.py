@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from lambdatrain.ledger import schema
+from lambdatrain.ledger import listing, schema
 from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import ClaimLost
 from lambdatrain.ledger.items import (META, RoundRecord, failed_condition, from_ddb, metric_item, open_round_item, pk,
@@ -129,8 +129,10 @@ class Claims:
         now = self.clock()
         meta_values = {":next": r + 1, ":r": r, ":epoch": epoch, ":wb": weights.bytes,
                        ":ws": weights.checksum, ":now": now}
+        # The runs index's keys too: a run the code before the index started is listed from here on.
         sets = ["#round = :next", "epoch = :epoch", "weights_bytes = :wb", "weights_checksum = :ws",
-                "updated_at = :now"]
+                "updated_at = :now", listing.INDEX_SET]
+        meta_values.update(listing.INDEX_VALUES)
         if finished:
             sets.append("#s = :state")
             meta_values[":state"] = finished
@@ -149,7 +151,8 @@ class Claims:
                         "UpdateExpression": "SET " + ", ".join(sets),
                         # The run is still at round r: a stale combiner can never move it back.
                         "ConditionExpression": "#round = :r",
-                        "ExpressionAttributeNames": {"#round": "round", **({"#s": "state"} if finished else {})},
+                        "ExpressionAttributeNames": {"#round": "round", **listing.INDEX_NAMES,
+                                                     **({"#s": "state"} if finished else {})},
                         "ExpressionAttributeValues": to_ddb(meta_values)}},
             {"Put": {"TableName": self.table.name, "ConditionExpression": "attribute_not_exists(pk)",
                      "Item": to_ddb(metric_item(run, metric, now))}},

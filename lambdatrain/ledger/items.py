@@ -107,12 +107,14 @@ def from_ddb(value: Any) -> Any:
 
 
 def run_item(run: str, config: RunConfig, *, state: str, round_no: int, rounds_per_epoch: int, weights: Digest,
-             updated_at: float, **summary: Any) -> dict[str, Any]:
-    """A run's META item; ``summary`` holds what the run has measured so far (``RunRecord``'s other fields)."""
+             updated_at: float, created_at: float, **summary: Any) -> dict[str, Any]:
+    """A run's META item, in the runs index (schema.py); ``summary`` holds what the run has measured
+    so far (``RunRecord``'s other fields)."""
     return {"pk": pk(run), "sk": META, "kind": "run", "run": run, "state": state,
             "config": json.dumps(config.to_dict(), sort_keys=True), "workers": config.workers,
             "round": round_no, "epoch": round_no // rounds_per_epoch, "rounds_per_epoch": rounds_per_epoch,
-            "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": updated_at, **summary}
+            "weights_bytes": weights.bytes, "weights_checksum": weights.checksum, "updated_at": updated_at,
+            **schema.runs_index_key(created_at), **summary}
 
 
 def metric_item(run: str, metric: dict[str, Any], now: float) -> dict[str, Any]:

@@ -16,6 +16,12 @@ documented in ``lambdatrain.ledger.setup``):
 ``RESULT#<r>#<w>``   one worker's result for round r: file, length, checksum, samples, loss
 ``METRIC#<r>``       what the combiner measured after round r (losses, accuracy, timings)
 ===================  =========================================================================
+
+The META items alone carry ``RUNS_INDEX``'s keys (``listed``, always ``RUNS_LISTED``, and
+``created_at``), so that sparse global secondary index holds one entry per run, oldest first, every
+attribute projected: listing the runs reads their META items and nothing else
+(``lambdatrain.ledger.listing``, which also backfills the key on a table made before the index and
+owns the marker item, ``pk`` ``SCHEMA``, that says it has).
 """
 
 from __future__ import annotations
@@ -23,6 +29,17 @@ from __future__ import annotations
 HASH_KEY = "pk"
 RANGE_KEY = "sk"
 KEY_ATTRIBUTES = ((HASH_KEY, "S"), (RANGE_KEY, "S"))
+# The runs index (module docstring): one partition, runs in the order they were created.
+RUNS_INDEX = "runs"
+RUNS_LISTED = "run"
+RUNS_INDEX_KEYS = (("listed", "S", "HASH"), ("created_at", "N", "RANGE"))
+RUNS_INDEX_PROJECTION = "ALL"
+
+
+def runs_index_key(created_at: float) -> dict:
+    """The attributes that put a run's META item in ``RUNS_INDEX`` (no other item has them)."""
+    (listed, _, _), (created, _, _) = RUNS_INDEX_KEYS
+    return {listed: RUNS_LISTED, created: created_at}
 STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 BILLING_MODE = "PAY_PER_REQUEST"
 
@@ -50,7 +67,13 @@ def create_table_kwargs(table_name: str) -> dict:
             {"AttributeName": HASH_KEY, "KeyType": "HASH"},
             {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
         ],
-        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in KEY_ATTRIBUTES],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t}
+                                 for n, t in (*KEY_ATTRIBUTES, *((n, t) for n, t, _ in RUNS_INDEX_KEYS))],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": RUNS_INDEX,
+            "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in RUNS_INDEX_KEYS],
+            "Projection": {"ProjectionType": RUNS_INDEX_PROJECTION},
+        }],
         "BillingMode": BILLING_MODE,
         "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE},
     }

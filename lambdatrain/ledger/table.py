@@ -15,11 +15,11 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 import boto3
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambdatrain.ledger import schema
+from lambdatrain.ledger import listing, schema
 from lambdatrain.storage.digest import Digest
 from lambdatrain.protocol.errors import AlreadyDone, StaleRound, UnknownRun
 from lambdatrain.ledger.claims import Claims, read_round
@@ -41,6 +41,7 @@ class Ledger:
         self.client = self.table.meta.client
         self.clock = clock
         self.claims = Claims(self.table, clock)
+        self._indexed = False  # whether the runs index is known to hold every run
 
     # --- runs --------------------------------------------------------------------------------
     def create_run(self, run: str, config: RunConfig, rounds_per_epoch: int, weights: Digest, *,
@@ -97,20 +98,19 @@ class Ledger:
         except UnknownRun:
             return None
 
-    def _all(self, call, **kwargs) -> list[dict[str, Any]]:
-        """Every item of a paginated query or scan."""
-        items = []
-        while True:
-            page = call(**kwargs)
-            items += [from_ddb(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    _all = staticmethod(listing.every_item)
 
     def list_runs(self) -> list[RunRecord]:
-        """Every run, oldest first (an eventually consistent scan: ``get_run`` reads one for sure)."""
-        runs = self._all(self.table.scan, FilterExpression=Attr("kind").eq("run"))
-        return sorted(map(record_from_meta, runs), key=lambda record: record.created_at)
+        """Every run, oldest first, from the runs index (lambdatrain/ledger/listing.py; eventually
+        consistent: ``get_run`` reads one for sure)."""
+        # The marker, once seen, stays: read it until then (a table the watchdog has not yet backfilled).
+        self._indexed = self._indexed or listing.indexed(self.table)
+        return [record_from_meta(item) for item in listing.meta_items(self.table, use_index=self._indexed)]
+
+    def backfill_runs_index(self) -> int | None:
+        """Put the runs of a table made before the runs index in it (the watchdog, every tick):
+        how many it added, or None when it had nothing to do."""
+        return listing.backfill(self.table, self.clock)
 
     def set_state(self, run: str, state: str, *, expect: Iterable[str], reason: str = "") -> None:
         """Move a run between states (stop, resume); AlreadyDone if it is not in ``expect``."""

@@ -42,7 +42,7 @@ class FolderLedger:
 
     def list_runs(self) -> list[RunRecord]:
         runs = (record_from_meta(i) for i in self._items if i.get("kind") == "run")
-        return sorted(runs, key=lambda record: record.created_at)
+        return sorted(runs, key=lambda record: (record.created_at, record.run))  # as the table's (ledger/listing.py)
 
     def get_run(self, run: str) -> RunRecord:
         found = [record for record in self.list_runs() if record.run == run]

@@ -81,9 +81,15 @@ def keep_state(runtime: Runtime, run: str) -> int:
 def watchdog(runtime: Runtime) -> Outcome:
     """Re-drive every running run whose current round made no progress, and was not re-driven,
     within its deadline (so once per deadline while it stays stalled, not on every tick); keep
-    the residuals of a stopped or failed compressed run (``keep_state``) once per round."""
+    the residuals of a stopped or failed compressed run (``keep_state``) once per round; and, on a
+    table made before the runs index, put its runs in it first."""
     now = runtime.clock()
     redriven = []
+    try:  # a table made before the runs index: the runs in it from now on (lambdatrain/ledger/listing.py)
+        if mended := runtime.ledger.backfill_runs_index():
+            logger.info("runs indexed", extra={"runs": mended})
+    except Exception as exc:  # the next tick tries again; until then the listing scans, missing no run
+        logger.warning("could not index the runs", extra={"error": str(exc)})
     for listed in runtime.ledger.list_runs():
         if listed.state in RESUMABLE and listed.config.transport in COMPRESSED and \
                 listed.state_kept_round != listed.round:
@@ -91,7 +97,7 @@ def watchdog(runtime: Runtime) -> Outcome:
                 keep_state(runtime, listed.run)
             except Exception as exc:  # the next watchdog tries again; the other runs are re-driven now
                 logger.warning("could not keep residuals", extra={"run": listed.run, "error": str(exc)})
-        if listed.state != RUNNING:  # from the scan, which may lag: get_run reads the state for sure
+        if listed.state != RUNNING:  # from the runs index, which may lag: get_run reads the state for sure
             continue
         record = runtime.ledger.get_run(listed.run)
         current = runtime.ledger.get_round(record.run, record.round)

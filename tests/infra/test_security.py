@@ -8,6 +8,7 @@ from pathlib import Path
 
 from components.iam import WILDCARD_RESOURCE_EXCEPTIONS
 from components.network import NFS_PORT
+from lambdatrain.ledger.schema import RUNS_INDEX
 from lambdatrain.roles.settings import STATE_EXPIRY_DAYS
 from lambdatrain.roles import settings as env
 
@@ -110,6 +111,20 @@ def test_each_function_touches_only_its_table(plan):
     table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{plan.outputs['tableName']}"
     for role in ("starter", "worker", "combiner"):
         assert _granted(plan, role, "dynamodb:UpdateItem") == [table_arn]
+
+
+def test_only_the_combiner_queries_the_runs_index_and_no_other(plan):
+    # The watchdog lists the runs from the index (lambdatrain/ledger/listing.py); a query of an
+    # index is authorised on the index's ARN, which the table's ARN alone does not cover.
+    table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{plan.outputs['tableName']}"
+    assert sorted(_granted(plan, "combiner", "dynamodb:Query")) == [table_arn, f"{table_arn}/index/{RUNS_INDEX}"]
+    for role in ("starter", "worker"):
+        assert _granted(plan, role, "dynamodb:Query") == []
+    # Nothing else is allowed on any index: the combiner's index statement holds the query alone.
+    for role in ("starter", "worker", "combiner"):
+        for statement in _statements(plan, role):
+            if any("/index/" in r for r in _as_list(statement["Resource"])):
+                assert (role, _as_list(statement["Action"])) == ("combiner", ["dynamodb:Query"])
 
 
 def test_bucket_access_is_scoped_to_key_prefixes(plan):

@@ -41,7 +41,14 @@ def test_ledger_table_uses_the_shared_schema(plan):
     (table,) = plan.of_type("aws:dynamodb/table:Table")
     i = table.inputs
     assert (i["hashKey"], i["rangeKey"], i["billingMode"]) == (schema.HASH_KEY, schema.RANGE_KEY, schema.BILLING_MODE)
-    assert [(a["name"], a["type"]) for a in i["attributes"]] == list(schema.KEY_ATTRIBUTES)
+    kwargs = schema.create_table_kwargs("local")  # the local stack's table: the same keys and index
+    assert [(a["name"], a["type"]) for a in i["attributes"]] == \
+        [(a["AttributeName"], a["AttributeType"]) for a in kwargs["AttributeDefinitions"]]
+    (index,) = i["globalSecondaryIndexes"]
+    (local,) = kwargs["GlobalSecondaryIndexes"]
+    assert (index["name"], index["projectionType"]) == (local["IndexName"], local["Projection"]["ProjectionType"])
+    assert [(k["attributeName"], k["keyType"]) for k in index["keySchemas"]] == \
+        [(k["AttributeName"], k["KeyType"]) for k in local["KeySchema"]]
     assert (i["streamEnabled"], i["streamViewType"]) == (True, schema.STREAM_VIEW_TYPE)
     assert "ttl" not in i  # no item expires: a run's items are its history
     assert i["pointInTimeRecovery"]["enabled"] is True
