@@ -88,9 +88,10 @@ test-matrix: venv
 graph: venv
 	$(PY) -m components.plan $(STACK)
 
-# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~38 min on 2 cores
+# The benchmarks print one JSON object each as their last line (docs/benchmarks.md); ~40 min on 2 cores
 # (the sum of each one's measured time there, bench.planner's 17-18 min with its four recipes and 5
-# repeats included; the whole target not timed since traffic and protocol joined).
+# repeats included, with follow's 75 s and listing's 129 s; the whole target not timed since traffic
+# and protocol joined).
 bench: venv
 	$(PY) -m bench.combine
 	$(PY) -m bench.overhead
@@ -99,6 +100,7 @@ bench: venv
 	$(PY) -m bench.traffic --workers 4 --transports float32,float16,bfloat16,ternary_ef,sign_ef
 	$(PY) -m bench.protocol --workers 8,64,256 --invoke-latency 0.02
 	$(PY) -m bench.follow
+	$(PY) -m bench.listing
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
