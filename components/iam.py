@@ -2,8 +2,8 @@
 
 Who may do what lives here as data (``INVOKES``, ``LEDGER_ACTIONS``, ``LEDGER_INDEX_ACTIONS``,
 ``BUCKET_ACCESS`` and the few actions allowed on every resource, ``WILDCARD_RESOURCE_EXCEPTIONS``);
-``function_policy`` turns it
-into one function's policy document, which tests/infra/test_security.py reads back from the plan.
+``function_policy`` turns it into one function's policy document, which
+tests/infra/test_security.py reads back from the plan.
 ``function_role`` declares the role and policy as children of ``TrainingFunctions``
 (components/functions.py), which owns the functions themselves.
 """
@@ -37,9 +37,9 @@ LEDGER_ACTIONS = {
     # get_run, get_round; record_result (Put, then Update), mark_ready
     env.WORKER: ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # get_run, get_round; claim; results (Query); commit (Updates and Puts); reopen_worker
-    # (a transaction of Delete and Update); the watchdog's runs index backfill (Scan, Update, Put;
-    # and list_runs until it is done: lambdatrain/ledger/listing.py); its list_runs on the index
-    # is LEDGER_INDEX_ACTIONS'
+    # (a transaction of Delete and Update); the watchdog's backfill of the runs index on a table
+    # made before it (Scan, Update, Put), and its list_runs until that is done (Scan; after it, a
+    # Query of the index: LEDGER_INDEX_ACTIONS; lambdatrain/ledger/listing.py)
     env.COMBINER: (
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
         "dynamodb:Query", "dynamodb:Scan",

@@ -14,9 +14,9 @@ import pulumi
 import pulumi_aws as aws
 
 from lambdatrain.ledger.schema import (
+    ATTRIBUTES,
     BILLING_MODE,
     HASH_KEY,
-    KEY_ATTRIBUTES,
     RANGE_KEY,
     RUNS_INDEX,
     RUNS_INDEX_KEYS,
@@ -38,7 +38,7 @@ class Ledger(pulumi.ComponentResource):
         super().__init__("lambdatrain:ledger:Ledger", name, None, opts)
         self.table = aws.dynamodb.Table(
             f"{name}-table",
-            attributes=[{"name": n, "type": t} for n, t in (*KEY_ATTRIBUTES, *((n, t) for n, t, _ in RUNS_INDEX_KEYS))],
+            attributes=[{"name": n, "type": t} for n, t in ATTRIBUTES],
             hash_key=HASH_KEY,
             range_key=RANGE_KEY,
             billing_mode=BILLING_MODE,

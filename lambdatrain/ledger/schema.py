@@ -29,17 +29,16 @@ from __future__ import annotations
 HASH_KEY = "pk"
 RANGE_KEY = "sk"
 KEY_ATTRIBUTES = ((HASH_KEY, "S"), (RANGE_KEY, "S"))
-# The runs index (module docstring): one partition, runs in the order they were created.
+# The runs index (module docstring): one partition, runs in the order they were created. Every
+# write of a META item (one per commit) writes it too; one partition takes 1,000 write units a
+# second ("Designing partition keys", DynamoDB developer guide), a META item 1 or 2: hundreds of
+# commits a second over all of a stack's runs, far more than its rounds can commit.
 RUNS_INDEX = "runs"
 RUNS_LISTED = "run"
 RUNS_INDEX_KEYS = (("listed", "S", "HASH"), ("created_at", "N", "RANGE"))
 RUNS_INDEX_PROJECTION = "ALL"
-
-
-def runs_index_key(created_at: float) -> dict:
-    """The attributes that put a run's META item in ``RUNS_INDEX`` (no other item has them)."""
-    (listed, _, _), (created, _, _) = RUNS_INDEX_KEYS
-    return {listed: RUNS_LISTED, created: created_at}
+# Every attribute the table's keys and its index's keys name: what the table declares.
+ATTRIBUTES = (*KEY_ATTRIBUTES, *((name, kind) for name, kind, _ in RUNS_INDEX_KEYS))
 STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 BILLING_MODE = "PAY_PER_REQUEST"
 
@@ -59,6 +58,12 @@ STREAM_MAX_RETRIES = 3
 STREAM_MAX_RECORD_AGE_S = 3600
 
 
+def runs_index_key(created_at: float) -> dict:
+    """The attributes that put a run's META item in ``RUNS_INDEX`` (no other item has them)."""
+    (listed, _, _), (created, _, _) = RUNS_INDEX_KEYS
+    return {listed: RUNS_LISTED, created: created_at}
+
+
 def create_table_kwargs(table_name: str) -> dict:
     """Arguments for ``dynamodb.create_table`` (the local stack's table)."""
     return {
@@ -67,8 +72,7 @@ def create_table_kwargs(table_name: str) -> dict:
             {"AttributeName": HASH_KEY, "KeyType": "HASH"},
             {"AttributeName": RANGE_KEY, "KeyType": "RANGE"},
         ],
-        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t}
-                                 for n, t in (*KEY_ATTRIBUTES, *((n, t) for n, t, _ in RUNS_INDEX_KEYS))],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in ATTRIBUTES],
         "GlobalSecondaryIndexes": [{
             "IndexName": RUNS_INDEX,
             "KeySchema": [{"AttributeName": n, "KeyType": k} for n, _, k in RUNS_INDEX_KEYS],
