@@ -84,5 +84,10 @@ def backfill(table, clock: Callable[[], float]) -> int | None:
         except ClientError as exc:
             if not failed_condition(exc):  # the run was deleted since the scan: nothing to list
                 raise
+    # The marker sends every listing to the index, so only once the index answers: one added to a
+    # deployed table is unreadable until DynamoDB has built it from the items ("Cannot read from
+    # backfilling global secondary index"; IndexStatus CREATING, then ACTIVE: DescribeTable,
+    # DynamoDB API reference). Until then this raises, and the next tick tries again.
+    table.query(IndexName=schema.RUNS_INDEX, KeyConditionExpression=Key(LISTED).eq(schema.RUNS_LISTED), Limit=1)
     table.put_item(Item={**MARKER, "kind": "schema", "backfilled_at": Decimal(repr(clock())), "mended": mended})
     return mended

@@ -134,3 +134,27 @@ def test_a_run_the_code_before_the_index_started_is_listed_from_its_next_commit(
     assert index_holds(system) == []
     system.run_to_end(run)
     assert index_holds(system) == [run]
+
+
+def test_an_index_still_being_built_gets_no_marker_until_it_answers(system, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    runs = finished_runs(system, 2)
+    unindex(system, runs)
+    table = system.runtimes[COMBINER].ledger.table
+    real = table.query
+
+    def building(**kwargs):  # what DynamoDB answers while it builds an index added to a deployed table
+        if kwargs.get("IndexName"):
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": "Cannot read from backfilling global secondary index: runs"}},
+                              "Query")
+        return real(**kwargs)
+
+    monkeypatch.setattr(table, "query", building)
+    # The watchdog carries on (it re-drives what it must); the runs have their keys, but no marker.
+    assert system.invoke(COMBINER, {"watchdog": True})["status"] == "checked"
+    assert not listing.indexed(table) and [r.run for r in system.ledger.list_runs()] == runs
+    monkeypatch.undo()
+    assert system.invoke(COMBINER, {"watchdog": True})["status"] == "checked"
+    assert listing.indexed(table) and index_holds(system) == runs
