@@ -67,6 +67,17 @@ def meta_items(table, *, use_index: bool) -> list[dict[str, Any]]:
     return sorted(items, key=lambda item: (item.get(CREATED, 0), item["run"]))  # the run's id breaks a tie
 
 
+def newest_meta(table, *, use_index: bool) -> dict[str, Any] | None:
+    """The META item of the run created last (None: no run yet), as ``meta_items`` reads them: from
+    the index, one item; by a scan, every item of the table."""
+    if not use_index:
+        items = meta_items(table, use_index=False)
+        return items[-1] if items else None
+    page = table.query(IndexName=schema.RUNS_INDEX, KeyConditionExpression=Key(LISTED).eq(schema.RUNS_LISTED),
+                       ScanIndexForward=False, Limit=1)
+    return next((from_ddb(item) for item in page.get("Items", [])), None)
+
+
 def backfill(table, clock: Callable[[], float]) -> int | None:
     """Put every run of a table made before the runs index in it (module docstring): how many META
     items were given the index's keys, or None when the marker says there is nothing to do."""

@@ -107,6 +107,12 @@ class Ledger:
         self._indexed = self._indexed or listing.indexed(self.table)
         return [record_from_meta(item) for item in listing.meta_items(self.table, use_index=self._indexed)]
 
+    def newest_run(self) -> RunRecord | None:
+        """The run created last (None: no run yet), as ``list_runs`` would end, reading one item."""
+        self._indexed = self._indexed or listing.indexed(self.table)
+        item = listing.newest_meta(self.table, use_index=self._indexed)
+        return None if item is None else record_from_meta(item)
+
     def backfill_runs_index(self) -> int | None:
         """Put the runs of a table made before the runs index in it (the watchdog, every tick):
         how many it added, or None when it had nothing to do."""

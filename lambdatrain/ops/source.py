@@ -44,6 +44,10 @@ class FolderLedger:
         runs = (record_from_meta(i) for i in self._items if i.get("kind") == "run")
         return sorted(runs, key=lambda record: (record.created_at, record.run))  # as the table's (ledger/listing.py)
 
+    def newest_run(self) -> RunRecord | None:
+        runs = self.list_runs()
+        return runs[-1] if runs else None
+
     def get_run(self, run: str) -> RunRecord:
         found = [record for record in self.list_runs() if record.run == run]
         if not found:
@@ -96,10 +100,10 @@ def open_ledger(arg: str | Path | None, options: TargetOptions) -> tuple[LedgerR
 
 
 def newest_run(ledger: LedgerReader) -> str:
-    runs = ledger.list_runs()
-    if not runs:
+    newest = ledger.newest_run()
+    if newest is None:
         raise UnknownRun("no runs yet: start one with `lambdatrain start --workers N`")
-    return runs[-1].run
+    return newest.run
 
 
 def open_run(arg: str | None, options: TargetOptions, *, default_newest: bool = False) -> RunSource:

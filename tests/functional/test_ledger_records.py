@@ -34,7 +34,7 @@ def test_folder_ledger_answers_what_the_table_ledger_answers(system, tmp_path):
     path = tmp_path / "ledger.json"
     path.write_text(json.dumps(system.ledger.items(run), indent=1, sort_keys=True, default=str))
     folder, table = FolderLedger(path), system.ledger
-    assert folder.get_run(run) == table.get_run(run)
+    assert folder.get_run(run) == table.get_run(run) == folder.newest_run() == table.newest_run()
     for r in range(table.get_run(run).round):
         assert folder.get_round(run, r) == table.get_round(run, r)
         assert folder.results(run, r) == table.results(run, r)

@@ -72,6 +72,19 @@ def test_listing_the_runs_reads_their_meta_items_and_nothing_else(system):
     assert reads.scanned["Scan"] == len(every_item(system)) > 8 * len(runs)
 
 
+def test_the_newest_run_is_one_item_read_whichever_way_the_table_is(system):
+    ledger = Ledger(system.ledger.table.name, clock=system.clock)
+    assert ledger.newest_run() is None  # no run yet: ops/source.py says how to start one
+    runs = finished_runs(system, 3)
+    unindex(system, runs)  # before the backfill: by the scan, the last of the listing
+    assert ledger.newest_run() == ledger.list_runs()[-1] == ledger.get_run(runs[-1])
+    system.invoke(COMBINER, {"watchdog": True})
+    ledger = Ledger(system.ledger.table.name, clock=system.clock)
+    reads = Reads(ledger)
+    assert ledger.newest_run() == ledger.get_run(runs[-1])
+    assert reads.scanned["Query"] == 1 and "Scan" not in reads.requests
+
+
 def test_a_table_from_before_the_index_lists_every_run_and_the_watchdog_indexes_them(system):
     runs = finished_runs(system, 2)
     expected = system.ledger.list_runs()
