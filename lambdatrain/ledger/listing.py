@@ -5,8 +5,8 @@ does, so the index holds one entry per run and a listing reads the runs' META it
 else. Before it, listing meant a scan filtered on ``kind``, which reads (and DynamoDB bills: "the
 filter is applied after the items are read", Filter expressions for Scan, DynamoDB developer
 guide) every item of every run the table keeps, rounds, results and metrics, so its cost grew with
-the table's whole history: ``lambdatrain runs``, ``status`` without a run id, and the watchdog on
-every tick (docs/benchmarks.md section 8).
+the table's whole history: ``lambdatrain runs``, ``status`` without a run id (which now reads
+the newest run alone, ``newest_meta``), and the watchdog on every tick (docs/benchmarks.md section 8).
 
 A table deployed by an earlier lambdatrain has META items without the index's keys, which the index
 leaves out. ``backfill`` gives every such item its keys, then writes the MARKER item; until the
