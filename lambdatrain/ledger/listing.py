@@ -37,6 +37,10 @@ MARKER = {"pk": "SCHEMA", "sk": f"INDEX#{schema.RUNS_INDEX}"}  # written once ev
 INDEX_SET = "#listed = :listed, #created = if_not_exists(#created, :zero)"
 INDEX_NAMES = {"#listed": LISTED, "#created": CREATED}
 INDEX_VALUES = {":listed": schema.RUNS_LISTED, ":zero": 0}
+# A query of the index's one partition: every run, oldest first (newest first with ScanIndexForward
+# False); and what a scan keeps of the table, its runs' META items.
+RUNS_QUERY = {"IndexName": schema.RUNS_INDEX, "KeyConditionExpression": Key(LISTED).eq(schema.RUNS_LISTED)}
+IS_RUN = Attr("kind").eq("run")
 
 
 def every_item(call: Callable[..., dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
@@ -60,10 +64,9 @@ def meta_items(table, *, use_index: bool) -> list[dict[str, Any]]:
     Eventually consistent either way (a GSI has no consistent reads): a run created a moment ago
     may be missing, and a state may lag; ``Ledger.get_run`` reads one for sure."""
     if use_index:
-        items = every_item(table.query, IndexName=schema.RUNS_INDEX,
-                           KeyConditionExpression=Key(LISTED).eq(schema.RUNS_LISTED))
+        items = every_item(table.query, **RUNS_QUERY)
     else:
-        items = every_item(table.scan, FilterExpression=Attr("kind").eq("run"))
+        items = every_item(table.scan, FilterExpression=IS_RUN)
     return sorted(items, key=lambda item: (item.get(CREATED, 0), item["run"]))  # the run's id breaks a tie
 
 
@@ -73,8 +76,7 @@ def newest_meta(table, *, use_index: bool) -> dict[str, Any] | None:
     if not use_index:
         items = meta_items(table, use_index=False)
         return items[-1] if items else None
-    page = table.query(IndexName=schema.RUNS_INDEX, KeyConditionExpression=Key(LISTED).eq(schema.RUNS_LISTED),
-                       ScanIndexForward=False, Limit=1)
+    page = table.query(**RUNS_QUERY, ScanIndexForward=False, Limit=1)
     return next((from_ddb(item) for item in page.get("Items", [])), None)
 
 
@@ -85,7 +87,7 @@ def backfill(table, clock: Callable[[], float]) -> int | None:
         return None
     mended = 0
     for item in every_item(table.scan, ProjectionExpression="pk, sk",
-                           FilterExpression=Attr("kind").eq("run") & Attr(LISTED).not_exists()):
+                           FilterExpression=IS_RUN & Attr(LISTED).not_exists()):
         try:
             table.update_item(
                 Key={"pk": item["pk"], "sk": item["sk"]}, UpdateExpression=f"SET {INDEX_SET}",
@@ -99,6 +101,6 @@ def backfill(table, clock: Callable[[], float]) -> int | None:
     # deployed table is unreadable until DynamoDB has built it from the items ("Cannot read from
     # backfilling global secondary index"; IndexStatus CREATING, then ACTIVE: DescribeTable,
     # DynamoDB API reference). Until then this raises, and the next tick tries again.
-    table.query(IndexName=schema.RUNS_INDEX, KeyConditionExpression=Key(LISTED).eq(schema.RUNS_LISTED), Limit=1)
+    table.query(**RUNS_QUERY, Limit=1)
     table.put_item(Item={**MARKER, "kind": "schema", "backfilled_at": Decimal(repr(clock())), "mended": mended})
     return mended

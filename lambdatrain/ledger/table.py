@@ -103,15 +103,18 @@ class Ledger:
     def list_runs(self) -> list[RunRecord]:
         """Every run, oldest first, from the runs index (lambdatrain/ledger/listing.py; eventually
         consistent: ``get_run`` reads one for sure)."""
-        # The marker, once seen, stays: read it until then (a table the watchdog has not yet backfilled).
-        self._indexed = self._indexed or listing.indexed(self.table)
-        return [record_from_meta(item) for item in listing.meta_items(self.table, use_index=self._indexed)]
+        return [record_from_meta(item) for item in listing.meta_items(self.table, use_index=self._use_index())]
 
     def newest_run(self) -> RunRecord | None:
         """The run created last (None: no run yet), as ``list_runs`` would end, reading one item."""
-        self._indexed = self._indexed or listing.indexed(self.table)
-        item = listing.newest_meta(self.table, use_index=self._indexed)
+        item = listing.newest_meta(self.table, use_index=self._use_index())
         return None if item is None else record_from_meta(item)
+
+    def _use_index(self) -> bool:
+        """Whether a listing may read the runs index: its marker, once seen, stays, so it is read
+        only until then (a table the watchdog has not yet backfilled)."""
+        self._indexed = self._indexed or listing.indexed(self.table)
+        return self._indexed
 
     def backfill_runs_index(self) -> int | None:
         """Put the runs of a table made before the runs index in it (the watchdog, every tick):
