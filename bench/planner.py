@@ -317,7 +317,7 @@ def local_calibration(cal: Any, n: int, busy_seconds_per_image: float, cores: in
     # Busy cores do not compute faster than one alone: a busy time below the single one is the two
     # timings' noise (seen: 0.58 against 0.64 ms an image), not a speed-up to predict with.
     slowdown = 1 + share * max(busy_seconds_per_image / cal.seconds_per_image - 1, 0.0)
-    slowed = ("seconds_per_image", "serial_s_per_worker", "cpu_s_per_worker", *CODEC_CONSTANTS)
+    slowed = ("seconds_per_image", "serial_s_per_worker", "cpu_s_per_worker", "delivery_cpu_s", *CODEC_CONSTANTS)
     return replace(cal, s3_clients=n, host_cores=cores, **{k: getattr(cal, k) * slowdown for k in slowed})
 
 
@@ -437,7 +437,8 @@ def median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, Any]]], params: int, buffers: int,
-              cal: Any, busy: float, cpu: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
+              cal: Any, busy: float, cpu: dict[str, float], args: argparse.Namespace,
+              delivery: dict[str, float] | None = None) -> dict[str, Any]:
     """The planner's round for ``recipe`` at N = ``n``, its fixed costs from the recipe's first N:
     what the first N's measured combine, wait and worker load leave once the planner's own terms for
     them (the combiner's reads, update, writes and bucket transfers; the ledger's requests; the
@@ -453,7 +454,9 @@ def predicted(recipe: str, n: int, runs: dict[tuple[str, int], list[dict[str, An
     extra, cores, storage = RECIPES[recipe], os.cpu_count() or 1, planner.Storage(*(4 * [float("inf")]))
 
     def predict(workers: int, **fixed: float) -> dict[str, Any]:
-        local = local_calibration(replace(cal, **fixed, cpu_s_per_worker=cpu[recipe]), workers, busy, cores)
+        # Runs before stop 30 did not time the delivery apart (None: none taken off the cores' bound).
+        mine = replace(cal, **fixed, cpu_s_per_worker=cpu[recipe], delivery_cpu_s=(delivery or {}).get(recipe, 0.0))
+        local = local_calibration(mine, workers, busy, cores)
         scenario = planner.Scenario(params=params, buffers=buffers, workers=workers,
                                     memory_mb=int(MB_PER_VCPU * min(1.0, cores / workers)), batch_size=BATCH,
                                     train_samples=args.samples * extra["local_steps"], transport=extra["transport"],
@@ -546,8 +549,9 @@ def report(args: argparse.Namespace, started: float, *, runs: dict[tuple[str, in
     fixed = cal.compute_fixed_s if sample["compute_fixed_s"] is None else sample["compute_fixed_s"]
     cal = replace(cal, seconds_per_image=sample["seconds_per_image"], compute_fixed_s=fixed,
                   serial_s_per_worker=sample["serial_s_per_worker"])
-    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args), planner)
-            for (recipe, n), done in runs.items()]
+    delivery = sample.get("delivery_cpu")
+    rows = [compare(recipe, n, done, predicted(recipe, n, runs, params, buffers, cal, busy, cpu, args, delivery),
+                    planner) for (recipe, n), done in runs.items()]
     for row in rows:
         log(f"{row['recipe']} N={row['workers']}: round {row['predicted_round_s']:.2f} s predicted vs "
             f"{row['measured_round_s']:.2f} s measured ({row['measured_round_s_min']:.2f}-"

@@ -14,8 +14,8 @@ optimizer steps per worker in average mode; all workers identical)::
       write   = result bytes / min(client write, fs write limit / N)
       state   = the residual's PUT, and what its GET outlasts of load + compute (compressed; else 0)
       apply, pack = the update applied to the weights, the result compressed (compressed: codecs.py)
-      host CPU = N * (compute on one core + CPU per invocation besides it) / cores of the machine the
-                 N workers share (the local stack; 0 on AWS, where each worker has its own vCPUs)
+      host CPU = (N * (compute on one core + CPU per invocation besides it) - the last one's delivery)
+                 / cores of the machine the N workers share (the local stack; 0 on AWS, each has its own)
     combine  = fixed + N * result bytes / (S * min(client read, fs read limit / S)) + update / S
                + the combiner's transfers in the bucket (compressed: bucket.combiner_seconds)
                + its codec CPU: (P / S) * (N * decode_add / threads' speedup + pack + apply) (codecs.py)
@@ -132,12 +132,12 @@ class Calibration:
     # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS, N on the
     s3_clients: float = 1.0  # local stack's moto (bench.planner); the combiner's, after theirs, see it whole
     serial_s_per_worker: float = 0.0  # per worker-round on a service serving one request at a time (moto; AWS 0)
-    # The cores the N workers share on one machine (the local stack; inf on AWS, each worker its own): the
-    # workers' phase lasts at least their CPU seconds over them, each one's compute and ``cpu_s_per_worker``,
-    # what an invocation costs the machine besides its compute (the handler, its ledger, storage and S3
-    # clients, the services answering them, the codec), which takes cores from the others' compute.
+    # The cores the N workers share on one machine (the local stack; inf on AWS, each its own): their phase
+    # lasts at least their CPU over them, compute and ``cpu_s_per_worker``, what an invocation costs besides it
+    # (handler, ledger, storage and S3 clients, the services answering them, codec), taken from others' compute.
     host_cores: float = math.inf
     cpu_s_per_worker: float = 0.0
+    delivery_cpu_s: float = 0.0  # of it, the stack's read of the worker's writes: the last's follows the phase
     pack_s_per_param: float = 0.0  # the codecs (codecs.py): seconds per parameter on one vCPU, 0 where
     apply_s_per_param: float = 0.0  # a calibration was saved before they were measured
     decode_add_s_per_param: float = 0.0
@@ -226,11 +226,11 @@ def fanout_waves(workers: int, shards: int) -> int:
 def host_cpu_s(s: Scenario, c: Calibration) -> float:
     """Seconds the N workers' CPU keeps a shared machine's cores busy per round (0 on AWS, where
     each worker has its own): their compute at one core's speed and what else each invocation
-    costs it, over ``host_cores``."""
+    costs it (the last one's ``delivery_cpu_s`` follows the phase, in the invoke latency), over ``host_cores``."""
     if not math.isfinite(c.host_cores):
         return 0.0
     per_worker = s.local_steps * (s.batch_size // s.workers) * c.seconds_per_image + c.compute_fixed_s
-    return s.workers * (per_worker + c.cpu_s_per_worker) / c.host_cores
+    return (s.workers * (per_worker + c.cpu_s_per_worker) - c.delivery_cpu_s) / c.host_cores
 
 
 def predict(s: Scenario, c: Calibration, storage: Storage, prices: Prices = Prices()) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,6 +156,25 @@ def test_fixed_costs_are_what_the_first_n_leaves_after_the_planners_own_terms(re
         assert one["fixed_costs"]["combiner_fixed_s"] < 0.15 - one["combiner_state_s"] + 1e-9
 
 
+def test_each_recipe_takes_its_own_measured_delivery_off_the_cores_bound_and_old_runs_none():
+    cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
+                            cold_start_s=1.0, serial_s_per_worker=0.01)
+    args = argparse.Namespace(workers=[1, 4], samples=2048)
+    run = {"rounds": 8, "round_s": 0.5, "first_round_s": 4.0, "epoch_s": 8.0, "wait_s": 0.2, "combine_s": 0.15,
+           "worker_s": 0.3, "load_s": 0.05}
+    runs = {(r, n): [run] * 3 for r in ("float32", "average") for n in (1, 4)}
+    cpu = {"float32": 0.02, "average": 0.02}
+
+    def four(recipe, delivery):
+        return planner.predicted(recipe, 4, runs, 1_000_000, 1_000, cal, 1e-3, cpu, args, delivery)
+
+    reads, cores = {"float32": 0.004, "average": 0.008}, os.cpu_count() or 1
+    for recipe in ("float32", "average"):  # one worker's read less, over the cores (none before stop 30)
+        less = four(recipe, None)["host_cpu_s"] - reads[recipe] / cores
+        assert four(recipe, reads)["host_cpu_s"] == pytest.approx(less)
+        assert four(recipe, reads)["calibration"]["delivery_cpu_s"] == reads[recipe]
+
+
 def test_repeats_below_one_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         planner.main(["--repeats", "0"])
@@ -190,14 +210,15 @@ def test_from_something_else_is_one_usage_line(tmp_path, capsys, content):
 def test_local_workers_share_the_cores_and_the_stacks_one_request_at_a_time_s3():
     cal = model.Calibration(seconds_per_image=1e-3, read_bps=1e9, write_bps=1e9, compute_fixed_s=0.01,
                             cold_start_s=1.0, s3_bps=200e6, s3_request_s=0.01, serial_s_per_worker=0.012,
-                            cpu_s_per_worker=0.04)
+                            cpu_s_per_worker=0.04, delivery_cpu_s=0.01)
     one = planner.local_calibration(cal, 1, 1.5e-3, 2)
     assert one == replace(cal, host_cores=2, s3_clients=1)  # one worker: as measured, alone on 2 cores
     for n in (2, 4):  # both cores busy: the busy per-image time; moto's bandwidth and latency shared by N
         local = planner.local_calibration(cal, n, 1.5e-3, 2)
         assert local.seconds_per_image == pytest.approx(1.5e-3)
         # The rest of a worker's CPU, timed alone like the per-image time, is slowed as much (1.5 times).
-        assert (local.serial_s_per_worker, local.cpu_s_per_worker) == pytest.approx((0.018, 0.06))
+        assert (local.serial_s_per_worker, local.cpu_s_per_worker, local.delivery_cpu_s) == \
+            pytest.approx((0.018, 0.06, 0.015))
         assert (local.s3_bps, local.s3_request_s, local.s3_clients) == (200e6, 0.01, n)
         # The workers' transfers queue behind each other; the combiner's, alone after them, do not.
         scenario = model.Scenario(10_000_000, n, 1769, transport="ternary_ef")

@@ -678,6 +678,21 @@ def test_workers_sharing_a_machine_take_at_least_their_cpu_over_its_cores():
     assert alone["host_cpu_s"] == 0.0
 
 
+def test_the_last_workers_delivery_follows_the_phase_and_is_not_charged_to_the_cores():
+    """The stack reads each worker's ledger writes (the local stack's poller, ``delivery_cpu_s`` of
+    its CPU per invocation); the last worker's read comes after the phase and starts the combine,
+    so the cores' bound counts N - 1 of them. On AWS nothing is shared and it changes nothing."""
+    shared = replace(CAL, host_cores=2, cpu_s_per_worker=0.1)
+    read = replace(shared, delivery_cpu_s=0.04)
+    for n in (2, 4):
+        assert _predict(cal=read, workers=n, batch_size=256)["host_cpu_s"] == \
+            pytest.approx(_predict(cal=shared, workers=n, batch_size=256)["host_cpu_s"] - 0.04 / 2)
+    four = _predict(cal=read, workers=4, batch_size=256)
+    assert four["worker_s"] == pytest.approx((4 * (0.64 + 0.1) - 0.04) / 2)
+    on_aws = replace(CAL, delivery_cpu_s=0.04)
+    assert _predict(cal=on_aws, workers=4) == _predict(workers=4)
+
+
 def test_a_recipes_accuracy_is_said_per_n_only_where_its_rows_differ():
     def row(n, shown, measured):
         return {"workers": n, "accuracy_shown": shown, "accuracy_measured": measured}
