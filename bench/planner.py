@@ -44,7 +44,9 @@ for each N (``local_calibration``), never fitted to the runs:
 * S3. The stack's moto serves one request at a time (lambdatrain/local/moto_server.py), so the N
   workers' transfers (residuals, the update) queue behind each other: each worker sees 1/N of the
   bandwidth and N times the request latency the calibration measured with one client
-  (``s3_clients``); the combiner's, after the workers' phase, see them whole.
+  (``s3_clients``); the combiner's, after the workers' phase, see them whole. A PUT also pays what
+  moto's disk mirror (lambdatrain/local/durable.py) costs it per byte beyond a GET
+  (``s3_put_s_per_byte``), which ``measure_s3`` times apart.
 * The ledger. For the same reason the workers' DynamoDB requests queue too: ``measure_worker``
   times moto's busy seconds in each worker invocation of a two-worker float32 run (the real
   handlers, tests/harness.py), which the planner adds once per worker (``serial_s_per_worker``);
@@ -55,8 +57,10 @@ for each N (``local_calibration``), never fitted to the runs:
   ledger writes, which the stack does while the other workers compute. ``measure_worker`` takes
   both per recipe from the same run (the process's CPU seconds less those inside the compute),
   and the planner's workers' phase lasts at least the N workers' CPU over the ``cores``
-  (``host_cores``, ``cpu_s_per_worker``). Not in it: the local Lambda service's own CPU (about
-  2.5 ms an invocation, client and server). ``measure_worker`` also times what of a worker's CPU
+  (``host_cores``, ``cpu_s_per_worker``), less the read of the last one's writes
+  (``delivery_cpu_s``: it follows the phase and starts the combine, so N = 1's invoke latency holds
+  it). Not in it: the local Lambda service's own CPU (about 2.5 ms an invocation, client and
+  server). ``measure_worker`` also times what of a worker's CPU
   falls outside its timed window (``outside_cpu_s``: the ledger's checks before it, the record
   and the ready transition after it), which N = 1's invoke latency holds already; taking one
   worker's off the cores' bound did not predict better (docs/benchmarks.md section 4), so the
@@ -140,8 +144,11 @@ def measured(prepared: Path, out: Path, settings: dict[str, Any]) -> dict[str, A
 def measure_s3(elements: int, folder: Path) -> dict[str, float]:
     """(In a child process.) The local stack's S3 as a worker meets it: moto on loopback, the
     durable mirror writing each PUT to ``folder``, ``StateStore.put`` then ``get`` (checksums
-    and .npy framing included). A one-element residual's PUT + GET is two requests' latency; a
-    model-sized one's extra time is its bytes, both ways, at ``s3_bps``."""
+    and .npy framing included), each timed. A one-element residual's PUT and GET are a request's
+    latency each; a model-sized GET's extra time is its bytes at ``s3_bps``, and what a PUT's takes
+    beyond that, ``s3_put_s_per_byte``: the mirror writes each object to disk, and a PUT had taken
+    about twice a GET (7.0-8.8 ms against 3.3-4.1 for 1.27 MB), which the worker's path waits for
+    where the GET runs beside its compute (docs/benchmarks.md section 4, stop 36)."""
     import boto3
     import numpy as np
 
@@ -160,20 +167,26 @@ def measure_s3(elements: int, folder: Path) -> dict[str, float]:
         server.s3_listeners.append(DurableBucket(folder, BUCKET).sync)
         store = state.StateStore(s3, BUCKET, STATE_PREFIX, DEFAULT_ALGORITHM, STATE_TAG, STATE_EXPIRING)
 
-        def put_get(size: int, round_no: int) -> float:
+        def put_get(size: int, round_no: int) -> tuple[float, float]:
             residual = np.random.default_rng(round_no).standard_normal(size, dtype=np.float32)
             t0 = time.perf_counter()
             store.put("calibration", 0, round_no, residual)
+            t1 = time.perf_counter()
             state._held.clear()  # a worker whose environment does not hold it: the GET goes to S3
             store.get("calibration", 0, round_no, size)
-            return time.perf_counter() - t0
+            return t1 - t0, time.perf_counter() - t1
+
+        def medians(size: int, first: int) -> tuple[float, float]:
+            timed = [put_get(size, first + r) for r in range(S3_REPEATS)]
+            return statistics.median(p for p, _ in timed), statistics.median(g for _, g in timed)
 
         put_get(elements, 1)  # connections, moto's first bucket write
-        small = statistics.median(put_get(1, 2 + r) for r in range(S3_REPEATS))
-        large = statistics.median(put_get(elements, 2 + S3_REPEATS + r) for r in range(S3_REPEATS))
+        (small_put, small_get), (large_put, large_get) = medians(1, 2), medians(elements, 2 + S3_REPEATS)
     finally:
         server.stop()
-    return {"s3_request_s": small / 2, "s3_bps": 2 * 4 * elements / max(large - small, 1e-6)}
+    nbytes, get_s = 4 * elements, max(large_get - small_get, 1e-6)
+    return {"s3_request_s": (small_put + small_get) / 2, "s3_bps": nbytes / get_s,
+            "s3_put_s_per_byte": max(large_put - small_put - get_s, 0.0) / nbytes}
 
 
 def measure_worker(width: float, recipe: str, rounds: int = WORKER_ROUNDS) -> dict[str, float]:
@@ -389,7 +402,8 @@ def calibrated(args: argparse.Namespace, prepared: Path, folder: Path) -> tuple[
         f"{os.cpu_count() or 1} cores busy) + {sample['compute_fixed_s'] * 1e3:.1f} ms/round, cold start "
         f"{cal.cold_start_s:.1f} s, read "
         f"{cal.read_bps / 1e6:.0f} MB/s, write {cal.write_bps / 1e6:.0f} MB/s, S3 {cal.s3_request_s * 1e3:.1f} "
-        f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s, ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
+        f"ms/request + {cal.s3_bps / 1e6:.0f} MB/s (a PUT {cal.s3_put_s_per_byte * 1e9:.1f} ns/byte more), "
+        f"ledger {cal.serial_s_per_worker * 1e3:.1f} ms/worker "
         f"(moto, one request at a time); codecs " +
         ", ".join(f"{k.split('_s_')[0]} {getattr(cal, k) * 1e9:.2f} ns" for k in CODEC_CONSTANTS) +
         "/param; CPU per worker invocation besides compute, its writes' stream read "

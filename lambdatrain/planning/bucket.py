@@ -31,6 +31,7 @@ class Scenario(Protocol):  # what of planner.Scenario this needs (planner import
 class Calibration(Protocol):  # what of planner.Calibration this needs
     s3_bps: float
     s3_request_s: float
+    s3_put_s_per_byte: float
     s3_clients: float
 
 
@@ -62,15 +63,17 @@ def combiner_state_bytes(s: Scenario) -> dict[str, int]:
     return {d: sum(sizes) for d, sizes in combiner_transfers(s).items()}
 
 
-def transfer_seconds(nbytes: int, c: Calibration, clients: float = 1.0) -> float:
+def transfer_seconds(nbytes: int, c: Calibration, clients: float = 1.0, put: bool = False) -> float:
     """One object's transfer: a request's latency, then its parts, CONCURRENCY at once at ``s3_bps``
-    each; ``clients`` transferring at once through an endpoint that serves one request at a time
-    (Calibration.s3_clients) each see 1/clients of it."""
+    each, and a PUT's ``s3_put_s_per_byte`` (the local stack's moto writes each object to its disk
+    mirror, lambdatrain/local/durable.py); ``clients`` transferring at once through an endpoint
+    that serves one request at a time (Calibration.s3_clients) each see 1/clients of it."""
     from lambdatrain.storage.state import CONCURRENCY, parts  # numpy and boto3: not for `plan --help`
 
     if not nbytes:
         return 0.0
-    return clients * (c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes))))
+    stored = nbytes * c.s3_put_s_per_byte if put else 0.0
+    return clients * (c.s3_request_s + nbytes / (c.s3_bps * min(CONCURRENCY, parts(nbytes))) + stored)
 
 
 def state_seconds(s: Scenario, c: Calibration) -> dict[str, float]:
@@ -81,7 +84,7 @@ def state_seconds(s: Scenario, c: Calibration) -> dict[str, float]:
     if not t["put"]:
         return {"get": 0.0, "update": 0.0, "put": 0.0}
     return {"get": transfer_seconds(t["get"][0], c, k), "update": transfer_seconds(t["get"][1], c, k),
-            "put": transfer_seconds(t["put"][0], c, k)}
+            "put": transfer_seconds(t["put"][0], c, k, put=True)}
 
 
 def combiner_seconds(s: Scenario, c: Calibration) -> float:
@@ -91,5 +94,6 @@ def combiner_seconds(s: Scenario, c: Calibration) -> float:
     if not t["put"]:
         return 0.0
     *slices, update = t["put"]
-    share = slices[: len(slices) // s.shards] + t["get"][: len(t["get"]) // s.shards]
-    return sum(transfer_seconds(n, c) for n in share) + transfer_seconds(update, c)
+    puts, gets = slices[: len(slices) // s.shards], t["get"][: len(t["get"]) // s.shards]
+    return sum(transfer_seconds(n, c, put=True) for n in puts) + sum(transfer_seconds(n, c) for n in gets) + \
+        transfer_seconds(update, c, put=True)

@@ -129,6 +129,7 @@ class Calibration:
     per_invoke_s: float = 0.03  # one async invoke's latency; a fan-out runs INVOKE_POOL of them at a time
     s3_bps: float = 85e6  # one S3 request's bandwidth inside the Region, bytes/s (module docstring)
     s3_request_s: float = 0.03  # one S3 request's latency before its bytes flow
+    s3_put_s_per_byte: float = 0.0  # a PUT's seconds per byte beyond a GET's (the local stack's mirror; AWS 0)
     # Workers sharing an S3 that serves one request at a time, each at 1/k of it: 1 on AWS, N on the
     s3_clients: float = 1.0  # local stack's moto (bench.planner); the combiner's, after theirs, see it whole
     serial_s_per_worker: float = 0.0  # per worker-round on a service serving one request at a time (moto; AWS 0)
@@ -138,8 +139,8 @@ class Calibration:
     host_cores: float = math.inf
     cpu_s_per_worker: float = 0.0
     delivery_cpu_s: float = 0.0  # of it, the stack's read of the worker's writes: the last's follows the phase
-    pack_s_per_param: float = 0.0  # the codecs (codecs.py): seconds per parameter on one vCPU, 0 where
-    apply_s_per_param: float = 0.0  # a calibration was saved before they were measured
+    pack_s_per_param: float = 0.0  # the codecs (codecs.py): seconds per parameter on one vCPU, 0 where a
+    apply_s_per_param: float = 0.0  # calibration was saved before they were measured
     decode_add_s_per_param: float = 0.0
     sum_thread_efficiency: float = 1.0  # what each thread of the combiner's sum past the first adds of one
 

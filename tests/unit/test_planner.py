@@ -321,6 +321,24 @@ def test_compressed_state_goes_to_s3_in_time_and_cost():
     assert ef["cost_per_epoch"] == pytest.approx(sum(ef["cost_breakdown"].values()), abs=1e-5)
 
 
+@pytest.mark.parametrize("shards", [1, 4])
+def test_a_put_pays_what_it_costs_beyond_a_get_per_byte_and_a_get_does_not(shards):
+    """The local stack's moto mirrors each PUT to disk (lambdatrain/local/durable.py), so a PUT
+    takes longer than a GET of the same bytes: the worker's residual PUT and the combiner's PUTs
+    (its slices and the update) pay ``s3_put_s_per_byte`` each, the GETs nothing more."""
+    per_byte = 2e-9
+    cal = replace(CAL, s3_bps=100e6, s3_request_s=0.05)
+    dear = replace(cal, s3_put_s_per_byte=per_byte)
+    scenario = planner.Scenario(P, 4, 1769, transport="ternary_ef", buffers=B, shards=shards)
+    plain, mirrored = planner.predict(scenario, cal, FAST), planner.predict(scenario, dear, FAST)
+    residual, update = 4 * (P - B), plain["result_bytes"]
+    assert mirrored["state_s"] - plain["state_s"] == pytest.approx(residual * per_byte)
+    assert mirrored["load_s"] == plain["load_s"]  # the update's GET
+    slices = 2 * residual // shards * per_byte if shards > 1 else 2 * residual * per_byte
+    assert mirrored["combiner_state_s"] - plain["combiner_state_s"] == pytest.approx(slices + update * per_byte,
+                                                                                       rel=1e-6)
+
+
 @pytest.mark.parametrize("workers,shards", [(4, 1), (64, 1), (64, 4)])
 def test_a_compressed_round_pays_its_codecs_per_worker_and_per_result_in_each_share(workers, shards):
     """A warm worker applies the update (before compute) and packs its result (after); each share
