@@ -334,7 +334,7 @@ def test_a_put_pays_what_it_costs_beyond_a_get_per_byte_and_a_get_does_not(shard
     residual, update = 4 * (P - B), plain["result_bytes"]
     assert mirrored["state_s"] - plain["state_s"] == pytest.approx(residual * per_byte)
     assert mirrored["load_s"] == plain["load_s"]  # the update's GET
-    slices = 2 * residual // shards * per_byte if shards > 1 else 2 * residual * per_byte
+    slices = 2 * (residual // shards) * per_byte  # one share's momentum and residual slices
     assert mirrored["combiner_state_s"] - plain["combiner_state_s"] == pytest.approx(slices + update * per_byte,
                                                                                        rel=1e-6)
 
