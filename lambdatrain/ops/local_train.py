@@ -118,7 +118,7 @@ def export_run(stack: LocalStack, run: str, out: Path) -> Path:
     """Write checkpoint, metrics and ledger items of a finished run into ``out``; returns the checkpoint."""
     ledger = stack.ledger()
     record = ledger.get_run(run)
-    metrics = sorted(ledger.metrics(run), key=lambda m: m["round"])
+    metrics = ledger.metrics(run)  # by round, as every LedgerReader returns them
     ckpt = checkpoint.save(out / "checkpoint.pt",
                            checkpoint.final_model(stack.mount, run, record.round, record.weights, metrics))
     (out / "metrics.jsonl").write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))

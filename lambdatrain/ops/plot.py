@@ -21,7 +21,7 @@ SKIP_COLUMNS = {"pk", "sk", "kind", "run"}
 
 
 def _metrics(source: RunSource) -> list[dict[str, Any]]:
-    metrics = sorted(source.ledger.metrics(source.run), key=lambda m: m["round"])
+    metrics = source.ledger.metrics(source.run)  # by round, as every LedgerReader returns them
     if not metrics:
         raise DataError(f"run {source.run} has no committed rounds yet: nothing to plot")
     return metrics

@@ -50,7 +50,7 @@ def read_run(source: RunSource, after: int = -1) -> tuple[RunRecord, list[dict[s
     # META first: a commit writes its METRIC in the same transaction, so every round the META
     # counts as done has its metric in the read that follows.
     record = source.ledger.get_run(source.run)
-    metrics = sorted(source.ledger.metrics(source.run, after), key=lambda m: m["round"])
+    metrics = source.ledger.metrics(source.run, after)  # by round, as every LedgerReader returns them
     current = source.ledger.get_round(source.run, record.round) if record.state == RUNNING else None
     return record, metrics, current
 
