@@ -66,7 +66,6 @@ def drop_page_cache() -> bool:
         return False
 
 
-DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-train.tar.gz"
 
 
@@ -74,8 +73,15 @@ def add_data_args(parser: argparse.ArgumentParser, *, workers: int | list[int], 
     """The options every training benchmark shares: workers (one N, or a list), samples, data."""
     parser.add_argument("--workers", type=int_list if isinstance(workers, list) else int, default=workers)
     parser.add_argument("--samples", type=int, default=samples, help="training samples (first K)")
+    add_dataset_args(parser)
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """--data and --cache-dir, as every benchmark that prepares a dataset offers them."""
+    from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP
+
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in any supported format")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where prepared datasets are kept")
+    parser.add_argument("--cache-dir", type=Path, default=DATASET_CACHE, help=DATASET_CACHE_HELP)
 
 
 def prepared_dataset(args: argparse.Namespace) -> Path:

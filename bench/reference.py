@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import DEFAULT_CACHE, DEFAULT_DATA, emit, log, machine, prepared_dataset
+from bench._common import add_dataset_args, emit, log, machine, prepared_dataset
 
 PAD = 4  # as lambdatrain.training.data._random_crop
 
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=None, help="first K training samples (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in any supported format")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where prepared datasets are kept")
+    add_dataset_args(parser)
     args = parser.parse_args(argv)
     if args.samples is not None and args.samples < args.batch_size:
         parser.error(f"--samples ({args.samples}) must be at least --batch-size ({args.batch_size})")

@@ -25,7 +25,7 @@ from lambdatrain.cli import setup as setup_cli
 from lambdatrain.cli.edge import (DEBUG_HELP, Command, debugging, report_unexpected, set_debug,
                                   show_help_without_command, with_groups)
 from lambdatrain.cli.settings import settings_group
-from lambdatrain.protocol.config import LOCAL_TRAIN
+from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP, LOCAL_TRAIN
 
 # Plain help and errors (rich_markup_mode=None): click's own usage errors, no boxes, and no
 # docstring markup shown raw. Locals stay out of a bug's traceback (they may hold credentials).
@@ -34,7 +34,8 @@ local_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 app.add_typer(local_app, name="local")
 console = Console()
 
-DEFAULT_CACHE = Path.home() / ".cache" / "lambdatrain"
+# --cache-dir, as every command that prepares a dataset offers it
+CacheDir = Annotated[Path, typer.Option(help=DATASET_CACHE_HELP)]
 
 
 @app.callback(invoke_without_command=True)
@@ -66,7 +67,7 @@ def _prepared(data: Optional[Path], cache_dir: Path) -> Path:
 def local_train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="folder for checkpoint, metrics and summary.json")] = Path("out/train"),
-    cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
+    cache_dir: CacheDir = DATASET_CACHE,
     resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted run in --out "
                                                           "from its last committed round")] = False,
 ) -> None:
@@ -105,7 +106,7 @@ def local_serve(
     state_dir: Annotated[Path, typer.Option(help="the stack's folder (efs/, logs/, dlq/)")] = Path("out/stack"),
     port: Annotated[int, typer.Option(help="Lambda API port on 127.0.0.1 (0: any free port)")] = 9001,
     data: Annotated[Optional[Path], typer.Option(help="dataset to link into the mount as the default")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
+    cache_dir: CacheDir = DATASET_CACHE,
 ) -> None:
     """Keep the local stack up and print its endpoints.
 
@@ -148,7 +149,7 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="dataset in any supported format")],
     split: Annotated[str, typer.Option(help="val or train")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    cache_dir: Annotated[Path, typer.Option(help="where prepared datasets are kept")] = DEFAULT_CACHE,
+    cache_dir: CacheDir = DATASET_CACHE,
 ) -> None:
     """Accuracy and loss of a checkpoint on a dataset."""
     from lambdatrain.training.evaluation import evaluate_checkpoint

@@ -15,6 +15,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lambdatrain.protocol.events import RUN_ID_PATTERN, check_relative_path, require, typed
@@ -28,6 +29,10 @@ TRANSPORTS = ("float32", "float16", "bfloat16", "ternary_ef", "sign_ef")
 COMPRESSED = {"ternary_ef": "ternary", "sign_ef": "sign"}
 LR_SCHEDULES = ("constant", "cosine")
 MAX_WORKERS = 1000
+# Where the clients on a user's machine (the CLI, the benchmarks) keep prepared datasets: the
+# default of every --cache-dir, and the cache the local train's --data default looks in.
+DATASET_CACHE = Path.home() / ".cache" / "lambdatrain"
+DATASET_CACHE_HELP = "where prepared datasets are kept"
 # The clients that offer run settings as options: every setting is an option of both unless its
 # Setting says otherwise (an Offer with its own meaning or default).
 LOCAL_TRAIN, START = "local train", "start"
