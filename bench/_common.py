@@ -78,9 +78,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, workers: int | list[int], 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     """--data and --cache-dir, as every benchmark that prepares a dataset offers them."""
-    from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP
+    from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP, DATASET_HELP
 
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset in any supported format")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=DATASET_HELP)
     parser.add_argument("--cache-dir", type=Path, default=DATASET_CACHE, help=DATASET_CACHE_HELP)
 
 

@@ -25,7 +25,7 @@ from lambdatrain.cli import setup as setup_cli
 from lambdatrain.cli.edge import (DEBUG_HELP, Command, debugging, report_unexpected, set_debug,
                                   show_help_without_command, with_groups)
 from lambdatrain.cli.settings import settings_group
-from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP, LOCAL_TRAIN
+from lambdatrain.protocol.config import DATASET_CACHE, DATASET_CACHE_HELP, DATASET_HELP, LOCAL_TRAIN
 
 # Plain help and errors (rich_markup_mode=None): click's own usage errors, no boxes, and no
 # docstring markup shown raw. Locals stay out of a bug's traceback (they may hold credentials).
@@ -146,7 +146,7 @@ def local_serve(
 @app.command("evaluate", cls=Command)
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="a checkpoint.pt written by a run")],
-    data: Annotated[Path, typer.Option(help="dataset in any supported format")],
+    data: Annotated[Path, typer.Option(help=DATASET_HELP)],
     split: Annotated[str, typer.Option(help="val or train")] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     cache_dir: CacheDir = DATASET_CACHE,

@@ -7,6 +7,8 @@ one-line ``InvalidEvent`` naming the field (here), the options of ``lambdatrain 
 model and checksum names live here too, so the protocol needs neither torch nor xxhash to check
 them: lambdatrain/storage/digest.py takes its algorithm names from here, and
 tests/unit/test_protocol.py checks that lambdatrain/training/model.py builds exactly these models.
+Beside them, what the clients on a user's machine share about datasets: where prepared ones are
+kept (``DATASET_CACHE``) and the help of the options that name them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_WORKERS = 1000
 # default of every --cache-dir, and the cache the local train's --data default looks in.
 DATASET_CACHE = Path.home() / ".cache" / "lambdatrain"
 DATASET_CACHE_HELP = "where prepared datasets are kept"
+DATASET_HELP = "dataset in any supported format"  # a --data that names a file or folder here
 # The clients that offer run settings as options: every setting is an option of both unless its
 # Setting says otherwise (an Offer with its own meaning or default).
 LOCAL_TRAIN, START = "local train", "start"
